@@ -1,0 +1,127 @@
+"""The preprocessing recipe saved with every model, so that inference reproduces training exactly."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import cv2
+import numpy as np
+
+from cxr_core.normalise import METHODS, normalise
+
+RESIZE_POLICIES = ("squash", "pad")
+INTERPOLATIONS = {
+    "area": cv2.INTER_AREA,
+    "linear": cv2.INTER_LINEAR,
+    "cubic": cv2.INTER_CUBIC,
+    "nearest": cv2.INTER_NEAREST,
+    "lanczos": cv2.INTER_LANCZOS4,
+}
+ROI_MODES = ("none",)
+PREPROCESS_FILE = "preprocess.json"
+
+
+class PreprocessError(ValueError):
+    """A preprocessing configuration or input is invalid."""
+
+
+def _freeze(params: Mapping[str, Any] | tuple | None) -> tuple[tuple[str, Any], ...]:
+    """Sorted, hashable (name, value) pairs from a mapping or pairs."""
+    items = dict(params or {})
+    return tuple(sorted((str(k), tuple(v) if isinstance(v, list) else v) for k, v in items.items()))
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Normalisation method and parameters, target size, resize policy, interpolation and region of interest."""
+
+    method: str = "clahe"
+    params: tuple[tuple[str, Any], ...] = field(default=())
+    size: int = 224
+    resize: str = "squash"
+    interpolation: str = "area"
+    roi: str = "none"
+
+    def __post_init__(self) -> None:
+        """Freeze params and validate every field."""
+        object.__setattr__(self, "params", _freeze(self.params))
+        if self.method not in METHODS:
+            raise PreprocessError(f"unknown normalisation method {self.method!r}; choose from {sorted(METHODS)}")
+        if not isinstance(self.size, int) or not 16 <= self.size <= 2048:
+            raise PreprocessError(f"size must be an integer between 16 and 2048, got {self.size!r}")
+        if self.resize not in RESIZE_POLICIES:
+            raise PreprocessError(f"resize must be one of {RESIZE_POLICIES}, got {self.resize!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise PreprocessError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}")
+        if self.roi not in ROI_MODES:
+            raise PreprocessError(f"roi must be one of {ROI_MODES}, got {self.roi!r}")
+
+    @property
+    def param_dict(self) -> dict[str, Any]:
+        """The normalisation parameters as a plain dict."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.params}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        data = asdict(self)
+        data["params"] = self.param_dict
+        return data
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys), the basis of :meth:`digest`."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def digest(self) -> str:
+        """A short stable hash of the configuration, used to key caches."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "PreprocessConfig":
+        """Build from a dict such as :meth:`to_dict` returns; unknown keys are refused."""
+        known = {"method", "params", "size", "resize", "interpolation", "roi"}
+        unknown = set(data) - known
+        if unknown:
+            raise PreprocessError(f"unknown preprocessing keys {sorted(unknown)}")
+        return cls(**dict(data))
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``preprocess.json`` into a model directory."""
+        path = Path(directory) / PREPROCESS_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "PreprocessConfig":
+        """Read ``preprocess.json`` from a model directory; a clear error when it is missing or invalid."""
+        path = Path(directory) / PREPROCESS_FILE
+        if not path.is_file():
+            raise PreprocessError(f"{path} is missing: a model must ship the preprocessing it was trained with")
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise PreprocessError(f"{path} is not a valid preprocessing config ({exc})") from exc
+
+    def apply(self, gray: np.ndarray) -> np.ndarray:
+        """Resize a 2-D uint8 image to ``size`` x ``size`` and normalise it; returns uint8."""
+        return normalise(resize(gray, self.size, self.resize, self.interpolation), self.method, **self.param_dict)
+
+
+def resize(gray: np.ndarray, size: int, policy: str = "squash", interpolation: str = "area") -> np.ndarray:
+    """Resize to a square: ``squash`` ignores aspect ratio, ``pad`` keeps it and pads with black."""
+    if gray.ndim != 2:
+        raise PreprocessError(f"expected a 2-D grayscale image, got shape {gray.shape}")
+    flag = INTERPOLATIONS[interpolation]
+    height, width = gray.shape
+    if policy == "squash":
+        return cv2.resize(gray, (size, size), interpolation=flag)
+    scale = size / max(height, width)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    scaled = cv2.resize(gray, (new_w, new_h), interpolation=flag)
+    canvas = np.zeros((size, size), dtype=gray.dtype)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    canvas[top : top + new_h, left : left + new_w] = scaled
+    return canvas
