@@ -1,0 +1,307 @@
+"""The dataset index: every image with label, source, patient, size, hashes and read errors, plus splits and audits."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from cxr_core import ledger
+from cxr_core.config import Config
+from cxr_core.hashing import near_pairs, phash
+from cxr_core.imaging import IMAGE_SUFFIXES, ImageReadError, read_image, sha256_file
+from cxr_core.splits import assign_splits
+
+MANIFEST = "manifest.csv"
+FILE_COLUMNS = ["path", "label", "size_bytes", "mtime_ns", "sha256", "phash", "width", "height", "error"]
+SPLITS = ("train", "val", "test")
+Progress = Callable[[int, int], None]
+
+
+class DatasetError(ValueError):
+    """The dataset folder cannot be indexed (missing, or without any class folder)."""
+
+
+@dataclass
+class DatasetIndex:
+    """An indexed dataset folder: ``frame`` has one row per image file (see module docs for the columns)."""
+
+    data_dir: Path
+    frame: pd.DataFrame
+    duplicate_pairs: pd.DataFrame
+    empty_folders: list[str] = field(default_factory=list)
+    n_read: int = 0
+    n_reused: int = 0
+    seed: int = 0
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+
+    def abspath(self, rel: str) -> Path:
+        """Absolute path of an image given its path relative to the data dir."""
+        return self.data_dir / rel
+
+    def images(self, split: str | None = None, include_excluded: bool = False) -> pd.DataFrame:
+        """Readable images, optionally of one split, without excluded ones unless asked."""
+        rows = self.frame[self.frame["error"] == ""]
+        if not include_excluded:
+            rows = rows[~rows["excluded"]]
+        if split is not None and split != "all":
+            if split not in SPLITS:
+                raise DatasetError(f"unknown split {split!r}; choose from {SPLITS + ('all',)}")
+            rows = rows[rows["split"] == split]
+        return rows
+
+    def excluded_counts(self) -> dict[str, int]:
+        """How many readable images are excluded, by reason."""
+        rows = self.frame[(self.frame["error"] == "") & self.frame["excluded"]]
+        return {str(k): int(v) for k, v in rows["exclude_reason"].value_counts().items()}
+
+    def unreadable(self) -> list[dict[str, str]]:
+        """Files that could not be read, with their errors."""
+        rows = self.frame[self.frame["error"] != ""]
+        return [{"path": p, "error": e} for p, e in zip(rows["path"], rows["error"])]
+
+    def patients_in_multiple_splits(self) -> int:
+        """Number of patients whose images fall in more than one split (must be 0)."""
+        rows = self.images(include_excluded=True)
+        return int((rows.groupby("patient_id")["split"].nunique() > 1).sum())
+
+    def duplicates_across_splits(self) -> pd.DataFrame:
+        """Exact or near-duplicate pairs whose two images sit in different splits."""
+        pairs = self.duplicate_pairs
+        return pairs[pairs["split_a"] != pairs["split_b"]] if len(pairs) else pairs
+
+    def confounding(self) -> dict[str, Any]:
+        """Label x source table and how well source alone predicts the label (Cramér's V, majority accuracy)."""
+        return confounding(self.images())
+
+    def summary(self) -> dict[str, Any]:
+        """The ``cxr index --json`` object: counts cover the curated dataset, splits cover what is used."""
+        curated = self.frame[(self.frame["error"] == "") & (self.frame["exclude_reason"] != "discarded")]
+        usable = self.images()
+        splits = {s: {str(k): int(v) for k, v in usable[usable["split"] == s]["label"].value_counts().items()} for s in SPLITS}
+        across = self.duplicates_across_splits()
+        return {
+            "data_dir": str(self.data_dir),
+            "n_files": int(len(self.frame)),
+            "n_images": int(len(curated)),
+            "by_class": {str(k): int(v) for k, v in curated["label"].value_counts().sort_index().items()},
+            "by_source": {str(k): int(v) for k, v in curated["source"].value_counts().sort_index().items()},
+            "n_patients": int(curated["patient_id"].nunique()),
+            "splits": splits,
+            "split_fractions": list(self.split_fractions),
+            "seed": self.seed,
+            "patients_in_multiple_splits": self.patients_in_multiple_splits(),
+            "duplicates_across_splits": int(len(across)),
+            "duplicate_pairs": int(len(self.duplicate_pairs)),
+            "excluded": self.excluded_counts(),
+            "unreadable": self.unreadable(),
+            "empty_folders": self.empty_folders,
+            "confounding": self.confounding(),
+            "refresh": {"read": self.n_read, "reused": self.n_reused},
+        }
+
+
+def confounding(rows: pd.DataFrame) -> dict[str, Any]:
+    """Label x source counts, Cramér's V between them, and the accuracy of guessing the label from source alone."""
+    from scipy.stats import chi2_contingency
+
+    table = pd.crosstab(rows["source"], rows["label"])
+    n = int(table.to_numpy().sum())
+    cramers_v = 0.0
+    if n and min(table.shape) > 1:
+        chi2 = chi2_contingency(table.to_numpy(), correction=False)[0]
+        cramers_v = float(np.sqrt(chi2 / (n * (min(table.shape) - 1))))
+    accuracy = float(table.max(axis=1).sum() / n) if n else 0.0
+    return {
+        "table": {str(src): {str(lbl): int(v) for lbl, v in row.items()} for src, row in table.iterrows()},
+        "cramers_v": round(cramers_v, 4),
+        "source_only_accuracy": round(accuracy, 4),
+    }
+
+
+def find_class_folders(data_dir: Path, classes: Iterable[str]) -> dict[str, Path]:
+    """Map each wanted class to its image folder (``CLASS/images`` in the Kaggle layout, else ``CLASS``), case-insensitively."""
+    wanted = {c.lower(): c for c in classes}
+    found: dict[str, Path] = {}
+    for entry in sorted(data_dir.iterdir()):
+        if entry.is_dir() and entry.name.lower() in wanted:
+            images = next((p for p in entry.iterdir() if p.is_dir() and p.name.lower() == "images"), None)
+            found[wanted[entry.name.lower()]] = images or entry
+    return found
+
+
+def scan_files(data_dir: Path, classes: Iterable[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """List ``(relative path, label)`` of image files and the class folders that hold none."""
+    if not data_dir.is_dir():
+        raise DatasetError(f"dataset folder {data_dir} does not exist (set CXR_DATA_DIR or run `cxr fetch`)")
+    folders = find_class_folders(data_dir, classes)
+    if not folders:
+        raise DatasetError(f"{data_dir} has none of the class folders {list(classes)} (expected CLASS/images/*.png or CLASS/*.png)")
+    files: list[tuple[str, str]] = []
+    empty: list[str] = []
+    for label, folder in folders.items():
+        found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            empty.append(folder.relative_to(data_dir).as_posix())
+        files.extend((p.relative_to(data_dir).as_posix(), label) for p in found)
+    return files, empty
+
+
+def describe_file(args: tuple[str, int, int]) -> dict[str, Any]:
+    """Read one image file and return its index row fields (errors are recorded, never raised)."""
+    path, max_pixels, min_side = args
+    row: dict[str, Any] = {"sha256": "", "phash": "", "width": 0, "height": 0, "error": ""}
+    try:
+        row["sha256"] = sha256_file(path)
+        gray = read_image(path, max_pixels=max_pixels, min_side=min_side)
+        row.update(height=int(gray.shape[0]), width=int(gray.shape[1]), phash=phash(gray))
+    except ImageReadError as exc:
+        row["error"] = exc.reason
+    except OSError as exc:
+        row["error"] = f"cannot read file ({exc.strerror or exc})"
+    return row
+
+
+def _cache_path(cfg: Config, data_dir: Path) -> Path:
+    """Where the file-level cache of ``data_dir`` lives in the work dir."""
+    key = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+    return cfg.index_dir / f"{data_dir.name or 'root'}-{key}.parquet"
+
+
+def _read_files(
+    data_dir: Path, files: list[tuple[str, str]], cached: pd.DataFrame, cfg: Config, progress: Progress | None
+) -> tuple[pd.DataFrame, int]:
+    """File-level rows for ``files``, reusing cached rows whose size and mtime are unchanged."""
+    by_path = cached.set_index("path") if len(cached) else None
+    rows: list[dict[str, Any]] = []
+    todo: list[dict[str, Any]] = []
+    for rel, label in files:
+        stat = (data_dir / rel).stat()
+        row = {"path": rel, "label": label, "size_bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        if by_path is not None and rel in by_path.index:
+            old = by_path.loc[rel]
+            if int(old["size_bytes"]) == stat.st_size and int(old["mtime_ns"]) == stat.st_mtime_ns:
+                row.update({k: old[k] for k in ("sha256", "phash", "width", "height", "error")})
+                rows.append(row)
+                continue
+        todo.append(row)
+    jobs = [(str(data_dir / r["path"]), cfg.max_pixels, cfg.min_side) for r in todo]
+    workers = min(cfg.workers, max(1, len(jobs) // 64))
+    results: Iterable[dict[str, Any]]
+    if workers > 1:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        results = pool.map(describe_file, jobs, chunksize=32)
+    else:
+        pool, results = None, map(describe_file, jobs)
+    try:
+        for done, (row, result) in enumerate(zip(todo, results), start=1):
+            row.update(result)
+            rows.append(row)
+            if progress:
+                progress(done, len(todo))
+    finally:
+        if pool:
+            pool.shutdown()
+    frame = pd.DataFrame(rows, columns=FILE_COLUMNS).sort_values("path", kind="stable").reset_index(drop=True)
+    return frame, len(todo)
+
+
+def _attach_manifest(frame: pd.DataFrame, data_dir: Path) -> pd.DataFrame:
+    """Add ``source`` and ``patient_id`` (and other manifest columns) from ``manifest.csv`` when present."""
+    path = data_dir / MANIFEST
+    if path.is_file():
+        manifest = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if "file" not in manifest.columns:
+            raise DatasetError(f"{path} has no 'file' column")
+        extra = manifest.drop(columns=[c for c in ("label", "sha256") if c in manifest.columns])
+        frame = frame.merge(extra.rename(columns={"file": "path"}), on="path", how="left")
+    for column in ("source", "patient_id"):
+        if column not in frame.columns:
+            frame[column] = ""
+        frame[column] = frame[column].fillna("").astype(str)
+    frame.loc[frame["source"] == "", "source"] = "unknown"
+    missing = frame["patient_id"] == ""
+    frame.loc[missing, "patient_id"] = "file:" + frame.loc[missing, "path"]
+    return frame
+
+
+def _duplicate_pairs(frame: pd.DataFrame, max_distance: int) -> pd.DataFrame:
+    """Exact (same sha256) and near (pHash within ``max_distance``) duplicate pairs among readable images."""
+    readable = frame[frame["error"] == ""].reset_index(drop=True)
+    found: dict[tuple[int, int], tuple[str, int]] = {}
+    for _, group in readable.groupby("sha256"):
+        idx = group.index.tolist()
+        for a in idx[1:]:
+            found[(idx[0], a)] = ("exact", 0)
+    for i, j, dist in near_pairs(readable["phash"].tolist(), max_distance):
+        found.setdefault((i, j), ("near", dist))
+    records = [
+        {
+            "path_a": readable.at[i, "path"], "path_b": readable.at[j, "path"], "kind": kind, "distance": dist,
+            "split_a": readable.at[i, "split"], "split_b": readable.at[j, "split"],
+            "label_a": readable.at[i, "label"], "label_b": readable.at[j, "label"],
+        }
+        for (i, j), (kind, dist) in sorted(found.items())
+    ]
+    columns = ["path_a", "path_b", "kind", "distance", "split_a", "split_b", "label_a", "label_b"]
+    return pd.DataFrame(records, columns=columns)
+
+
+def _exclusions(frame: pd.DataFrame, pairs: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+    """Mark images discarded in the curation ledger and test images that duplicate a training image."""
+    frame["excluded"] = False
+    frame["exclude_reason"] = ""
+    discarded = frame["sha256"].isin(ledger.discarded_hashes(cfg)) & (frame["error"] == "")
+    frame.loc[discarded, ["excluded", "exclude_reason"]] = [True, "discarded"]
+    if cfg.clean_test_of_duplicates and len(pairs):
+        leaks: set[str] = set()
+        for a, b, sa, sb in zip(pairs["path_a"], pairs["path_b"], pairs["split_a"], pairs["split_b"]):
+            if {sa, sb} == {"train", "test"}:
+                leaks.add(a if sa == "test" else b)
+        leak = frame["path"].isin(leaks) & ~frame["excluded"]
+        frame.loc[leak, ["excluded", "exclude_reason"]] = [True, "duplicate-of-train"]
+    return frame
+
+
+def load_index(
+    cfg: Config, data_dir: str | Path | None = None, refresh: bool = True, progress: Progress | None = None
+) -> DatasetIndex:
+    """Index ``data_dir`` (default ``cfg.data_dir``), re-reading only new or changed files, and cache it in the work dir."""
+    root = Path(data_dir or cfg.data_dir).expanduser().resolve()
+    cache = _cache_path(cfg, root)
+    cached = pd.read_parquet(cache) if cache.is_file() else pd.DataFrame(columns=FILE_COLUMNS)
+    if refresh or not len(cached):
+        files, empty = scan_files(root, cfg.include_classes)
+        frame, n_read = _read_files(root, files, cached, cfg, progress)
+        if n_read or len(frame) != len(cached):
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".tmp{os.getpid()}")
+            frame.to_parquet(tmp, index=False)
+            os.replace(tmp, cache)
+    else:
+        frame, n_read, empty = cached, 0, []
+    frame = _attach_manifest(frame.copy(), root)
+    frame["split"] = assign_splits(frame, cfg.split_fractions, cfg.seed)
+    pairs = _duplicate_pairs(frame, cfg.near_duplicate_distance)
+    frame = _exclusions(frame, pairs, cfg)
+    index = DatasetIndex(root, frame, pairs, empty, n_read, len(frame) - n_read, cfg.seed, cfg.split_fractions)
+    _save_splits(cfg, root, frame)
+    return index
+
+
+def _save_splits(cfg: Config, root: Path, frame: pd.DataFrame) -> None:
+    """Write the split assignment beside the cache so other tools can read it."""
+    path = _cache_path(cfg, root).with_suffix(".splits.json")
+    data = {"data_dir": str(root), "seed": cfg.seed, "fractions": list(cfg.split_fractions),
+            "splits": dict(zip(frame["path"], frame["split"]))}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
