@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
         module.register(sub)
+    for command in sub.choices.values():
+        command.add_argument("--home", default=argparse.SUPPRESS, help="work dir (default $CXR_HOME or .cxr/)")
     return parser
 
 

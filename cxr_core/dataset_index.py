@@ -41,6 +41,7 @@ class DatasetIndex:
     n_reused: int = 0
     seed: int = 0
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    near_duplicate_distance: int = 4
 
     def abspath(self, rel: str) -> Path:
         """Absolute path of an image given its path relative to the data dir."""
@@ -80,6 +81,17 @@ class DatasetIndex:
     def confounding(self) -> dict[str, Any]:
         """Label x source table and how well source alone predicts the label (Cramér's V, majority accuracy)."""
         return confounding(self.images())
+
+    def class_balance(self, by: str | None = None) -> pd.DataFrame:
+        """Image counts and within-group shares per label, overall or grouped by ``split`` or ``source``."""
+        rows = self.images() if by == "split" else self.images(include_excluded=True)
+        if by != "split":
+            rows = rows[rows["exclude_reason"] != "discarded"]
+        keys = [by, "label"] if by else ["label"]
+        counts = rows.groupby(keys).size().rename("n").reset_index()
+        totals = counts.groupby(by)["n"].transform("sum") if by else counts["n"].sum()
+        counts["share"] = counts["n"] / totals
+        return counts
 
     def summary(self) -> dict[str, Any]:
         """The ``cxr index --json`` object: counts cover the curated dataset, splits cover what is used."""
@@ -291,7 +303,9 @@ def load_index(
     frame["split"] = assign_splits(frame, cfg.split_fractions, cfg.seed)
     pairs = _duplicate_pairs(frame, cfg.near_duplicate_distance)
     frame = _exclusions(frame, pairs, cfg)
-    index = DatasetIndex(root, frame, pairs, empty, n_read, len(frame) - n_read, cfg.seed, cfg.split_fractions)
+    index = DatasetIndex(
+        root, frame, pairs, empty, n_read, len(frame) - n_read, cfg.seed, cfg.split_fractions, cfg.near_duplicate_distance
+    )
     _save_splits(cfg, root, frame)
     return index
 
