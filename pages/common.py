@@ -14,9 +14,8 @@ from cxr_core.imaging import read_image
 CAUTION = "Research tool for decision support. It does not make a diagnosis; a clinician must review every image."
 
 
-@st.cache_resource
 def config() -> Config:
-    """The configuration, built once per server from cxr.toml and CXR_* variables."""
+    """The configuration from cxr.toml and CXR_* variables (cheap: read on every rerun)."""
     return load_config()
 
 

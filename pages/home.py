@@ -36,7 +36,8 @@ with right:
     if not models:
         st.write(f"No trained models in `{cfg.models_dir}` yet: train one on the Training page or with `cxr train`.")
     for entry in models:
-        st.write(f"- **{entry.name}**" + (" (default)" if entry.is_default else ""))
+        auc = f", test ROC AUC {entry.test_auc:.3f}" if entry.test_auc is not None else ""
+        st.write(f"- **{entry.name}** ({entry.arch}{auc})" + (" — default" if entry.default else ""))
 
 st.subheader("Pages")
 st.markdown(

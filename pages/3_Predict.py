@@ -1,0 +1,162 @@
+"""Predict: upload or pick one X-ray, see the calibrated prediction and where the model looked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from cxr_core.attention import COLORMAPS, overlay, png_bytes
+from cxr_core.explain import METHODS, Explainer
+from cxr_core.imaging import IMAGE_SUFFIXES, ImageReadError, read_xray, sha256_bytes
+from cxr_core.inference import NO_CAM, Prediction, predict_image, report_dict
+from cxr_core.registry import LoadedModel, RegistryError, list_models, load_model
+from pages.common import CAUTION, config, dataset_index, load_gray, no_dataset_message
+
+SOURCES = ("Upload a file", "Pick from the dataset", "Random test image")
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+def cached_model(path: str, version: str) -> LoadedModel:
+    """The model of a directory, loaded once per server and version."""
+    return load_model(path)
+
+
+@st.cache_resource(show_spinner="Preparing the explainer…", max_entries=4)
+def cached_explainer(path: str, version: str) -> Explainer:
+    """The tf-keras-vis explainer of a model, built once per server and version (never per click)."""
+    return Explainer(cached_model(path, version).model)
+
+
+@st.cache_data(show_spinner="Predicting…", max_entries=64)
+def cached_prediction(path: str, version: str, sha256: str, cam: str, target: str | None, _gray: np.ndarray) -> Prediction:
+    """The prediction for one image (keyed by its sha256), so moving a display slider does not recompute it."""
+    explainer = cached_explainer(path, version) if cam != NO_CAM else None
+    return predict_image(cached_model(path, version), _gray, explainer, cam, target=target)
+
+
+def choose_model() -> tuple[str, str]:
+    """Model select (the default first) with its card one click away; returns (path, version)."""
+    models = list_models(config())
+    if not models:
+        st.warning(f"No trained model in `{config().models_dir}`: train one (`cxr train`) and register it first.")
+        st.stop()
+    models.sort(key=lambda m: not m.default)
+    names = [m.name + (" (default)" if m.default else "") for m in models]
+    chosen = models[names.index(st.selectbox("Model", names))]
+    with st.expander("Model card"):
+        card = Path(chosen.path) / "card.md"
+        st.markdown(card.read_text(encoding="utf-8") if card.is_file() else "This model has no card.")
+    return chosen.path, chosen.version
+
+
+def image_from_upload() -> tuple[np.ndarray, str] | None:
+    """The uploaded X-ray and its sha256; shows a clear message and returns None for an unusable file."""
+    suffixes = sorted({s.lstrip(".") for s in IMAGE_SUFFIXES})
+    upload = st.file_uploader("X-ray image (PNG, JPEG or DICOM)", type=suffixes)
+    if upload is None:
+        st.info("Upload a chest X-ray to see the model's prediction and explanation.")
+        return None
+    data = upload.getvalue()
+    try:
+        xray = read_xray(data, name=upload.name, max_pixels=config().max_pixels, min_side=config().min_side)
+    except ImageReadError as exc:
+        st.error(f"Cannot use this file: {exc.reason}.")
+        return None
+    if xray.dicom_tags:
+        with st.expander("DICOM header (patient identifiers masked)"):
+            st.table({"tag": list(xray.dicom_tags), "value": list(xray.dicom_tags.values())})
+    return xray.pixels, sha256_bytes(data)
+
+
+def image_from_dataset(random_test: bool) -> tuple[np.ndarray, str] | None:
+    """An image of the dataset picked by class/source/split filters, or a random test image."""
+    index = dataset_index()
+    if index is None:
+        no_dataset_message()
+        return None
+    rows = index.images()
+    if random_test:
+        rows = rows[rows["split"] == "test"]
+        if rows.empty:
+            st.warning("The dataset has no test images.")
+            return None
+        if st.button("Another random test image") or "predict_random" not in st.session_state:
+            st.session_state["predict_random"] = int(np.random.default_rng().integers(len(rows)))
+        row = rows.iloc[st.session_state["predict_random"] % len(rows)]
+    else:
+        cols = st.columns(3)
+        for col, key in zip(cols, ("label", "source", "split")):
+            values = ["all", *sorted(v for v in rows[key].unique() if v)]
+            choice = col.selectbox(key.capitalize(), values, key=f"predict_filter_{key}")
+            rows = rows if choice == "all" else rows[rows[key] == choice]
+        if rows.empty:
+            st.warning("No image matches these filters.")
+            return None
+        row = rows[rows["path"] == st.selectbox("Image", rows["path"].tolist())].iloc[0]
+    st.caption(f"`{row['path']}`: labelled {row['label']}, source {row['source']}, split {row['split']}")
+    try:
+        return load_gray(str(index.abspath(row["path"]))), str(row["sha256"])
+    except ImageReadError as exc:
+        st.error(f"Cannot read this image: {exc.reason}.")
+        return None
+
+
+def show_prediction(pred: Prediction, loaded: LoadedModel, gray: np.ndarray, sha256: str) -> None:
+    """Original vs model input, probability and decision, overlay with its controls, warning and downloads."""
+    left, right = st.columns(2)
+    left.image(gray, caption=f"Original ({gray.shape[1]}x{gray.shape[0]})", clamp=True)
+    right.image(pred.model_input, caption=f"Model input ({loaded.preprocess.method}, {loaded.preprocess.size} px)")
+    cols = st.columns(3)
+    cols[0].metric(f"P({pred.positive}), calibrated", f"{pred.p_covid:.1%}")
+    cols[1].metric(f"Decision at threshold {pred.threshold:.2f}", pred.label)
+    cols[2].metric("Certainty", "uncertain" if pred.near_threshold else "clear")
+    st.caption(f"{pred.uncertainty}. {CAUTION}")
+    report = report_dict(pred, loaded, sha256, cached_explainer(str(loaded.path), loaded.version) if pred.heatmap is not None else None)
+    overlay_png = None
+    if pred.heatmap is not None:
+        controls = st.columns(2)
+        alpha = controls[0].slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05)
+        colormap = controls[1].selectbox("Colormap", list(COLORMAPS))
+        blended = overlay(gray, pred.heatmap, alpha, colormap)
+        plain, heat = st.columns(2)
+        plain.image(gray, caption="Plain image", clamp=True)
+        heat.image(blended, caption=f"{METHODS[pred.method]} for class {pred.target}")
+        overlay_png = png_bytes(blended)
+        shares = pred.shares
+        if pred.warning:
+            st.warning(pred.warning)
+        elif shares is not None and shares.thorax is not None:
+            st.success(
+                f"{shares.thorax:.0%} of the heatmap lies in the central thorax region "
+                f"({shares.border:.0%} on the border, {shares.corners:.0%} in the corners)."
+            )
+    downloads = st.columns(2)
+    if overlay_png is not None:
+        downloads[0].download_button("Download overlay PNG", overlay_png, "overlay.png", "image/png")
+    downloads[1].download_button(
+        "Download JSON report", json.dumps(report, indent=2), "report.json", "application/json"
+    )
+
+
+st.title("Predict")
+st.info(CAUTION, icon=":material/info:")
+model_path, version = choose_model()
+try:
+    loaded = cached_model(model_path, version)
+except RegistryError as exc:
+    st.error(f"This model cannot be loaded: {exc}")
+    st.stop()
+
+source = st.radio("Image", SOURCES, horizontal=True)
+options = st.columns(2)
+cam = options[0].selectbox("Explanation", [*METHODS, NO_CAM], format_func=lambda m: METHODS.get(m, "none"))
+target_choice = options[1].selectbox("Explain class", ["predicted class", *loaded.classes])
+picked = image_from_upload() if source == SOURCES[0] else image_from_dataset(source == SOURCES[2])
+if picked is not None:
+    gray, digest = picked
+    target = None if target_choice == "predicted class" else target_choice
+    prediction = cached_prediction(model_path, version, digest, cam, target, gray)
+    show_prediction(prediction, loaded, gray, digest)

@@ -1,0 +1,37 @@
+"""``cxr fetch``: layout verification and the offline message, without touching the network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cxr_core.fetch import FetchError, fetch_dataset, find_dataset_root
+from conftest import write_dataset
+
+
+def test_links_downloaded_class_folders_into_the_data_dir(tmp_path: Path) -> None:
+    download = write_dataset(tmp_path / "cache" / "COVID-19_Radiography_Dataset", n_per_class=2)
+    target = fetch_dataset(tmp_path / "data", download=lambda handle: str(tmp_path / "cache"))
+    assert (target / "COVID").is_symlink() and len(list((target / "COVID" / "images").iterdir())) == 2
+    assert find_dataset_root(tmp_path / "cache") == download
+    fetch_dataset(tmp_path / "data", download=lambda handle: str(tmp_path / "cache"))
+
+
+def test_offline_gives_a_clear_message(tmp_path: Path) -> None:
+    def offline(handle: str) -> str:
+        raise ConnectionError("Name or service not known")
+
+    with pytest.raises(FetchError, match="could not download .*Kaggle credentials"):
+        fetch_dataset(tmp_path / "data", download=offline)
+    assert not (tmp_path / "data").exists()
+
+
+def test_wrong_layout_and_existing_folders_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "cache" / "junk").mkdir(parents=True)
+    with pytest.raises(FetchError, match="expected layout"):
+        fetch_dataset(tmp_path / "data", download=lambda handle: str(tmp_path / "cache"))
+    write_dataset(tmp_path / "cache2", n_per_class=1)
+    (tmp_path / "data" / "COVID").mkdir(parents=True)
+    with pytest.raises(FetchError, match="already exists"):
+        fetch_dataset(tmp_path / "data", download=lambda handle: str(tmp_path / "cache2"))
