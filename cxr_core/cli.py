@@ -11,12 +11,21 @@ from typing import Callable, Sequence
 
 from cxr_core import __version__, commands
 from cxr_core.config import Config, ConfigError, load_config
+from cxr_core.dataset_index import DatasetError, DatasetIndex, Progress, load_index
 
 Handler = Callable[[argparse.Namespace, Config], int]
 
 
 class CliError(Exception):
     """An expected failure: printed as one line on stderr, exit code 2."""
+
+
+def index_or_fail(cfg: Config, data_dir: str | os.PathLike[str] | None, progress: Progress | None = None) -> DatasetIndex:
+    """Load the dataset index for a command, turning dataset problems into a one-line CLI error."""
+    try:
+        return load_index(cfg, data_dir, progress=progress)
+    except DatasetError as exc:
+        raise CliError(str(exc)) from exc
 
 
 def build_parser() -> argparse.ArgumentParser:

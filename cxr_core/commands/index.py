@@ -7,11 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from cxr_core.cli import CliError
+from cxr_core.cli import index_or_fail
 from cxr_core.config import Config
-from cxr_core.dataset_index import DatasetError, load_index
+from cxr_core.progress import ProgressBar
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,19 +46,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Build or refresh the index and print it."""
-    bar = tqdm(total=0, unit="img", desc="indexing", disable=None, leave=False)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    try:
-        index = load_index(cfg, args.data_dir, progress=progress)
-    except DatasetError as exc:
-        raise CliError(str(exc)) from exc
-    finally:
-        bar.close()
+    with ProgressBar("indexing") as progress:
+        index = index_or_fail(cfg, args.data_dir, progress)
     summary = index.summary()
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
