@@ -5,9 +5,11 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from pages.common import load_gray, require_dataset
+from pages.common import load_gray, refresh_index, require_dataset
 
 st.title("Dataset")
+if st.button("Refresh index", help="re-read files that changed since the last index"):
+    refresh_index()
 index = require_dataset()
 summary = index.summary()
 

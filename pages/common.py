@@ -19,9 +19,9 @@ def config() -> Config:
     return load_config()
 
 
-@st.cache_data(show_spinner="Indexing the dataset…", ttl=30)
-def _index(data_dir: str, home: str, ledger_mtime: float) -> DatasetIndex | str:
-    """Index the data dir (re-read when the ledger changes); a message string instead when there is no dataset."""
+@st.cache_data(show_spinner="Indexing the dataset…", max_entries=4)
+def _index(data_dir: str, home: str, signature: tuple[float, ...]) -> DatasetIndex | str:
+    """Index the data dir (again whenever ``signature`` changes); a message string instead when there is no dataset."""
     cfg = config()
     try:
         return load_index(cfg, data_dir)
@@ -29,13 +29,25 @@ def _index(data_dir: str, home: str, ledger_mtime: float) -> DatasetIndex | str:
         return str(exc)
 
 
+def _signature(cfg: Config) -> tuple[float, ...]:
+    """Modification times of the data folders, the manifest and the curation ledger: they change when the index must."""
+    paths = [cfg.data_dir, cfg.data_dir / "manifest.csv", cfg.ledger_path, Path(f"{cfg.ledger_path}-wal")]
+    if cfg.data_dir.is_dir():
+        paths += [p for p in cfg.data_dir.iterdir() if p.is_dir()]
+        paths += [p / "images" for p in paths[4:] if (p / "images").is_dir()]
+    return tuple(p.stat().st_mtime if p.exists() else 0.0 for p in paths)
+
+
 def dataset_index() -> DatasetIndex | None:
     """The cached index of the configured dataset, or None when there is none."""
     cfg = config()
-    ledger = cfg.ledger_path
-    stamp = max((p.stat().st_mtime for p in (ledger, Path(f"{ledger}-wal")) if p.exists()), default=0.0)
-    result = _index(str(cfg.data_dir), str(cfg.home), stamp)
+    result = _index(str(cfg.data_dir), str(cfg.home), _signature(cfg))
     return result if isinstance(result, DatasetIndex) else None
+
+
+def refresh_index() -> None:
+    """Forget the cached index so the next call re-reads changed files."""
+    _index.clear()
 
 
 def no_dataset_message(reason: str = "") -> None:
