@@ -19,7 +19,7 @@ def config() -> Config:
     return load_config()
 
 
-@st.cache_data(show_spinner="Indexing the dataset…", max_entries=4)
+@st.cache_resource(show_spinner="Indexing the dataset…", max_entries=4)
 def _index(data_dir: str, home: str, signature: tuple[float, ...]) -> DatasetIndex | str:
     """Index the data dir (again whenever ``signature`` changes); a message string instead when there is no dataset."""
     cfg = config()
