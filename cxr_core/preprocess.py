@@ -21,7 +21,9 @@ INTERPOLATIONS = {
     "nearest": cv2.INTER_NEAREST,
     "lanczos": cv2.INTER_LANCZOS4,
 }
-ROI_MODES = ("none",)
+ROI_MODES = ("none", "lung_crop", "lung_mask")
+ROI_MARGIN = 0.05
+ROI_DILATION = 0.03
 PREPROCESS_FILE = "preprocess.json"
 
 
@@ -106,7 +108,39 @@ class PreprocessConfig:
             raise PreprocessError(f"{path} is not a valid preprocessing config ({exc})") from exc
 
     def apply(self, gray: np.ndarray) -> np.ndarray:
-        """Resize a 2-D uint8 image to ``size`` x ``size`` and normalise it; returns uint8."""
+        """Restrict to the region of interest, resize to ``size`` x ``size`` and normalise; returns uint8."""
+        if self.roi == "none":
+            return self._resized_normalised(gray)
+        return self.apply_with_lungs(gray)[0]
+
+    def apply_with_lungs(self, gray: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The preprocessed image and the lung mask (bool) in the same geometry; segments ``gray`` unless given ``mask``.
+
+        ``lung_crop`` crops to the lungs' bounding box plus ``ROI_MARGIN``; ``lung_mask`` also sets everything
+        outside the lung mask dilated by ``ROI_DILATION`` to zero, before and after normalisation.
+        """
+        from cxr_core.lungs import bounding_box, dilate, lung_mask
+
+        if gray.ndim != 2:
+            raise PreprocessError(f"expected a 2-D grayscale image, got shape {gray.shape}")
+        mask = lung_mask(gray) if mask is None else mask.astype(bool)
+        if mask.shape != gray.shape:
+            raise PreprocessError(f"lung mask shape {mask.shape} differs from image shape {gray.shape}")
+        if self.roi != "none":
+            top, bottom, left, right = bounding_box(mask, ROI_MARGIN)
+            gray, mask = gray[top:bottom, left:right], mask[top:bottom, left:right]
+        keep = dilate(mask, ROI_DILATION) if self.roi == "lung_mask" else None
+        if keep is not None:
+            gray = np.where(keep, gray, 0).astype(gray.dtype)
+        image = self._resized_normalised(gray)
+        lungs = resize(mask.astype(np.uint8) * 255, self.size, self.resize, "linear") >= 128
+        if keep is not None:
+            inside = resize(keep.astype(np.uint8) * 255, self.size, self.resize, "linear") >= 128
+            image = np.where(inside, image, 0).astype(np.uint8)
+        return image, lungs
+
+    def _resized_normalised(self, gray: np.ndarray) -> np.ndarray:
+        """Resize to ``size`` and apply the normalisation method."""
         return normalise(resize(gray, self.size, self.resize, self.interpolation), self.method, **self.param_dict)
 
 

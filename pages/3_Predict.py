@@ -8,11 +8,14 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from cxr_core.attention import COLORMAPS, overlay, png_bytes
+from cxr_core.attention import COLORMAPS, draw_boxes, outline, overlay, png_bytes
 from cxr_core.explain import METHODS, Explainer
 from cxr_core.imaging import IMAGE_SUFFIXES, ImageReadError, read_xray, sha256_bytes
 from cxr_core.inference import NO_CAM, Prediction, predict_image, report_dict
-from cxr_core.registry import LoadedModel, RegistryError, list_models, load_model
+from cxr_core.lungs import MODEL_FILE as LUNGS_MODEL_FILE, LungModelError, LungSegmenter, load_segmenter, lung_mask
+from cxr_core.lungs import model_dir as lungs_model_dir
+from cxr_core.markings import detect_markings
+from cxr_core.registry import LoadedModel, ModelInfo, RegistryError, list_models, load_model
 from pages.common import CAUTION, config, dataset_index, load_gray, no_dataset_message
 
 SOURCES = ("Upload a file", "Pick from the dataset", "Random test image")
@@ -30,21 +33,49 @@ def cached_explainer(path: str, version: str) -> Explainer:
     return Explainer(cached_model(path, version).model)
 
 
+@st.cache_resource(show_spinner="Loading the lung segmenter…")
+def cached_segmenter() -> LungSegmenter | None:
+    """The shipped lung segmenter, loaded and warmed up once per server (None when it cannot be loaded)."""
+    try:
+        segmenter = load_segmenter()
+    except LungModelError:
+        return None
+    lung_mask(np.full((segmenter.size, segmenter.size), 128, np.uint8), segmenter)
+    return segmenter
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cached_regions(sha256: str, lungs: bool, _gray: np.ndarray) -> tuple[np.ndarray | None, list[tuple[int, int, int, int]]]:
+    """The lung mask (when asked and a segmenter is installed) and detected marking boxes of one image."""
+    segmenter = cached_segmenter() if lungs else None
+    mask = lung_mask(_gray, segmenter) if segmenter is not None else None
+    return mask, list(detect_markings(_gray).regions)
+
+
 @st.cache_data(show_spinner="Predicting…", max_entries=64)
-def cached_prediction(path: str, version: str, sha256: str, cam: str, target: str | None, _gray: np.ndarray) -> Prediction:
+def cached_prediction(
+    path: str, version: str, sha256: str, cam: str, target: str | None, lungs: bool, _gray: np.ndarray
+) -> Prediction:
     """The prediction for one image (keyed by its sha256), so moving a display slider does not recompute it."""
     explainer = cached_explainer(path, version) if cam != NO_CAM else None
-    return predict_image(cached_model(path, version), _gray, explainer, cam, target=target)
+    mask, boxes = cached_regions(sha256, lungs, _gray) if cam != NO_CAM else (None, [])
+    return predict_image(cached_model(path, version), _gray, explainer, cam, target=target, lung_mask=mask, boxes=boxes)
+
+
+@st.cache_data(ttl=15, show_spinner=False)
+def registered_models(models_dir: str) -> list[ModelInfo]:
+    """The registry listing (hashes every model file), refreshed at most every 15 s."""
+    return list_models(config())
 
 
 def choose_model() -> tuple[str, str]:
     """Model select (the default first) with its card one click away; returns (path, version)."""
-    models = list_models(config())
+    models = list(registered_models(str(config().models_dir)))
     if not models:
         st.warning(f"No trained model in `{config().models_dir}`: train one (`cxr train`) and register it first.")
         st.stop()
     models.sort(key=lambda m: not m.default)
-    names = [m.name + (" (default)" if m.default else "") for m in models]
+    names = [m.name + (" (default)" if m.default and m.name != "default" else "") for m in models]
     chosen = models[names.index(st.selectbox("Model", names))]
     with st.expander("Model card"):
         card = Path(chosen.path) / "card.md"
@@ -104,11 +135,11 @@ def image_from_dataset(random_test: bool) -> tuple[np.ndarray, str] | None:
         return None
 
 
-def show_prediction(pred: Prediction, loaded: LoadedModel, gray: np.ndarray, sha256: str) -> None:
+def show_prediction(pred: Prediction, loaded: LoadedModel, gray: np.ndarray, sha256: str, lungs: bool) -> None:
     """Original vs model input, probability and decision, overlay with its controls, warning and downloads."""
     left, right = st.columns(2)
-    left.image(gray, caption=f"Original ({gray.shape[1]}x{gray.shape[0]})", clamp=True)
-    right.image(pred.model_input, caption=f"Model input ({loaded.preprocess.method}, {loaded.preprocess.size} px)")
+    left.image(gray, caption=f"Original ({gray.shape[1]}x{gray.shape[0]})", width="stretch")
+    right.image(pred.model_input, caption=f"Model input ({loaded.preprocess.method}, {loaded.preprocess.size} px)", width="stretch")
     cols = st.columns(3)
     cols[0].metric(f"P({pred.positive}), calibrated", f"{pred.p_covid:.1%}")
     cols[1].metric(f"Decision at threshold {pred.threshold:.2f}", pred.label)
@@ -121,23 +152,31 @@ def show_prediction(pred: Prediction, loaded: LoadedModel, gray: np.ndarray, sha
         alpha = controls[0].slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05)
         colormap = controls[1].selectbox("Colormap", list(COLORMAPS))
         blended = overlay(gray, pred.heatmap, alpha, colormap)
+        mask, boxes = cached_regions(sha256, lungs, gray)
+        if mask is not None:
+            blended = outline(blended, mask)
+        blended = draw_boxes(blended, boxes)
         plain, heat = st.columns(2)
-        plain.image(gray, caption="Plain image", clamp=True)
-        heat.image(blended, caption=f"{METHODS[pred.method]} for class {pred.target}")
+        plain.image(gray, caption="Plain image", width="stretch")
+        heat.image(blended, caption=f"{METHODS[pred.method]} for class {pred.target}", width="stretch")
         overlay_png = png_bytes(blended)
         shares = pred.shares
         if pred.warning:
             st.warning(pred.warning)
         elif shares is not None and shares.thorax is not None:
+            lungs_text = f" {shares.lungs:.0%} lies inside the lungs." if shares.lungs is not None else ""
             st.success(
                 f"{shares.thorax:.0%} of the heatmap lies in the central thorax region "
-                f"({shares.border:.0%} on the border, {shares.corners:.0%} in the corners)."
+                f"({shares.border:.0%} on the border, {shares.corners:.0%} in the corners).{lungs_text}"
             )
+        if boxes:
+            st.caption(f"{len(boxes)} detected marking region(s) (text, arrows) outlined in orange; "
+                       f"{(shares.markings or 0):.0%} of the heatmap lies on them.")
     downloads = st.columns(2)
     if overlay_png is not None:
-        downloads[0].download_button("Download overlay PNG", overlay_png, "overlay.png", "image/png")
+        downloads[0].download_button("Download overlay PNG", overlay_png, f"overlay_{sha256[:8]}.png", "image/png", on_click="ignore")
     downloads[1].download_button(
-        "Download JSON report", json.dumps(report, indent=2), "report.json", "application/json"
+        "Download JSON report", json.dumps(report, indent=2), f"report_{sha256[:8]}.json", "application/json", on_click="ignore"
     )
 
 
@@ -154,9 +193,19 @@ source = st.radio("Image", SOURCES, horizontal=True)
 options = st.columns(2)
 cam = options[0].selectbox("Explanation", [*METHODS, NO_CAM], format_func=lambda m: METHODS.get(m, "none"))
 target_choice = options[1].selectbox("Explain class", ["predicted class", *loaded.classes])
+has_segmenter = (lungs_model_dir() / LUNGS_MODEL_FILE).is_file()
+lungs = st.checkbox(
+    "Measure attention inside the segmented lungs (outlined in green)",
+    value=has_segmenter, disabled=not has_segmenter,
+    help=None if has_segmenter else "No lung segmenter installed (models/lungs): only the thorax/border/corner shares are shown.",
+)
+if lungs and cam != NO_CAM:
+    cached_segmenter()
+if cam != NO_CAM:
+    cached_explainer(model_path, version)
 picked = image_from_upload() if source == SOURCES[0] else image_from_dataset(source == SOURCES[2])
 if picked is not None:
     gray, digest = picked
     target = None if target_choice == "predicted class" else target_choice
-    prediction = cached_prediction(model_path, version, digest, cam, target, gray)
-    show_prediction(prediction, loaded, gray, digest)
+    prediction = cached_prediction(model_path, version, digest, cam, target, lungs, gray)
+    show_prediction(prediction, loaded, gray, digest, lungs)

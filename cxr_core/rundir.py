@@ -1,0 +1,198 @@
+"""Training run directories: ids, atomic JSON/CSV writes, status with heartbeat, and readers for the dashboard.
+
+Layout of ``cfg.runs_dir/<run_id>/`` (see BRIEF.md): ``config.json``, ``status.json``, ``metrics.csv``,
+``batches.csv``, ``train.log``, ``split.csv``, ``checkpoints/``, ``model/``. Readers (:func:`list_runs`,
+:func:`read_status`, :func:`read_metrics`, :func:`read_batches`) never raise on a half-written or missing
+file: they return what can be read.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import secrets
+import socket
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import pandas as pd
+
+from cxr_core import atomic
+from cxr_core.atomic import write_text_atomic
+from cxr_core.config import Config
+
+STATUS_FILE = "status.json"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.csv"
+BATCHES_FILE = "batches.csv"
+LOG_FILE = "train.log"
+SPLIT_FILE = "split.csv"
+CANCEL_FILE = "cancel.request"
+CHECKPOINTS = "checkpoints"
+MODEL_DIR = "model"
+METRICS_COLUMNS = ("epoch", "loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc", "lr", "seconds")
+BATCHES_COLUMNS = ("epoch", "batch", "step", "loss", "accuracy")
+STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+ACTIVE = ("queued", "running")
+
+
+def utc_now() -> str:
+    """The current UTC time as ISO 8601 with seconds precision."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_run_id(arch: str) -> str:
+    """A sortable unique run id: ``YYYYmmdd-HHMMSS-<arch>-<4 hex>``."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{arch}-{secrets.token_hex(2)}"
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf floats replaced by None and numpy scalars by Python ones (recursively)."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json_safe(path: str | Path, data: Mapping[str, Any]) -> Path:
+    """Write a JSON object atomically after :func:`json_safe` (so NaN becomes null)."""
+    return atomic.write_json_atomic(path, json_safe(data))
+
+
+def write_csv_atomic(path: str | Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> Path:
+    """Write rows (dicts) as CSV with exactly ``columns``, atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text_atomic(path, buffer.getvalue())
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A JSON object from a file, or ``{}`` when it is missing, half-written or not an object."""
+    try:
+        data = atomic.read_json(path, {})
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_csv_rows(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a CSV file as dicts of strings, ``[]`` when missing."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    except OSError:
+        return []
+
+
+def create_run_dir(cfg: Config, arch: str, run_dir: str | Path | None = None) -> Path:
+    """Create a new run directory (``run_dir`` or ``cfg.runs_dir/<new id>``) with status ``queued``."""
+    path = Path(run_dir) if run_dir else cfg.runs_dir / new_run_id(arch)
+    if (path / STATUS_FILE).exists():
+        raise FileExistsError(f"{path} already holds a run; use --resume {path} to continue it")
+    (path / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    now = utc_now()
+    write_json_safe(path / STATUS_FILE, {"status": "queued", "pid": os.getpid(), "host": socket.gethostname(),
+                                           "created": now, "updated": now})
+    return path
+
+
+def update_status(run_dir: str | Path, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into ``status.json``, refresh the ``updated`` heartbeat, and return the new status."""
+    path = Path(run_dir) / STATUS_FILE
+    status = read_json(path)
+    status.update(fields)
+    status["updated"] = utc_now()
+    write_json_safe(path, status)
+    return status
+
+
+def _pid_alive(pid: Any) -> bool:
+    """True when a process with this pid exists on this machine."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (TypeError, ValueError, OSError):
+        return False
+    return True
+
+
+def read_status(run_dir: str | Path) -> dict[str, Any]:
+    """``status.json`` of a run; a queued/running run whose process is gone is reported as ``interrupted``.
+
+    The returned dict always has ``status`` and ``run_id``; ``{"status": "unknown"}`` when there is no file.
+    """
+    run_dir = Path(run_dir)
+    status = read_json(run_dir / STATUS_FILE) or {"status": "unknown"}
+    status["run_id"] = run_dir.name
+    same_host = status.get("host") in (None, socket.gethostname())
+    if status.get("status") in ACTIVE and same_host and not _pid_alive(status.get("pid")):
+        status["status"] = "interrupted"
+    return status
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    """``config.json`` of a run (the TrainConfig plus data details), ``{}`` when missing."""
+    return read_json(Path(run_dir) / CONFIG_FILE)
+
+
+def _read_frame(path: Path, columns: Sequence[str]) -> pd.DataFrame:
+    """A CSV as a numeric DataFrame with at least ``columns``; empty when the file is missing or unreadable."""
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError):
+        return pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
+    for column in columns:
+        if column not in frame:
+            frame[column] = float("nan")
+    return frame.apply(pd.to_numeric, errors="coerce")
+
+
+def read_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """Per-epoch metrics (``metrics.csv``: epoch, loss, accuracy, auc, val_*, lr, seconds), one row per epoch."""
+    return _read_frame(Path(run_dir) / METRICS_FILE, METRICS_COLUMNS)
+
+
+def read_batches(run_dir: str | Path) -> pd.DataFrame:
+    """Per-batch training loss and accuracy (``batches.csv``: epoch, batch, step, loss, accuracy)."""
+    return _read_frame(Path(run_dir) / BATCHES_FILE, BATCHES_COLUMNS)
+
+
+def list_runs(cfg: Config) -> list[dict[str, Any]]:
+    """Every run under ``cfg.runs_dir``, newest first: its status dict plus ``path``, ``arch`` and ``config``."""
+    if not cfg.runs_dir.is_dir():
+        return []
+    runs = []
+    for path in sorted(cfg.runs_dir.iterdir(), reverse=True):
+        if not (path / STATUS_FILE).is_file():
+            continue
+        status = read_status(path)
+        config = read_config(path)
+        status.update({"path": str(path), "arch": config.get("train", {}).get("arch", ""), "config": config})
+        runs.append(status)
+    return runs
+
+
+def request_cancel(run_dir: str | Path) -> Path:
+    """Ask a running training to stop after its current batch (creates ``cancel.request``)."""
+    return write_text_atomic(Path(run_dir) / CANCEL_FILE, utc_now() + "\n")
+
+
+def cancel_requested(run_dir: str | Path) -> bool:
+    """True when ``cancel.request`` exists in the run directory."""
+    return (Path(run_dir) / CANCEL_FILE).exists()

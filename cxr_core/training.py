@@ -1,0 +1,571 @@
+"""Train a classifier into a run directory: checkpoints every epoch, live status, cancel, resume, calibrated export.
+
+``train(cfg, TrainConfig(...))`` creates ``cfg.runs_dir/<run_id>/`` (see :mod:`cxr_core.rundir`), fits the model
+with Adam, early stopping on the validation AUC (best weights restored from ``checkpoints/best.keras``) and
+ReduceLROnPlateau, then writes ``model/`` with the temperature and threshold fitted on the validation split.
+``resume(cfg, run_dir)`` continues a killed, failed or cancelled run from ``checkpoints/latest.keras`` on the
+same split (``split.csv``) with a continuous ``metrics.csv``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import socket
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from cxr_core import __version__, rundir
+from cxr_core.architectures import CLASSES, build_model, get_architecture
+from cxr_core.config import Config
+from cxr_core.pipeline import (Augmentation, class_weights, labels_of, load_arrays, make_dataset, paper_iterator,
+                               select_images)
+from cxr_core.preprocess import PreprocessConfig
+
+PIPELINES = ("ours", "paper")
+SAMPLINGS = ("class_weight", "balanced", "none")
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+MONITORS = {"val_auc": "max", "val_loss": "min"}
+HEARTBEAT_SECONDS = 2.0
+METRICS_FILE_COLUMNS = rundir.METRICS_COLUMNS + ("train_seconds",)
+Progress = Callable[[str, int, int, Mapping[str, Any]], None]
+
+
+class TrainingError(ValueError):
+    """A training request is invalid or a run cannot be resumed; ``str(exc)`` is one clear line."""
+
+
+class TrainingCancelled(Exception):
+    """Raised inside training when ``cancel.request`` appears in the run directory."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved as ``config.json["train"]``; resume reads it back)."""
+
+    arch: str = "cxr_net"
+    epochs: int = 30
+    size: int | None = None
+    method: str = "clahe"
+    method_params: dict[str, Any] = field(default_factory=dict)
+    resize: str = "squash"
+    roi: str = "none"
+    lr: float | None = None
+    batch: int = 32
+    limit: int | None = None
+    seed: int | None = None
+    patience: int = 8
+    lr_patience: int = 3
+    monitor: str = "val_auc"
+    mixed_precision: bool = False
+    ema: bool = True
+    pipeline: str = "ours"
+    sampling: str = "class_weight"
+    augment: bool = True
+    augmentation: dict[str, Any] = field(default_factory=lambda: Augmentation().to_dict())
+    hparams: dict[str, Any] = field(default_factory=dict)
+    weights: str | None = None
+    data_dir: str | None = None
+    strategy: str = "auto"
+    batch_log_every: int = 5
+    target_sensitivity: float = 0.95
+
+    def validate(self) -> "TrainConfig":
+        """Check every field (one-line :class:`TrainingError`); returns self."""
+        arch = get_architecture(self.arch)
+        checks = [
+            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
+            (self.batch >= 1, f"batch must be at least 1, got {self.batch}"),
+            (self.lr is None or self.lr > 0, f"learning rate must be positive, got {self.lr}"),
+            (self.patience >= 1 and self.lr_patience >= 1, "patience values must be at least 1"),
+            (self.pipeline in PIPELINES, f"pipeline must be one of {PIPELINES}, got {self.pipeline!r}"),
+            (self.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}, got {self.strategy!r}"),
+            (self.monitor in MONITORS, f"monitor must be one of {sorted(MONITORS)}, got {self.monitor!r}"),
+            (self.sampling in SAMPLINGS, f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}"),
+            (not (self.pipeline == "paper" and self.sampling == "balanced"),
+             "balanced sampling is available with --pipeline ours only"),
+            (self.batch_log_every >= 1, "batch_log_every must be at least 1"),
+            (0 < self.target_sensitivity <= 1, "target sensitivity must be in (0, 1]"),
+            (not set(self.hparams) - set(arch.hparams), f"{self.arch} takes hyperparameters {sorted(arch.hparams)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TrainingError(message)
+        Augmentation(**self.augmentation)
+        self.preprocess()
+        return self
+
+    @property
+    def image_size(self) -> int:
+        """The input size: ``size`` or the architecture's default."""
+        return int(self.size or get_architecture(self.arch).default_size)
+
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate: ``lr`` or the architecture's default."""
+        return float(self.lr or get_architecture(self.arch).default_lr)
+
+    def preprocess(self) -> PreprocessConfig:
+        """The PreprocessConfig applied to every image (saved with the model)."""
+        return PreprocessConfig(method=self.method, params=tuple(self.method_params.items()), size=self.image_size,
+                                resize=self.resize, roi=self.roi)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        """Rebuild from :meth:`to_dict` output; unknown keys are ignored (older runs)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class TrainingData:
+    """Preprocessed arrays of the training and validation images with their labels and the split rows."""
+
+    frame: pd.DataFrame
+    preprocess: PreprocessConfig
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run produced."""
+
+    run_dir: Path
+    status: str
+    epochs_run: int = 0
+    best_epoch: int = 0
+    best_val_auc: float | None = None
+    seconds: float = 0.0
+    seconds_to_best: float = 0.0
+    images_per_second: float = 0.0
+    model_dir: Path | None = None
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+
+def _notify(progress: Progress | None, stage: str, done: int, total: int, **info: Any) -> None:
+    """Call the progress callback when there is one."""
+    if progress is not None:
+        progress(stage, done, total, info)
+
+
+def prepare_data(cfg: Config, tc: TrainConfig, frame: pd.DataFrame | None = None,
+                 progress: Progress | None = None) -> TrainingData:
+    """Select the split (unless ``frame`` is given), then read, preprocess and cache the train and val images."""
+    from cxr_core.dataset_index import load_index
+
+    seed = cfg.seed if tc.seed is None else tc.seed
+    data_dir = Path(tc.data_dir or cfg.data_dir)
+    if frame is None:
+        if not data_dir.is_dir():
+            raise TrainingError(f"no dataset at {data_dir}: run `cxr fetch` or pass --data DIR")
+        frame = select_images(load_index(cfg, data_dir), tc.limit, seed)
+    pp = tc.preprocess()
+    arrays = {}
+    total = int(frame["split"].isin(("train", "val")).sum())
+    done = 0
+    for split in ("train", "val"):
+        rows = frame[frame["split"] == split]
+        offset = done
+
+        def report(i: int, _: int, offset: int = offset) -> None:
+            _notify(progress, "load", offset + i, total)
+
+        arrays[split] = (load_arrays(rows, data_dir, pp, cache_dir=cfg.cache_dir, workers=cfg.workers,
+                                     max_pixels=cfg.max_pixels, min_side=cfg.min_side, progress=report), labels_of(rows))
+        done += len(rows)
+    return TrainingData(frame, pp, *arrays["train"], *arrays["val"])
+
+
+def choose_strategy(name: str = "auto") -> Any:
+    """``MirroredStrategy`` over all GPUs when several are visible (``auto``), else the default strategy.
+
+    ``mirrored`` forces MirroredStrategy (over the CPUs when there is no GPU); ``multi_worker`` uses
+    ``MultiWorkerMirroredStrategy`` configured by the ``TF_CONFIG`` environment variable.
+    """
+    import tensorflow as tf
+
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy(gpus or [d.name for d in tf.config.list_logical_devices("CPU")])
+    return tf.distribute.get_strategy()
+
+
+def _callback_classes() -> tuple[type, type, type]:
+    """Build the Keras callback classes lazily (importing keras is slow)."""
+    import keras
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        """EarlyStopping whose counters can be restored after ``on_train_begin`` resets them."""
+
+        def __init__(self, state: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+            """Keep the saved counters ``state`` to restore when training begins."""
+            super().__init__(**kwargs)
+            self.initial_state = dict(state or {})
+
+        def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+            """Reset as Keras does, then restore the saved counters."""
+            super().on_train_begin(logs)
+            for key in ("wait", "best", "best_epoch"):
+                if self.initial_state.get(key) is not None:
+                    setattr(self, key, self.initial_state[key])
+
+        def state(self) -> dict[str, Any]:
+            """Counters to save with the latest checkpoint."""
+            return {"wait": self.wait, "best": _float(self.best), "best_epoch": self.best_epoch}
+
+    class ResumableReduceLR(keras.callbacks.ReduceLROnPlateau):
+        """ReduceLROnPlateau whose counters can be restored after ``on_train_begin`` resets them."""
+
+        def __init__(self, state: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+            """Keep the saved counters ``state`` to restore when training begins."""
+            super().__init__(**kwargs)
+            self.initial_state = dict(state or {})
+
+        def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+            """Reset as Keras does, then restore the saved counters."""
+            super().on_train_begin(logs)
+            for key in ("wait", "best", "cooldown_counter"):
+                if self.initial_state.get(key) is not None:
+                    setattr(self, key, self.initial_state[key])
+
+        def state(self) -> dict[str, Any]:
+            """Counters to save with the latest checkpoint."""
+            return {"wait": self.wait, "best": _float(self.best), "cooldown_counter": self.cooldown_counter}
+
+    class RunMonitor(keras.callbacks.Callback):
+        """Writes status heartbeat, metrics.csv, batches.csv, checkpoints and train.log; honours cancel.request."""
+
+        def __init__(self, run_dir: Path, tc: TrainConfig, n_train: int, steps: int, start_epoch: int,
+                     stoppers: list[Any], export_twin: Any, log: logging.Logger, progress: Progress | None) -> None:
+            """Remember the run and reload the rows and best score of earlier epochs (when resuming)."""
+            super().__init__()
+            self.run_dir, self.tc, self.n_train, self.steps = run_dir, tc, n_train, steps
+            self.stoppers, self.export_twin, self.log, self.progress = stoppers, export_twin, log, progress
+            latest = rundir.read_json(run_dir / rundir.CHECKPOINTS / "latest.json")
+            self.metrics: list[Mapping[str, Any]] = [
+                r for r in rundir.read_csv_rows(run_dir / rundir.METRICS_FILE) if int(float(r["epoch"])) <= start_epoch]
+            if start_epoch and len(self.metrics) < start_epoch and latest.get("metrics_row"):
+                self.metrics.append(latest["metrics_row"])
+            self.batches = [r for r in rundir.read_csv_rows(run_dir / rundir.BATCHES_FILE)
+                            if int(float(r["epoch"])) <= start_epoch]
+            self.best_val_auc = latest.get("best_val_auc")
+            self.best_epoch = int(latest.get("best_epoch") or 0)
+            self.best_score = latest.get("best_score")
+            self.last_beat = 0.0
+            self.pending_best = False
+            self.epoch = start_epoch + 1
+            self.epoch_start = self.train_end = time.monotonic()
+
+        def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+            """Start the epoch clock and record the learning rate used in this epoch."""
+            self.epoch_start = time.monotonic()
+            self.epoch = epoch + 1
+            self.epoch_lr = _float(self.model.optimizer.learning_rate)
+            rundir.update_status(self.run_dir, epoch=epoch + 1, batch=0)
+
+        def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+            """Log every N batches, beat the heartbeat, report progress and honour a cancel request."""
+            logs = logs or {}
+            self.train_end = time.monotonic()
+            epoch = self.epoch
+            if (batch + 1) % self.tc.batch_log_every == 0 or batch + 1 == self.steps:
+                self.batches.append({"epoch": epoch, "batch": batch + 1, "step": (epoch - 1) * self.steps + batch + 1,
+                                     "loss": _float(logs.get("loss")), "accuracy": _float(logs.get("accuracy"))})
+                rundir.write_csv_atomic(self.run_dir / rundir.BATCHES_FILE, self.batches, rundir.BATCHES_COLUMNS)
+            now = time.monotonic()
+            if now - self.last_beat >= HEARTBEAT_SECONDS:
+                self.last_beat = now
+                rundir.update_status(self.run_dir, batch=batch + 1)
+            _notify(self.progress, "batch", batch + 1, self.steps, epoch=epoch, loss=_float(logs.get("loss")))
+            if rundir.cancel_requested(self.run_dir):
+                raise TrainingCancelled(f"cancel requested during epoch {epoch}, batch {batch + 1}")
+
+        def on_test_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+            """Keep the heartbeat going during validation."""
+            now = time.monotonic()
+            if now - self.last_beat >= HEARTBEAT_SECONDS:
+                self.last_beat = now
+                rundir.update_status(self.run_dir)
+
+        def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+            """Save checkpoints and latest.json, append metrics.csv, update status and the log."""
+            logs = dict(logs or {})
+            seconds = time.monotonic() - self.epoch_start
+            train_seconds = max(1e-9, self.train_end - self.epoch_start)
+            row = {"epoch": epoch + 1, **{k: _float(logs.get(k)) for k in rundir.METRICS_COLUMNS[1:-2]},
+                   "lr": self.epoch_lr, "seconds": round(seconds, 3), "train_seconds": round(train_seconds, 3)}
+            score = _float(logs.get(self.tc.monitor))
+            better = score is not None and (self.best_score is None or (
+                score > self.best_score if MONITORS[self.tc.monitor] == "max" else score < self.best_score))
+            checkpoints = self.run_dir / rundir.CHECKPOINTS
+            self.pending_best = better
+            if better:
+                self.best_score, self.best_epoch, self.best_val_auc = score, epoch + 1, _float(logs.get("val_auc"))
+            _save_keras(self.model, checkpoints / "latest.keras")
+            rundir.write_json_safe(checkpoints / "latest.json", {
+                "epoch": epoch + 1, "lr": _float(self.model.optimizer.learning_rate), "best_epoch": self.best_epoch,
+                "best_val_auc": self.best_val_auc, "best_score": self.best_score, "metrics_row": row,
+                "early_stopping": self.stoppers[0].state(), "reduce_lr": self.stoppers[1].state(),
+                "saved": rundir.utc_now()})
+            self.metrics.append(row)
+            rundir.write_csv_atomic(self.run_dir / rundir.METRICS_FILE, self.metrics, METRICS_FILE_COLUMNS)
+            ips = self.n_train / train_seconds
+            rundir.update_status(self.run_dir, epoch=epoch + 1, best_val_auc=self.best_val_auc, best_epoch=self.best_epoch,
+                                 images_per_second=round(ips, 2))
+            self.log.info("epoch %d/%d: %s (%.1f s, %.1f img/s)%s", epoch + 1, self.tc.epochs,
+                          ", ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k not in ("epoch", "seconds", "train_seconds")),
+                          seconds, ips, " best" if better else "")
+            _notify(self.progress, "epoch", epoch + 1, self.tc.epochs, **row, best=better)
+
+    class BestSaver(keras.callbacks.Callback):
+        """Saves ``checkpoints/best.keras`` (no optimizer) when the RunMonitor found a better epoch; placed after
+        ``SwapEMAWeights`` so that the saved weights are the averaged ones the validation metrics were computed with."""
+
+        def __init__(self, monitor: RunMonitor) -> None:
+            """Follow ``monitor``'s verdict on each epoch."""
+            super().__init__()
+            self.monitor = monitor
+
+        def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+            """Save the best checkpoint when this epoch was the best so far."""
+            if self.monitor.pending_best:
+                _save_keras(self.monitor.export_twin, self.monitor.run_dir / rundir.CHECKPOINTS / "best.keras")
+
+    return ResumableEarlyStopping, ResumableReduceLR, RunMonitor, BestSaver
+
+
+def _float(value: Any) -> float | None:
+    """A plain float (None for missing/NaN)."""
+    if value is None:
+        return None
+    try:
+        number = float(np.asarray(value))
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def _fmt(value: Any) -> str:
+    """Short formatting of a metric value for the log."""
+    return "nan" if value is None else f"{value:.4g}"
+
+
+def _save_keras(model: Any, path: Path) -> None:
+    """Save a Keras model to ``path`` atomically (Keras needs the ``.keras`` suffix on the temp name)."""
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _logger(run_dir: Path) -> logging.Logger:
+    """A logger appending to the run's ``train.log``."""
+    log = logging.getLogger(f"cxr.train.{run_dir.name}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    handler = logging.FileHandler(run_dir / rundir.LOG_FILE, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    log.addHandler(handler)
+    return log
+
+
+def train(cfg: Config, tc: TrainConfig, run_dir: str | Path | None = None,
+          progress: Progress | None = None) -> TrainResult:
+    """Train a new run into ``run_dir`` (default: a new folder in ``cfg.runs_dir``) and export its model."""
+    tc.validate()
+    run = rundir.create_run_dir(cfg, tc.arch, run_dir)
+    seed = cfg.seed if tc.seed is None else tc.seed
+    tc.seed, tc.data_dir = seed, str(Path(tc.data_dir or cfg.data_dir).expanduser().resolve())
+    rundir.write_json_safe(run / rundir.CONFIG_FILE, {
+        "train": tc.to_dict(), "preprocess": tc.preprocess().to_dict(), "classes": list(CLASSES),
+        "positive": cfg.positive_class, "split_fractions": list(cfg.split_fractions), "cxr_version": __version__,
+        "host": socket.gethostname(), "created": rundir.utc_now()})
+    return _run(cfg, run, tc, resume_from=False, progress=progress)
+
+
+def resume(cfg: Config, run_dir: str | Path, epochs: int | None = None, progress: Progress | None = None) -> TrainResult:
+    """Continue a killed, failed or cancelled run from ``checkpoints/latest.keras`` (optionally to more ``epochs``)."""
+    run = Path(run_dir).expanduser().resolve()
+    status = rundir.read_status(run)
+    config = rundir.read_config(run)
+    if not config.get("train"):
+        raise TrainingError(f"{run} is not a training run directory (no config.json)")
+    if status["status"] in rundir.ACTIVE:
+        raise TrainingError(f"{run.name} is still {status['status']} (pid {status.get('pid')})")
+    tc = TrainConfig.from_dict(config["train"])
+    if epochs is not None:
+        tc.epochs = int(epochs)
+    latest = rundir.read_json(run / rundir.CHECKPOINTS / "latest.json")
+    if status["status"] == "done" and int(latest.get("epoch", 0)) >= tc.epochs:
+        raise TrainingError(f"{run.name} is already done; pass --epochs N (more than {latest.get('epoch')}) to train further")
+    tc.validate()
+    (run / rundir.CANCEL_FILE).unlink(missing_ok=True)
+    return _run(cfg, run, tc, resume_from=True, progress=progress)
+
+
+def _read_split(run: Path) -> pd.DataFrame | None:
+    """The split saved by an earlier attempt of this run, or None."""
+    path = run / rundir.SPLIT_FILE
+    return pd.read_csv(path, dtype=str, keep_default_na=False) if path.is_file() else None
+
+
+def _run(cfg: Config, run: Path, tc: TrainConfig, resume_from: bool, progress: Progress | None) -> TrainResult:
+    """Run (or continue) the fit in ``run``, recording status; re-raises failures after marking the run failed."""
+    import keras
+
+    log = _logger(run)
+    started = time.monotonic()
+    rundir.update_status(run, status="running", pid=os.getpid(), host=socket.gethostname(), started=rundir.utc_now(),
+                         finished=None, error=None, epochs=tc.epochs)
+    log.info("%s run %s: %s", "resuming" if resume_from else "starting", run.name, tc.to_dict())
+    previous_policy = keras.mixed_precision.global_policy().name
+    try:
+        result = _fit(cfg, run, tc, resume_from, log, progress)
+        result.seconds = time.monotonic() - started
+        rundir.update_status(run, status="done", finished=rundir.utc_now())
+        log.info("done in %.1f s; model written to %s", result.seconds, result.model_dir)
+        return result
+    except TrainingCancelled as exc:
+        (run / rundir.CANCEL_FILE).unlink(missing_ok=True)
+        rundir.update_status(run, status="cancelled", finished=rundir.utc_now())
+        log.info("cancelled: %s", exc)
+        latest = rundir.read_json(run / rundir.CHECKPOINTS / "latest.json")
+        return TrainResult(run, "cancelled", int(latest.get("epoch", 0)), int(latest.get("best_epoch") or 0),
+                           latest.get("best_val_auc"), time.monotonic() - started)
+    except BaseException as exc:
+        tail = "".join(traceback.format_exception(exc))[-3000:]
+        rundir.update_status(run, status="failed", finished=rundir.utc_now(), error=tail)
+        log.error("failed: %s", tail)
+        raise
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+        for handler in list(log.handlers):
+            log.removeHandler(handler)
+            handler.close()
+
+
+def _fit(cfg: Config, run: Path, tc: TrainConfig, resume_from: bool, log: logging.Logger,
+         progress: Progress | None) -> TrainResult:
+    """Load data, build or restore the model, fit with all callbacks and export the best model."""
+    import keras
+
+    keras.utils.set_random_seed(int(tc.seed or 0))
+    frame = _read_split(run)
+    data = prepare_data(cfg, tc, frame, progress)
+    if frame is None:
+        rundir.write_csv_atomic(run / rundir.SPLIT_FILE, data.frame.to_dict("records"), list(data.frame.columns))
+    counts = data.frame.groupby(["split", "label"]).size()
+    log.info("images: %s", {f"{s}/{l}": int(n) for (s, l), n in counts.items()})
+    latest = rundir.read_json(run / rundir.CHECKPOINTS / "latest.json") if resume_from else {}
+    start_epoch = int(latest.get("epoch", 0))
+    if resume_from and not (run / rundir.CHECKPOINTS / "latest.keras").is_file():
+        start_epoch, latest = 0, {}
+    if tc.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    strategy = choose_strategy(tc.strategy)
+    with strategy.scope():
+        if start_epoch:
+            model = keras.saving.load_model(run / rundir.CHECKPOINTS / "latest.keras", compile=True)
+            model.optimizer.learning_rate = float(latest.get("lr") or tc.learning_rate)
+            log.info("restored epoch %d from checkpoints/latest.keras (lr %s)", start_epoch, latest.get("lr"))
+        else:
+            model = build_model(tc.arch, tc.image_size, weights=tc.weights, **tc.hparams)
+            model.compile(optimizer=keras.optimizers.Adam(tc.learning_rate, use_ema=tc.ema, ema_momentum=0.98),
+                          loss="categorical_crossentropy",
+                          metrics=["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=len(CLASSES))])
+        twin = keras.Model(model.inputs, model.outputs, name=model.name)
+    seed = int(tc.seed or 0)
+    augment = Augmentation(**tc.augmentation) if tc.augment else None
+    if tc.pipeline == "paper":
+        train_data = paper_iterator(data.x_train, data.y_train, batch=tc.batch, training=True, seed=seed, augment=augment)
+        val_data = paper_iterator(data.x_val, data.y_val, batch=tc.batch, training=False, seed=seed)
+    else:
+        train_data = make_dataset(data.x_train, data.y_train, batch=tc.batch, training=True, seed=seed, augment=augment,
+                                  balanced=tc.sampling == "balanced")
+        val_data = make_dataset(data.x_val, data.y_val, batch=tc.batch, training=False, seed=seed)
+    steps = -(-len(data.y_train) // tc.batch)
+    weights = class_weights(data.y_train) if tc.sampling == "class_weight" else None
+    early_cls, reduce_cls, monitor_cls, best_cls = _callback_classes()
+    early = early_cls(latest.get("early_stopping"), monitor=tc.monitor, mode=MONITORS[tc.monitor], patience=tc.patience)
+    reduce = reduce_cls(latest.get("reduce_lr"), monitor="val_loss", mode="min", factor=0.5, patience=tc.lr_patience,
+                        min_lr=1e-6)
+    monitor = monitor_cls(run, tc, len(data.y_train), steps, start_epoch, [early, reduce], twin, log, progress)
+    swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if tc.ema else []
+    callbacks = [early, reduce, monitor, *swap, best_cls(monitor)]
+    if importlib.util.find_spec("tensorboard") is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run / "tensorboard")))
+    rundir.update_status(run, epoch=start_epoch, batch=0, batches_per_epoch=steps, epochs=tc.epochs,
+                         n_train=int(len(data.y_train)), n_val=int(len(data.y_val)))
+    if start_epoch < tc.epochs:
+        model.fit(train_data, validation_data=val_data, epochs=tc.epochs, initial_epoch=start_epoch,
+                  class_weight=weights, callbacks=callbacks, shuffle=False, verbose=0)
+    return _export(run, tc, data, log, progress)
+
+
+def _export(run: Path, tc: TrainConfig, data: TrainingData, log: logging.Logger, progress: Progress | None) -> TrainResult:
+    """Rebuild the model in float32 with the best weights, calibrate on validation and write ``run/model/``."""
+    import keras
+
+    from cxr_core.calibration import calibrate
+    from cxr_core.model_card import base_card
+    from cxr_core.registry import save_model_dir
+
+    _notify(progress, "export", 0, 1)
+    keras.mixed_precision.set_global_policy("float32")
+    best = keras.saving.load_model(run / rundir.CHECKPOINTS / "best.keras", compile=False)
+    model = build_model(tc.arch, tc.image_size, weights=None, **tc.hparams)
+    model.set_weights(best.get_weights())
+    probs = model.predict(data.x_val[..., None].astype(np.float32), batch_size=64, verbose=0)
+    calibration = calibrate(probs, data.y_val, positive_index=CLASSES.index("COVID"),
+                            target_sensitivity=tc.target_sensitivity)
+    metrics = rundir.read_metrics(run)
+    latest = rundir.read_json(run / rundir.CHECKPOINTS / "latest.json")
+    best_epoch = int(latest.get("best_epoch") or 0)
+    card = base_card(name=run.name, architecture=tc.arch, parameters=model.count_params(),
+                     preprocess=data.preprocess.to_dict(), training=_training_summary(run, tc, data, metrics, best_epoch))
+    model_dir = save_model_dir(run / rundir.MODEL_DIR, model, data.preprocess, temperature=calibration.temperature,
+                               threshold=calibration.threshold, target_sensitivity=calibration.target_sensitivity,
+                               card=card)
+    log.info("calibration on validation: %s", calibration.to_dict())
+    train_seconds = metrics["train_seconds"].dropna() if "train_seconds" in metrics else pd.Series(dtype=float)
+    return TrainResult(
+        run, "done", epochs_run=int(metrics["epoch"].max()) if len(metrics) else 0, best_epoch=best_epoch,
+        best_val_auc=latest.get("best_val_auc"),
+        seconds_to_best=float(metrics.loc[metrics["epoch"] <= best_epoch, "seconds"].sum()),
+        images_per_second=float(len(data.y_train) / train_seconds.median()) if len(train_seconds) else 0.0,
+        model_dir=model_dir, calibration=calibration.to_dict())
+
+
+def _training_summary(run: Path, tc: TrainConfig, data: TrainingData, metrics: pd.DataFrame, best_epoch: int) -> dict[str, Any]:
+    """The ``training`` section of the model card: data by split, class and source, and how the fit went."""
+    frame = data.frame
+    by_class = {s: frame[frame["split"] == s]["label"].value_counts().to_dict() for s in ("train", "val", "test")}
+    by_source = {f"{src}/{label}": int(n) for (src, label), n in
+                 frame[frame["split"] == "train"].groupby(["source", "label"]).size().items()}
+    best_row = metrics[metrics["epoch"] == best_epoch]
+    return {
+        "run_id": run.name, "data_dir": tc.data_dir, "epochs": int(metrics["epoch"].max()) if len(metrics) else 0,
+        "best_epoch": best_epoch, "best_val_auc": _float(best_row["val_auc"].iloc[0]) if len(best_row) else None,
+        "split": {s: int((frame["split"] == s).sum()) for s in ("train", "val", "test")}, "by_class": by_class,
+        "by_source": by_source, "learning_rate": tc.learning_rate, "batch": tc.batch, "pipeline": tc.pipeline,
+        "sampling": tc.sampling, "augmentation": tc.augmentation if tc.augment else None,
+        "mixed_precision": tc.mixed_precision, "hparams": tc.hparams, "seed": tc.seed, "limit": tc.limit,
+    }

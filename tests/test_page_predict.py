@@ -1,0 +1,210 @@
+"""Predict page: AppTest for uploads (good, DICOM, each kind of bad file) and a Playwright run in Chromium."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from helpers_predict import dicom_bytes, make_model_dir
+
+from cxr_core.imaging import read_image
+
+PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "3_Predict.py")
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry folder holding a tiny trained ``default`` model."""
+    root = tmp_path_factory.mktemp("registry")
+    make_model_dir(root / "default")
+    return root
+
+
+@pytest.fixture
+def app(models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The Predict page under AppTest with the tiny registry and no dataset; caches cleared first."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("CXR_MODELS_DIR", str(models_dir))
+    monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "no-data"))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def png(gray: np.ndarray) -> bytes:
+    """PNG bytes of a grayscale image."""
+    return cv2.imencode(".png", gray)[1].tobytes()
+
+
+def upload(at, name: str, data: bytes, mime: str = "image/png"):
+    """Upload one file and rerun the page."""
+    at.file_uploader[0].set_value((name, data, mime))
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(at) -> str:
+    """Every markdown, caption, metric and alert text on the page."""
+    parts = [e.value for kind in ("markdown", "caption", "error", "warning", "success", "info") for e in getattr(at, kind)]
+    parts += [f"{m.label} {m.value}" for m in at.metric]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_upload_shows_probability_decision_overlay_and_downloads(app, sample_dir) -> None:
+    gray = read_image(sample_dir / "COVID" / "images" / "COVID-1.png")
+    at = upload(app, "chest.png", png(gray))
+    labels = {m.label: m.value for m in at.metric}
+    assert any(label.startswith("P(COVID)") and value.endswith("%") for label, value in labels.items())
+    assert any(label.startswith("Decision at threshold") and value in {"COVID", "Normal"} for label, value in labels.items())
+    assert len(at.get("imgs")) >= 1 or len(at.image) >= 1
+    assert [b.proto.label for b in at.get("download_button")] == ["Download overlay PNG", "Download JSON report"]
+    assert at.slider[0].label == "Heatmap opacity"
+    at.slider[0].set_value(0.8).run()
+    assert not at.exception
+
+
+def test_dicom_upload_masks_identifiers(app, sample_dir) -> None:
+    gray = read_image(sample_dir / "Normal" / "images" / "Normal-1.png")
+    for photometric in ("MONOCHROME1", "MONOCHROME2"):
+        at = upload(app, f"{photometric}.dcm", dicom_bytes(gray, photometric), "application/dicom")
+        assert not at.error
+        assert any(m.label.startswith("P(COVID)") for m in at.metric)
+        page = texts(at) + json.dumps([t.value.to_dict() if hasattr(t.value, "to_dict") else str(t.value) for t in at.table])
+        assert "Doe" not in page and "PID-0042" not in page
+        assert "***" in page
+
+
+def _dicom_without_pixels() -> bytes:
+    """A DICOM file with a header but no PixelData."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta, ds.Modality = meta, "DX"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _truncated_png() -> bytes:
+    """The first 600 bytes of a real PNG X-ray."""
+    from conftest import SAMPLE_DIR
+
+    return png(read_image(SAMPLE_DIR / "COVID" / "images" / "COVID-1.png"))[:600]
+
+
+BAD_UPLOADS = {
+    "text renamed to png": ("notes.png", lambda: b"this is not an image\n" * 20, "not a readable image"),
+    "truncated png": ("cut.png", _truncated_png, "corrupt or truncated"),
+    "empty file": ("empty.png", lambda: b"", "file is empty"),
+    "too small": ("tiny.png", lambda: png(np.zeros((32, 32), np.uint8)), "smaller than the minimum"),
+    "too large": ("huge.png", lambda: png(np.zeros((7200, 7200), np.uint8)), "over the limit"),
+    "dicom without pixels": ("nopix.dcm", _dicom_without_pixels, "no pixel data"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_UPLOADS))
+def test_each_bad_upload_gives_its_message_and_the_page_keeps_working(app, sample_dir, case: str) -> None:
+    name, make, message = BAD_UPLOADS[case]
+    at = upload(app, name, make())
+    assert at.error and message in at.error[0].value, [e.value for e in at.error]
+    assert not at.metric
+    good = png(read_image(sample_dir / "Normal" / "images" / "Normal-1.png"))
+    at = upload(at, "good.png", good)
+    assert not at.error and any(m.label.startswith("P(COVID)") for m in at.metric)
+
+
+def test_pick_from_dataset_and_random_test_image(models_dir, tiny_dataset, tmp_path, monkeypatch) -> None:
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("CXR_MODELS_DIR", str(models_dir))
+    monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CXR_DATA_DIR", str(tiny_dataset))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    at.radio[0].set_value("Pick from the dataset").run()
+    at.selectbox(key="predict_filter_label").set_value("Normal").run()
+    assert not at.exception, at.exception
+    assert any("labelled Normal" in c.value for c in at.caption)
+    assert any(m.label.startswith("P(COVID)") for m in at.metric)
+    at.radio[0].set_value("Random test image").run()
+    assert not at.exception, at.exception
+    assert any("split test" in c.value for c in at.caption)
+    assert any(m.label.startswith("P(COVID)") for m in at.metric)
+    at.button[0].click().run()
+    assert not at.exception and any(m.label.startswith("P(COVID)") for m in at.metric)
+
+
+def test_no_model_says_how_to_get_one(tmp_path, monkeypatch) -> None:
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("CXR_MODELS_DIR", str(tmp_path / "empty-models"))
+    monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
+    st.cache_resource.clear()
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert "No trained model" in at.warning[0].value
+
+
+IMAGES_LOADED = (
+    "Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length >= 4"
+)  # original, model input, plain image and the overlay
+
+
+@pytest.mark.browser
+def test_browser_upload_shows_prediction_overlay_and_downloads_report(
+    streamlit_app, browser_page, models_dir, sample_dir, tmp_path
+) -> None:
+    url = streamlit_app({"CXR_MODELS_DIR": str(models_dir), "CXR_DATA_DIR": str(tmp_path / "no-data")})
+    from playwright.sync_api import expect
+
+    page = browser_page
+    page.goto(f"{url}/Predict")
+    page.get_by_text("Upload a chest X-ray").wait_for(timeout=90_000)
+    image = tmp_path / "chest.png"
+    cv2.imwrite(str(image), read_image(sample_dir / "COVID" / "images" / "COVID-1.png"))
+    start = time.perf_counter()
+    page.locator("input[type=file]").set_input_files(str(image))
+    page.get_by_text("Grad-CAM for class").wait_for(timeout=60_000)
+    page.wait_for_function(IMAGES_LOADED, timeout=60_000)
+    elapsed = time.perf_counter() - start
+    print(f"\nupload -> heatmap shown in the browser: {elapsed:.2f} s")
+    expect(page.get_by_text("P(COVID), calibrated")).to_be_visible()
+    expect(page.get_by_text("Decision at threshold")).to_be_visible()
+    expect(page.get_by_text("%").first).to_be_visible()
+    slider = page.get_by_role("slider").first
+    before = slider.get_attribute("aria-valuenow")
+    slider.focus()
+    for _ in range(4):
+        page.keyboard.press("ArrowRight")
+    expect(slider).not_to_have_attribute("aria-valuenow", before or "")
+    for _attempt in range(5):  # a click during the slider's rerun can hit the replaced (stale) file
+        page.wait_for_timeout(1000)
+        with page.expect_download() as info:
+            page.get_by_text("Download JSON report").click()
+        if info.value.failure() is None:
+            break
+    report = json.loads(Path(info.value.path()).read_text())
+    assert {"p_covid", "decision", "threshold", "input_sha256", "attention_shares"} <= set(report)
+    assert report["explanation"]["method"] == "gradcam"
