@@ -173,6 +173,13 @@ def outline(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (0,
     return out
 
 
+def outline_gray(gray: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (0, 255, 0)) -> np.ndarray:
+    """A 2-D uint8 image as RGB with the contour of a same-shaped binary mask drawn on it."""
+    if gray.ndim != 2 or mask.shape != gray.shape:
+        raise AttentionError(f"expected a 2-D image and a mask of its shape, got {gray.shape} and {mask.shape}")
+    return outline(cv2.cvtColor(np.asarray(gray, dtype=np.uint8), cv2.COLOR_GRAY2RGB), mask, color)
+
+
 def draw_boxes(rgb: np.ndarray, boxes: Sequence[Box], color: tuple[int, int, int] = (255, 64, 0)) -> np.ndarray:
     """A copy of an RGB image with each ``(x, y, width, height)`` box outlined."""
     out = np.ascontiguousarray(rgb).copy()

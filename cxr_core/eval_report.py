@@ -1,11 +1,10 @@
 """Evaluation reports: Markdown, plotly figures (ROC, PR, confusion matrix, reliability before/after) and files.
 
 A model's own test evaluation is written into its directory (``evaluation.json``, ``evaluation.md``,
-``figures/*.json`` + ``*.html``) and refreshes ``card.json``/``card.md``. An evaluation on another dataset or
+``figures/*.json``) and refreshes ``card.json``/``card.md``. An evaluation on another dataset or
 split goes to ``evaluations/<dataset>-<split>/`` inside the model directory and is summarised in the card under
-``external_evaluations``, so it never overwrites the model's own test figures. Figure HTML files load plotly.js
-from its CDN (a self-contained file would add 4.6 MB per figure); the ``.json`` files are plotly figure specs
-(``plotly.io.from_json``) for the dashboard.
+``external_evaluations``, so it never overwrites the model's own test figures. The ``.json`` files are plotly
+figure specs (``plotly.io.from_json``): the dashboard draws them, and they work offline.
 """
 
 from __future__ import annotations
@@ -116,7 +115,6 @@ def write_report(model_dir: str | Path, result: Mapping[str, Any]) -> Path:
     write_text_atomic(target / "evaluation.md", render_markdown(result))
     for name, fig in figures(result).items():
         write_text_atomic(target / FIGURES_DIR / f"{name}.json", fig.to_json())
-        write_text_atomic(target / FIGURES_DIR / f"{name}.html", fig.to_html(include_plotlyjs="cdn", full_html=True))
     if own:
         card = card_with_evaluation(card, result)
         if not (card.get("training") or {}).get("by_source") and result.get("dataset"):

@@ -23,7 +23,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -37,19 +36,26 @@ import pandas as pd
 from cxr_core.atomic import write_json_atomic
 from cxr_core.config import Config, load_config
 from cxr_core.rundir import (
+    ACTIVE,
     CANCEL_FILE,
-    CONFIG_FILE,
+    JOB_FILE,
     LOG_FILE,
     MODEL_DIR,
     STATUS_FILE,
+    cancel_requested,
+    log_tail,
     new_run_id,
+    parse_time,
+    pid_alive,
+    read_config,
     read_json,
     request_cancel,
+    run_dirs,
+    stale_reason,
     update_status,
     utc_now,
 )
 
-JOB_FILE = "job.json"
 RESUMABLE = frozenset({"cancelled", "failed", "interrupted"})
 TERMINAL = frozenset({"done", "failed", "cancelled", "interrupted"})
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -94,17 +100,6 @@ class RunSummary:
     has_model: bool
 
 
-def parse_time(value: Any) -> datetime | None:
-    """Parse an ISO 8601 timestamp (naive ones are taken as UTC); None when absent or invalid."""
-    if not value:
-        return None
-    try:
-        stamp = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
-
-
 def jobs_dir(cfg: Config) -> Path:
     """Folder of the runner's lock files and worker log."""
     path = cfg.home / "jobs"
@@ -121,26 +116,6 @@ def queue_lock(cfg: Config) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def pid_alive(pid: Any) -> bool:
-    """True when ``pid`` is a live (not zombie) process; on Linux it must also be a Python process."""
-    try:
-        pid = int(pid)
-        os.kill(pid, 0)
-    except PermissionError:
-        return True
-    except (TypeError, ValueError, OSError):
-        return False
-    proc = Path(f"/proc/{pid}")
-    if not proc.exists():
-        return pid > 0
-    try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except (OSError, IndexError):
-        return False
-    return pid > 0 and state not in {"Z", "X"} and ("python" in cmdline.lower() or "cxr" in cmdline)
 
 
 def _write_job(run_dir: Path, **changes: Any) -> dict[str, Any]:
@@ -178,18 +153,10 @@ def judge_status(raw: Mapping[str, Any], job: Mapping[str, Any] | None = None, o
         status["status"] = "cancelled" if job.get("state") == "dequeued" else "interrupted"
         status["note"] = "" if job.get("state") == "dequeued" else "the training process ended before it wrote a status"
         return status
-    if status.get("status") not in ("queued", "running"):
+    if status.get("status") not in ACTIVE:
         return status
-    now = now or datetime.now(timezone.utc)
-    beat = parse_time(status.get("updated")) or parse_time(status.get("started"))
-    same_host = status.get("host") in (None, socket.gethostname())
-    status["status"] = "running"
-    if same_host and not pid_alive(status.get("pid")):
-        status["status"] = "interrupted"
-        status["note"] = f"process {status.get('pid')} is gone without recording an end"
-    elif beat is not None and (now - beat).total_seconds() > opts.heartbeat_timeout:
-        status["status"] = "interrupted"
-        status["note"] = f"no heartbeat for {(now - beat).total_seconds():.0f} s (process {status.get('pid')} looks hung)"
+    status["note"] = stale_reason(status, opts.heartbeat_timeout, now)
+    status["status"] = "interrupted" if status["note"] else "running"
     return status
 
 
@@ -199,24 +166,11 @@ def read_status(run_dir: Path, opts: JobOptions = JobOptions()) -> dict[str, Any
     return judge_status(read_json(run_dir / STATUS_FILE), read_json(run_dir / JOB_FILE), opts)
 
 
-def log_tail(run_dir: Path, lines: int = 20) -> str:
-    """The last ``lines`` lines of the run's ``train.log`` (progress-bar carriage returns folded)."""
-    try:
-        with open(Path(run_dir) / LOG_FILE, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - 64_000))
-            text = handle.read().decode(errors="replace")
-    except OSError:
-        return ""
-    rows = [row.rsplit("\r", 1)[-1] for row in text.replace("\r\n", "\n").split("\n")]
-    return "\n".join([row for row in rows if row.strip()][-lines:])
-
-
 def run_config(run_dir: Path) -> dict[str, Any]:
     """The run's flat training configuration: ``config.json`` written by ``cxr train`` over the queued request."""
     run_dir = Path(run_dir)
     config = dict(read_json(run_dir / JOB_FILE).get("request") or {})
-    written = read_json(run_dir / CONFIG_FILE)
+    written = read_config(run_dir)
     config.update({k: v for k, v in written.items() if not isinstance(v, dict)})
     for section in ("train", "preprocess"):
         if isinstance(written.get(section), dict):
@@ -264,17 +218,9 @@ def summarize(run_dir: Path, opts: JobOptions = JobOptions()) -> RunSummary:
         test_auc=_test_auc(run_dir),
         error=str(status.get("error") or ""),
         note=str(status["note"]),
-        cancel_requested=(run_dir / CANCEL_FILE).exists(),
+        cancel_requested=cancel_requested(run_dir),
         has_model=(run_dir / MODEL_DIR / "model.keras").is_file(),
     )
-
-
-def run_dirs(cfg: Config) -> list[Path]:
-    """Every run directory under ``cfg.runs_dir`` (one with a status or job file), oldest first."""
-    if not cfg.runs_dir.is_dir():
-        return []
-    dirs = [p for p in cfg.runs_dir.iterdir() if p.is_dir() and ((p / STATUS_FILE).exists() or (p / JOB_FILE).exists())]
-    return sorted(dirs, key=lambda p: (str(read_json(p / JOB_FILE).get("queued") or read_json(p / STATUS_FILE).get("created") or ""), p.name))
 
 
 def list_runs(cfg: Config, opts: JobOptions = JobOptions()) -> list[RunSummary]:
@@ -444,7 +390,7 @@ def launch(cfg: Config, request: Mapping[str, Any], opts: JobOptions = JobOption
         run_dir.mkdir()
         argv = build_train_argv(clean, run_dir, opts, accepted)
         write_json_atomic(run_dir / JOB_FILE, {"request": clean, "argv": argv, "kind": "train", "state": "queued",
-                                               "queued": utc_now(), "pid": None})
+                                               "queued": utc_now(), "queued_ns": time.time_ns(), "pid": None})
     spawn_worker(cfg, opts)
     return run_dir
 
@@ -462,7 +408,7 @@ def resume(cfg: Config, run: str | Path, opts: JobOptions = JobOptions()) -> Pat
             raise JobError(f"run {run_dir.name}: process {status.get('pid')} is still alive; stop it before resuming")
         (run_dir / CANCEL_FILE).unlink(missing_ok=True)
         _write_job(run_dir, argv=[opts.python, *opts.train_command, "--resume", str(run_dir)], kind="resume",
-                   state="queued", queued=utc_now(), pid=None)
+                   state="queued", queued=utc_now(), queued_ns=time.time_ns(), pid=None)
     spawn_worker(cfg, opts)
     return run_dir
 
@@ -565,7 +511,7 @@ def finalize(run_dir: Path, pid: int, returncode: int) -> str:
     raw = read_json(run_dir / STATUS_FILE)
     if raw.get("status") in TERMINAL and _recorded_since(raw, job.get("started")):
         return str(raw["status"])
-    if (run_dir / CANCEL_FILE).exists() and returncode <= 0:
+    if cancel_requested(run_dir) and returncode <= 0:
         final, error = "cancelled", ""
     elif returncode < 0:
         final, error = "interrupted", f"killed by signal {-returncode}"
@@ -597,8 +543,9 @@ def run_worker(cfg: Config, opts: JobOptions = JobOptions()) -> int:
                 del children[run_dir]
         with queue_lock(cfg):
             states = {p: read_status(p, opts)["status"] for p in run_dirs(cfg)}
-            queued = [p for p, s in states.items() if s == "queued"]
-            free = max(opts.max_parallel - sum(1 for s in states.values() if s == "running"), 0)
+            queued = [p for p, s in states.items() if s == "queued" and p not in children]
+            busy = set(children) | {p for p, s in states.items() if s == "running"}
+            free = max(opts.max_parallel - len(busy), 0)
             for run_dir in queued[:free]:
                 try:
                     children[run_dir] = _start(cfg, run_dir, opts)

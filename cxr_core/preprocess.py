@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import cv2
 import numpy as np
 
-from cxr_core.normalise import METHODS, normalise
+from cxr_core.normalise import METHODS, NormaliseError, normalise, resolve_params
 
 RESIZE_POLICIES = ("squash", "pad")
 INTERPOLATIONS = {
@@ -49,10 +49,13 @@ class PreprocessConfig:
     roi: str = "none"
 
     def __post_init__(self) -> None:
-        """Freeze params and validate every field."""
-        object.__setattr__(self, "params", _freeze(self.params))
+        """Fill in and freeze every normalisation parameter (a saved recipe never depends on later defaults); validate."""
         if self.method not in METHODS:
             raise PreprocessError(f"unknown normalisation method {self.method!r}; choose from {sorted(METHODS)}")
+        try:
+            object.__setattr__(self, "params", _freeze(resolve_params(self.method, dict(self.params or {}))))
+        except NormaliseError as exc:
+            raise PreprocessError(str(exc)) from exc
         if not isinstance(self.size, int) or not 16 <= self.size <= 2048:
             raise PreprocessError(f"size must be an integer between 16 and 2048, got {self.size!r}")
         if self.resize not in RESIZE_POLICIES:

@@ -1,9 +1,10 @@
 """Training run directories: ids, atomic JSON/CSV writes, status with heartbeat, and readers for the dashboard.
 
 Layout of ``cfg.runs_dir/<run_id>/`` (see BRIEF.md): ``config.json``, ``status.json``, ``metrics.csv``,
-``batches.csv``, ``train.log``, ``split.csv``, ``checkpoints/``, ``model/``. Readers (:func:`list_runs`,
-:func:`read_status`, :func:`read_metrics`, :func:`read_batches`) never raise on a half-written or missing
-file: they return what can be read.
+``batches.csv``, ``train.log``, ``split.csv``, ``checkpoints/``, ``model/`` (plus ``job.json`` when the job runner
+queued it). Readers (:func:`run_dirs`, :func:`read_status`, :func:`read_config`, :func:`read_metrics`,
+:func:`read_batches`, :func:`log_tail`) never raise on a half-written or missing file: they return what can be read.
+The liveness judgement (:func:`stale_reason`: pid gone or heartbeat stale) lives here once.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ BATCHES_FILE = "batches.csv"
 LOG_FILE = "train.log"
 SPLIT_FILE = "split.csv"
 CANCEL_FILE = "cancel.request"
+JOB_FILE = "job.json"
 CHECKPOINTS = "checkpoints"
 MODEL_DIR = "model"
 METRICS_COLUMNS = ("epoch", "loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc", "lr", "seconds")
@@ -119,17 +121,55 @@ def update_status(run_dir: str | Path, **fields: Any) -> dict[str, Any]:
     return status
 
 
-def _pid_alive(pid: Any) -> bool:
-    """True when a process with this pid exists on this machine."""
+def parse_time(value: Any) -> datetime | None:
+    """Parse an ISO 8601 timestamp (naive ones are taken as UTC); None when absent or invalid."""
+    if not value:
+        return None
     try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
+        stamp = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+
+
+def pid_alive(pid: Any) -> bool:
+    """True when ``pid`` is a live (not zombie) process; on Linux it must also be a Python process."""
+    try:
+        pid = int(pid)
+        os.kill(pid, 0)
     except PermissionError:
         return True
     except (TypeError, ValueError, OSError):
         return False
-    return True
+    proc = Path(f"/proc/{pid}")
+    if not proc.exists():
+        return pid > 0
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, IndexError):
+        return False
+    return pid > 0 and state not in {"Z", "X"} and ("python" in cmdline.lower() or "cxr" in cmdline)
+
+
+def stale_reason(status: Mapping[str, Any], heartbeat_timeout: float | None = None,
+                 now: datetime | None = None) -> str:
+    """Why a queued/running status is no longer live, ``""`` when it is live (or not active).
+
+    Dead: its pid is gone on this host, or (when ``heartbeat_timeout`` is given) its ``updated`` heartbeat is older
+    than ``heartbeat_timeout`` seconds.
+    """
+    if status.get("status") not in ACTIVE:
+        return ""
+    same_host = status.get("host") in (None, socket.gethostname())
+    if same_host and not pid_alive(status.get("pid")):
+        return f"process {status.get('pid')} is gone without recording an end"
+    beat = parse_time(status.get("updated")) or parse_time(status.get("started"))
+    if heartbeat_timeout is not None and beat is not None:
+        age = ((now or datetime.now(timezone.utc)) - beat).total_seconds()
+        if age > heartbeat_timeout:
+            return f"no heartbeat for {age:.0f} s (process {status.get('pid')} looks hung)"
+    return ""
 
 
 def read_status(run_dir: str | Path) -> dict[str, Any]:
@@ -140,8 +180,7 @@ def read_status(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     status = read_json(run_dir / STATUS_FILE) or {"status": "unknown"}
     status["run_id"] = run_dir.name
-    same_host = status.get("host") in (None, socket.gethostname())
-    if status.get("status") in ACTIVE and same_host and not _pid_alive(status.get("pid")):
+    if stale_reason(status):
         status["status"] = "interrupted"
     return status
 
@@ -173,19 +212,32 @@ def read_batches(run_dir: str | Path) -> pd.DataFrame:
     return _read_frame(Path(run_dir) / BATCHES_FILE, BATCHES_COLUMNS)
 
 
-def list_runs(cfg: Config) -> list[dict[str, Any]]:
-    """Every run under ``cfg.runs_dir``, newest first: its status dict plus ``path``, ``arch`` and ``config``."""
+def run_dirs(cfg: Config) -> list[Path]:
+    """Every run directory under ``cfg.runs_dir`` (one with a status or job file), oldest first."""
     if not cfg.runs_dir.is_dir():
         return []
-    runs = []
-    for path in sorted(cfg.runs_dir.iterdir(), reverse=True):
-        if not (path / STATUS_FILE).is_file():
-            continue
-        status = read_status(path)
-        config = read_config(path)
-        status.update({"path": str(path), "arch": config.get("train", {}).get("arch", ""), "config": config})
-        runs.append(status)
-    return runs
+    dirs = [p for p in cfg.runs_dir.iterdir() if p.is_dir() and ((p / STATUS_FILE).exists() or (p / JOB_FILE).exists())]
+    return sorted(dirs, key=_queue_order)
+
+
+def _queue_order(run_dir: Path) -> tuple[str, int, str]:
+    """Sort key of a run: when it was queued or created, then the launch's nanosecond stamp (FIFO within a second)."""
+    job = read_json(run_dir / JOB_FILE)
+    return (str(job.get("queued") or read_json(run_dir / STATUS_FILE).get("created") or ""), int(job.get("queued_ns") or 0),
+            run_dir.name)
+
+
+def log_tail(run_dir: str | Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of the run's ``train.log`` (progress-bar carriage returns folded)."""
+    try:
+        with open(Path(run_dir) / LOG_FILE, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 64_000))
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+    rows = [row.rsplit("\r", 1)[-1] for row in text.replace("\r\n", "\n").split("\n")]
+    return "\n".join([row for row in rows if row.strip()][-lines:])
 
 
 def request_cancel(run_dir: str | Path) -> Path:

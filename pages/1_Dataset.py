@@ -31,11 +31,12 @@ left, mid, right = st.columns(3)
 for column, by, title in ((left, None, "Overall"), (mid, "split", "Per split"), (right, "source", "Per source")):
     data = index.class_balance(by)
     fig = px.bar(
-        data, x=by or "label", y="n", color="label", barmode="group", title=title,
-        text=data.apply(lambda r: f"{r['n']} ({r['share']:.0%})", axis=1),
+        data, x=by or "label", y="n", color="label", barmode="group" if by else "relative", title=title,
+        text=data.apply(lambda r: f"{r['n']}<br>{r['share']:.0%}", axis=1),
         category_orders={"split": ["train", "val", "test"]},
     )
-    fig.update_layout(height=380, margin=dict(t=40, b=10), legend_title_text="")
+    fig.update_traces(textposition="outside", textangle=0, cliponaxis=False)
+    fig.update_layout(height=400, margin=dict(t=60, b=10), legend_title_text="", uniformtext_minsize=8)
     column.plotly_chart(fig, width="stretch", key=f"balance-{by}")
 
 st.subheader("Label x source: can the source predict the label?")

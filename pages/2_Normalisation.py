@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +14,13 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+from cxr_core.attention import outline_gray
 from cxr_core.dataset_index import DatasetIndex
-from cxr_core.imaging import IMAGE_SUFFIXES, ImageReadError, read_image
+from cxr_core.imaging import IMAGE_SUFFIXES, ImageReadError, read_image, sha256_bytes
+from cxr_core.lungs import MODEL_FILE as LUNGS_MODEL_FILE, LUNGS_MODEL_ENV, LungModelError, lung_mask
+from cxr_core.lungs import model_dir as lungs_model_dir
 from cxr_core.normalise import METHODS, Param, describe, normalise
-from cxr_core.preprocess import RESIZE_POLICIES, PreprocessConfig
+from cxr_core.preprocess import RESIZE_POLICIES, ROI_MODES, PreprocessConfig
 from cxr_core.quality import MEASURES, histogram, measure_files, quality_measures, rms_contrast, signed_difference
 from pages.common import config, dataset_index, load_gray, no_dataset_message
 
@@ -25,6 +30,23 @@ SIZES = ["original", 224, 256, 299, 512]
 ALL = "All"
 PANELS_PER_ROW = 3
 PLOT_CONFIG = {"displayModeBar": False}
+ROI_LABELS = {"none": "none", "lung_crop": "lung crop", "lung_mask": "lung mask"}
+
+
+@dataclass(frozen=True)
+class Region:
+    """The compared image with its lung mask and the region-of-interest recipe settings the panels share."""
+
+    key: str
+    gray: np.ndarray
+    mask: np.ndarray | None
+    size: int
+    policy: str
+    roi: str
+
+    def recipe(self, method: str, params: tuple[tuple[str, float], ...] = ()) -> PreprocessConfig:
+        """The training recipe of one panel: this method at the working size, resize policy and region of interest."""
+        return PreprocessConfig(method, dict(params), size=self.size, resize=self.policy, roi=self.roi)
 
 
 @st.cache_resource(show_spinner=False)
@@ -40,6 +62,26 @@ def run_method(image: np.ndarray, method: str, params: tuple[tuple[str, float], 
     started = time.perf_counter()
     out = normalise(image, method, **dict(params))
     return out, (time.perf_counter() - started) * 1000
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def run_recipe(
+    key: str, recipe: PreprocessConfig, _gray: np.ndarray, _mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Preprocessed image, lung mask in its geometry and milliseconds, as training applies ``recipe`` (keyed by image)."""
+    warm_up(recipe.method)
+    started = time.perf_counter()
+    image, lungs = recipe.apply_with_lungs(_gray, _mask)
+    return image, lungs, (time.perf_counter() - started) * 1000
+
+
+@st.cache_data(max_entries=64, show_spinner="Segmenting the lungs…")
+def cached_lung_mask(key: str, _gray: np.ndarray) -> np.ndarray | str:
+    """The lung mask of one image, keyed by its path and sha256; the one-line error when the segmenter cannot load."""
+    try:
+        return lung_mask(_gray)
+    except LungModelError as exc:
+        return str(exc)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -127,8 +169,8 @@ def filtered_rows(index: DatasetIndex, key: str, split_filter: bool = True) -> p
     return rows
 
 
-def pick_from_dataset(index: DatasetIndex) -> tuple[np.ndarray, str] | None:
-    """Filters, shortcut buttons and an image selectbox; the chosen image and its label, or None."""
+def pick_from_dataset(index: DatasetIndex) -> tuple[np.ndarray, str, str] | None:
+    """Filters, shortcut buttons and an image selectbox; the chosen image, its label and cache key, or None."""
     rows = filtered_rows(index, "filter")
     if rows.empty:
         st.info("No image matches these filters.")
@@ -152,7 +194,8 @@ def pick_from_dataset(index: DatasetIndex) -> tuple[np.ndarray, str] | None:
     if note:
         shortcut[3].caption(note)
     row = rows[rows["path"] == path].iloc[0]
-    return load_gray(str(index.abspath(path))), f"{path} · {row['label']} · {row['source']} · {row['split']}"
+    label = f"{path} · {row['label']} · {row['source']} · {row['split']}"
+    return load_gray(str(index.abspath(path))), label, f"{path}:{row['sha256']}"
 
 
 def quality_of(index: DatasetIndex, paths: list[str]) -> pd.DataFrame:
@@ -162,8 +205,8 @@ def quality_of(index: DatasetIndex, paths: list[str]) -> pd.DataFrame:
     return table[table["path"].isin(paths) & (table["error"] == "")].reset_index(drop=True)
 
 
-def pick_upload() -> tuple[np.ndarray, str] | None:
-    """A file uploader read with the shared reader (PNG, JPEG, BMP, TIFF, DICOM)."""
+def pick_upload() -> tuple[np.ndarray, str, str] | None:
+    """A file uploader read with the shared reader (PNG, JPEG, BMP, TIFF, DICOM); image, name and cache key."""
     cfg = config()
     upload = st.file_uploader("X-ray image", type=[s.lstrip(".") for s in IMAGE_SUFFIXES], key="upload")
     if upload is None:
@@ -172,25 +215,81 @@ def pick_upload() -> tuple[np.ndarray, str] | None:
     if isinstance(gray, str):
         st.error(gray)
         return None
-    return gray, upload.name
+    return gray, upload.name, f"upload:{sha256_bytes(upload.getvalue())}"
 
 
-def normalised(image: np.ndarray, method: str, params: tuple[tuple[str, float], ...]) -> tuple[np.ndarray, float]:
-    """Run a method through the cache, with a spinner naming the cost for the slow ones."""
+def normalised(
+    image: np.ndarray, method: str, params: tuple[tuple[str, float], ...], region: Region | None = None
+) -> tuple[np.ndarray, float]:
+    """Run a method (on the original through ``region``'s recipe if given) via the cache; a spinner for slow ones."""
+    if region is None:
+        run = functools.partial(run_method, image, method, params)
+    else:
+        run = functools.partial(run_recipe, region.key, region.recipe(method, params), region.gray, region.mask)
     if method in SLOW_METHODS:
         with st.spinner(f"{describe(method, dict(params))}: {SLOW_METHODS[method]}…"):
-            return run_method(image, method, params)
-    return run_method(image, method, params)
+            out = run()
+    else:
+        out = run()
+    return out[0], out[-1]
 
 
-def compare(image: np.ndarray, caption: str) -> None:
+def roi_controls() -> tuple[str, bool]:
+    """The region-of-interest selectbox and lung-outline toggle, disabled with the reason when there is no segmenter."""
+    directory = lungs_model_dir()
+    available = (directory / LUNGS_MODEL_FILE).is_file()
+    roi_col, outline_col = st.columns(2)
+    roi = roi_col.selectbox(
+        "Region of interest", ROI_MODES, format_func=ROI_LABELS.get, key="roi", disabled=not available,
+        help="applied before normalisation exactly as training does (PreprocessConfig roi)",
+    )
+    show = outline_col.toggle("Outline the lungs on the original", key="show-lungs", disabled=not available)
+    if not available:
+        st.info(
+            f"Region of interest and lung outline are disabled: no lung segmenter at `{directory / LUNGS_MODEL_FILE}`. "
+            f"Train one with `cxr train-lungs` or point `{LUNGS_MODEL_ENV}` at a segmenter directory."
+        )
+        return "none", False
+    return roi, show
+
+
+def lung_region(gray: np.ndarray, key: str, size: int | str, policy: str, roi: str, show_lungs: bool) -> Region | None:
+    """The image's region-of-interest settings and (cached) lung mask; None when neither ROI nor outline is asked."""
+    if roi == "none" and not show_lungs:
+        return None
+    mask = cached_lung_mask(key, gray)
+    if isinstance(mask, str):
+        st.error(mask)
+        return None
+    if size == "original" and roi != "none":
+        size = PreprocessConfig().size
+        st.caption(f"A region of interest is applied at a training size, as training does: {size} px here.")
+    working = max(gray.shape) if size == "original" else int(size)
+    return Region(key, gray, mask, working, policy, roi)
+
+
+def region_original(image: np.ndarray, region: Region | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The original panel (through the region of interest) and the lung mask in its geometry, if any."""
+    if region is None:
+        return image, None
+    if region.roi == "none" and image.shape == region.gray.shape:
+        return image, region.mask
+    cropped, lungs, _ = run_recipe(region.key, region.recipe("none"), region.gray, region.mask)
+    return (cropped if region.roi != "none" else image), lungs
+
+
+def compare(image: np.ndarray, caption: str, region: Region | None = None, show_lungs: bool = False) -> None:
     """Original and each chosen method side by side with histograms, quality measures and difference maps."""
     options = [m for m in METHODS if m != "none"]
     methods = st.multiselect("Methods", options, default=["clahe", "local_rank_eq"], key="methods")
     show_diff = st.toggle("Difference map (method - original)", key="show-diff")
     params = {m: param_widgets(m) for m in methods}
+    roi_region = region if region is not None and region.roi != "none" else None
+    image, lungs = region_original(image, region)
     panels = [("original", image, 0.0)]
-    panels += [(describe(m, dict(params[m])), *normalised(image, m, params[m])) for m in methods]
+    panels += [(describe(m, dict(params[m])), *normalised(image, m, params[m], roi_region)) for m in methods]
+    if roi_region is not None:
+        caption += f" · region of interest: {ROI_LABELS[roi_region.roi]}"
     st.caption(f"{caption} · {image.shape[1]}x{image.shape[0]} px")
     for start in range(0, len(panels), PANELS_PER_ROW):
         columns = st.columns(PANELS_PER_ROW)
@@ -198,7 +297,11 @@ def compare(image: np.ndarray, caption: str) -> None:
             with column:
                 st.markdown(f"**{title}**")
                 cost = None if title == "original" else f"computed in {ms:.2f} ms"
-                st.image(pixels, width="stretch", output_format="PNG", caption=cost)
+                if title == "original" and show_lungs and lungs is not None:
+                    pixels_shown, cost = outline_gray(pixels, lungs), "detected lungs outlined in green"
+                else:
+                    pixels_shown = pixels
+                st.image(pixels_shown, width="stretch", output_format="PNG", caption=cost)
                 st.plotly_chart(histogram_figure(pixels), key=f"hist-{start}-{title}", config=PLOT_CONFIG)
                 if show_diff and title != "original":
                     st.plotly_chart(difference_figure(image, pixels), key=f"diff-{title}", config=PLOT_CONFIG)
@@ -251,6 +354,7 @@ if mode == "Grid":
     grid(index, size, policy)
     st.stop()
 
+roi, show_lungs = roi_controls()
 sources = ["Dataset", "Upload"] if index is not None else ["Upload"]
 if index is None:
     no_dataset_message("You can still upload an image.")
@@ -258,5 +362,5 @@ source = st.radio("Image from", sources, horizontal=True, key="source")
 picked = pick_from_dataset(index) if source == "Dataset" and index is not None else pick_upload()
 if picked is None:
     st.stop()
-gray, label = picked
-compare(working_image(gray, size, policy), label)
+gray, label, key = picked
+compare(working_image(gray, size, policy), label, lung_region(gray, key, size, policy, roi, show_lungs), show_lungs)

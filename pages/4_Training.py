@@ -10,7 +10,7 @@ from cxr_core import figures, jobs
 from cxr_core.architectures import ARCHITECTURES
 from cxr_core.normalise import METHODS
 from cxr_core.pipeline import Augmentation
-from cxr_core.rundir import read_batches, read_metrics
+from cxr_core.rundir import log_tail, read_batches, read_metrics
 from pages.common import config, dataset_index, no_dataset_message
 
 REFRESH_SECONDS = 3
@@ -164,7 +164,7 @@ def live_view(run_id: str) -> None:
     st.plotly_chart(figures.batch_loss_curve(batches), key=f"batches-{run_id}")
     st.caption(f"{len(metrics)} epochs and {len(batches)} batch records so far")
     with st.expander("Log (last lines)", expanded=summary.status in ("failed", "running")):
-        st.code(jobs.log_tail(run_dir, 25) or "(no log yet)", language="text")
+        st.code(log_tail(run_dir, 25) or "(no log yet)", language="text")
     previous = st.session_state.get(f"was-active-{run_id}")
     active = summary.status in ("queued", "running")
     st.session_state[f"was-active-{run_id}"] = active

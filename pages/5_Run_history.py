@@ -9,9 +9,8 @@ import streamlit as st
 
 from cxr_core import evaluation_view as ev
 from cxr_core import figures, jobs
-from cxr_core.atomic import read_json
 from cxr_core.registry import load_model
-from cxr_core.rundir import read_metrics
+from cxr_core.rundir import MODEL_DIR, read_config, read_json, read_metrics
 from pages.common import config
 
 cfg = config()
@@ -56,9 +55,9 @@ tab_curves, tab_config, tab_eval = st.tabs(["Curves", "Configuration", "Evaluati
 with tab_curves:
     st.plotly_chart(figures.epoch_curves({run.id: read_metrics(run.path).dropna(how="all")}), key="run-curves")
 with tab_config:
-    st.json(read_json(run.path / "config.json", {}) or run.config)
+    st.json(read_config(run.path) or run.config)
 with tab_eval:
-    evaluation = read_json(run.path / "model" / "evaluation.json", {}) or (
+    evaluation = read_json(run.path / MODEL_DIR / "evaluation.json") or (
         ev.latest_cached(cfg, run.path / "model") if run.has_model else None) or {}
     if run.has_model and not evaluation and st.button("Evaluate on the test split", key=f"evaluate-{run.id}"):
         try:

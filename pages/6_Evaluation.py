@@ -71,7 +71,7 @@ def audit_panel(model: LoadedModel) -> None:
     if not audit:
         st.info(f"This model has not been audited for shortcuts yet: `cxr audit --model {model.path}`.")
         return
-    show = {"shortcut": st.error, "mixed": st.warning}.get(str(audit.get("verdict_level")), st.success)
+    show = {"shortcut": st.error, "mixed": st.warning, "undetermined": st.info}.get(str(audit.get("verdict_level")), st.success)
     show(f"**Verdict: {audit.get('verdict_level')}.** {audit.get('verdict', '')}")
     numbers = {"AUC": audit.get("auc"), "AUC, lungs blanked": audit.get("auc_lungs_blanked"),
                "AUC, lungs only": audit.get("auc_lungs_only"), "Grad-CAM in lungs": audit.get("lung_attention_mean"),

@@ -11,6 +11,17 @@ from cxr_core.config import Config, load_config
 from cxr_core.dataset_index import DatasetError, DatasetIndex, load_index
 from cxr_core.imaging import read_image
 
+def route_through_app() -> None:
+    """Rerun through app.py's navigation when Streamlit ran a page directly (a fresh server's first visit to a deep link)."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+route_through_app()
+
 CAUTION = "Research tool for decision support. It does not make a diagnosis; a clinician must review every image."
 
 

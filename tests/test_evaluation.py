@@ -60,7 +60,7 @@ def test_cli_evaluate_json_prints_all_keys_and_writes_reports(trained_dir, capsy
     assert main(["evaluate", "--model", str(directory), "--data", str(data), "--json", "--bootstrap", "100"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert ISSUE_KEYS | EXTRA_KEYS <= set(result) and result["split"] == "test"
-    for name in ("evaluation.json", "evaluation.md", "card.json", "card.md", "figures/roc.html", "figures/reliability.json"):
+    for name in ("evaluation.json", "evaluation.md", "card.json", "card.md", "figures/roc.json", "figures/reliability.json"):
         assert (directory / name).is_file(), name
     card = json.loads((directory / "card.json").read_text())
     assert card["metrics"]["n"] == result["n"] and card["calibration"]["temperature"] == 1.3

@@ -133,15 +133,17 @@ def test_paging_shows_the_next_48_thumbnails(
     tiles = page.get_by_role("radio", name="Discard", exact=True)
     expect(tiles).to_have_count(48, timeout=120_000)
     first = page.get_by_text(re.compile(r"· undecided$")).first.inner_text()
+    pager = page.get_by_label("Page", exact=True)
+    expect(pager).to_have_count(1, timeout=60_000)
     start = time.perf_counter()
-    page.get_by_label("Page", exact=True).fill("2")
+    pager.fill("2")
     page.keyboard.press("Enter")
     expect(page.get_by_text(first, exact=True)).to_have_count(0, timeout=60_000)
     expect(tiles).to_have_count(48, timeout=60_000)
     page.wait_for_function("() => [...document.images].filter(i => i.complete && i.naturalWidth > 0).length >= 48",
                            timeout=60_000)
     elapsed = time.perf_counter() - start
-    print(f"page 2 (48 cached thumbnails) rendered in {elapsed:.2f} s (a measurement; the target lives in bench/)")
+    print(f"page 2 (48 cached thumbnails) rendered in {elapsed:.2f} s (measured, not asserted)")
 
 
 def test_page_without_a_dataset_says_how_to_get_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

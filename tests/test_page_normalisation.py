@@ -9,10 +9,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from conftest import REPO, synthetic_xray
+from cxr_core.attention import AttentionError, outline_gray
 from cxr_core.imaging import read_image
+from cxr_core.lungs import lung_mask
+from cxr_core.preprocess import PreprocessConfig
 from cxr_core.quality import mean_brightness
 
 PAGE = str(REPO / "pages" / "2_Normalisation.py")
@@ -150,3 +154,103 @@ def test_page_in_chromium_compares_two_chosen_methods(streamlit_app, browser_pag
     assert images.count() == 3, "the original and the two chosen methods"
     assert all(images.nth(i).evaluate("img => img.complete && img.naturalWidth") == 299 for i in range(3))
     assert panel_titles.get_by_text("local_rank_eq(radius=70)", exact=True).count() == 0
+
+
+class MediaRecorder:
+    """Keeps every PNG the page hands to Streamlit's media storage, decoded, in display order."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Wrap ``MemoryMediaFileStorage.load_and_get_id`` to record its data."""
+        self.images: list[np.ndarray] = []
+        original = MemoryMediaFileStorage.load_and_get_id
+
+        def record(storage, path_or_data, mimetype, kind, filename=None):  # noqa: ANN001, ANN202 - Streamlit's
+            if isinstance(path_or_data, bytes) and mimetype == "image/png":
+                self.images.append(cv2.imdecode(np.frombuffer(path_or_data, np.uint8), cv2.IMREAD_UNCHANGED))
+            return original(storage, path_or_data, mimetype, kind, filename)
+
+        monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
+
+    def run(self, action) -> list[np.ndarray]:  # noqa: ANN001 - an AppTest element action or AppTest itself
+        """Run ``action`` and return the images that run displayed."""
+        self.images.clear()
+        action.run()
+        return list(self.images)
+
+
+def test_outline_gray_draws_the_mask_contour_in_green() -> None:
+    gray = np.full((40, 50), 100, np.uint8)
+    mask = np.zeros_like(gray, bool)
+    mask[10:30, 10:40] = True
+    rgb = outline_gray(gray, mask)
+    assert rgb.shape == (40, 50, 3)
+    assert tuple(rgb[10, 20]) == (0, 255, 0) and tuple(rgb[20, 25]) == (100, 100, 100) == tuple(rgb[0, 0])
+    with pytest.raises(AttentionError):
+        outline_gray(gray, mask[:, :10])
+
+
+@pytest.mark.data
+def test_lung_mask_roi_blanks_outside_the_lungs_and_outlines_them(
+    page_env, tmp_path: Path, sample_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page_env(tmp_path / "nowhere")
+    recorder = MediaRecorder(monkeypatch)
+    sample = sorted((sample_dir / "COVID" / "images").glob("*.png"))[0]
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    at.selectbox(key="size").set_value(224)
+    at.file_uploader(key="upload").set_value((sample.name, sample.read_bytes(), "image/png")).run()
+    before = recorder.run(at.multiselect(key="methods").set_value(["clahe", "gamma"]))
+    assert not at.exception and len(before) == 3 and all(img.ndim == 2 for img in before)
+    assert all(img[0].any() for img in before), "without a region of interest the top row has content"
+
+    shown = recorder.run(at.selectbox(key="roi").set_value("lung_mask"))
+    assert not at.exception and len(shown) == 3
+    gray = read_image(sample)
+    mask = lung_mask(gray)
+    recipes = [("none", {}), ("clahe", {"clip_limit": 2.0, "tile_grid": 8}), ("gamma", {"gamma": 0.8})]
+    for (method, params), img in zip(recipes, shown):
+        expected, lungs = PreprocessConfig(method, params, size=224, roi="lung_mask").apply_with_lungs(gray, mask)
+        assert np.array_equal(img, expected), f"{method} differs from what training computes"
+        assert not img[0].any() and not img[-1].any(), "border rows are blanked"
+        assert img[lungs].mean() > 20, "the lungs keep their content"
+    assert any("region of interest: lung mask" in c.value for c in at.caption)
+    assert "detected lungs outlined in green" not in image_captions(at)
+
+    outlined = recorder.run(at.toggle(key="show-lungs").set_value(True))
+    assert not at.exception and outlined[0].ndim == 3, "the original is shown in colour with the outline"
+    green = (outlined[0][..., 1] == 255) & (outlined[0][..., 0] == 0) & (outlined[0][..., 2] == 0)  # BGR as decoded
+    assert 0 < green.mean() < 0.2 and np.array_equal(outlined[1], shown[1])
+    assert image_captions(at)[0] == "detected lungs outlined in green"
+    whole = recorder.run(at.selectbox(key="roi").set_value("none"))
+    assert not at.exception and whole[0].shape == (224, 224, 3) and np.array_equal(whole[1], before[1])
+
+
+def test_without_a_lung_segmenter_the_roi_control_explains_why_it_is_disabled(
+    page_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page_env(tmp_path / "nowhere")
+    empty = tmp_path / "no-lungs"
+    empty.mkdir()
+    monkeypatch.setenv("CXR_LUNGS_MODEL", str(empty))
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    ok, png = cv2.imencode(".png", synthetic_xray(np.random.default_rng(7), size=80))
+    at.file_uploader(key="upload").set_value(("mine.png", png.tobytes(), "image/png")).run()
+    assert not at.exception
+    assert at.selectbox(key="roi").disabled and at.toggle(key="show-lungs").disabled
+    message = [i.value for i in at.info if "no lung segmenter" in i.value]
+    assert len(message) == 1 and str(empty / "model.keras") in message[0] and "CXR_LUNGS_MODEL" in message[0]
+    assert titles(at)[0] == "original" and len(at.get("image")) == 3
+
+
+def test_lung_crop_and_outline_on_a_dataset_image(
+    app: AppTest, monkeypatch: pytest.MonkeyPatch, tiny_dataset: Path
+) -> None:
+    recorder = MediaRecorder(monkeypatch)
+    outlined = recorder.run(app.toggle(key="show-lungs").set_value(True))
+    assert not app.exception and outlined[0].ndim == 3 and all(img.ndim == 2 for img in outlined[1:])
+    gray = read_image(tiny_dataset / app.selectbox(key="image_path").value)
+    assert outlined[0].shape[:2] == gray.shape, "at the original size the outline is drawn on the full image"
+    cropped = recorder.run(app.selectbox(key="roi").set_value("lung_crop"))
+    assert not app.exception and any("at a training size" in c.value for c in app.caption)
+    expected, _ = PreprocessConfig("clahe", size=224, roi="lung_crop").apply_with_lungs(gray, lung_mask(gray))
+    assert np.array_equal(cropped[1], expected)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, write_dataset
-from cxr_core import rundir
+from cxr_core import jobs, rundir
 from cxr_core.config import Config
 from cxr_core.training import TrainConfig, TrainingError, resume, train
 
@@ -79,7 +79,7 @@ def test_cli_smoke_run_writes_the_whole_run_directory_in_under_a_minute(tmp_path
     assert rundir.read_batches(run)["step"].max() == status["batches_per_epoch"]
     assert json.loads((run / "model" / "classes.json").read_text())["classes"] == ["COVID", "Normal"]
     assert json.loads((run / "model" / "preprocess.json").read_text())["size"] == 64
-    assert [r["run_id"] for r in rundir.list_runs(Config(home=tmp_path / "home", data_dir=data))] == [run.name]
+    assert [r.id for r in jobs.list_runs(Config(home=tmp_path / "home", data_dir=data))] == [run.name]
 
 
 def test_bad_requests_are_one_line_cli_errors(tmp_path: Path, data: Path) -> None:
