@@ -52,8 +52,7 @@ def raw_predictions(
     if missing:
         keyed = rows.assign(_key=keys)
         todo = keyed[keyed["_key"].isin(missing)].drop_duplicates("_key")
-        arrays = load_arrays(todo, index.data_dir, model.preprocess, cache_dir=cfg.cache_dir, workers=cfg.workers,
-                             max_pixels=cfg.max_pixels, min_side=cfg.min_side)
+        arrays = load_arrays(todo, index.data_dir, model.preprocess, cfg=cfg, workers=cfg.workers)
         batch_size = 32
         for start in range(0, len(todo), batch_size):
             batch = arrays[start : start + batch_size].astype(np.float32)[..., None]

@@ -2,17 +2,14 @@
 
 ``select_images`` takes the train/val/test rows of a :class:`~cxr_core.dataset_index.DatasetIndex` (readable,
 not discarded by the curation ledger, no test duplicates of training images). ``load_arrays`` reads each file with
-the shared reader, applies the model's :class:`~cxr_core.preprocess.PreprocessConfig` and caches the result per
-image sha256 and config digest under ``cfg.cache_dir/arrays``. ``make_dataset`` builds the tf.data pipeline with
+the shared reader, applies the model's :class:`~cxr_core.preprocess.PreprocessConfig` and goes through the
+preprocessing cache of :mod:`cxr_core.batch_preprocess` (the one ``cxr preprocess`` fills). ``make_dataset`` builds the tf.data pipeline with
 Keras augmentation layers; ``paper_iterator`` rebuilds the paper's ``ImageDataGenerator`` pipeline (with the
 steps-per-epoch bug fixed: every epoch sees every training image once).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from cxr_core.architectures import CLASSES
+from cxr_core.batch_preprocess import PreprocessCache
+from cxr_core.config import Config
 from cxr_core.imaging import read_image
 from cxr_core.preprocess import PreprocessConfig
 
@@ -84,44 +83,30 @@ def labels_of(frame: pd.DataFrame) -> np.ndarray:
     return frame["label"].map({name: i for i, name in enumerate(CLASSES)}).to_numpy(np.int32)
 
 
-def _cache_file(cache_dir: Path, preprocess: PreprocessConfig, key: str) -> Path:
-    """Where the preprocessed array of one image (keyed by sha256 or path hash) is cached."""
-    return cache_dir / "arrays" / preprocess.digest() / f"{key}.npy"
+def load_arrays(frame: pd.DataFrame, data_dir: Path, preprocess: PreprocessConfig, *, cfg: Config | None = None,
+                workers: int = 1, progress: Progress | None = None) -> np.ndarray:
+    """Preprocessed uint8 images ``(n, size, size)`` of the frame's rows, in order, read in parallel threads.
 
+    With ``cfg`` the images go through the preprocessing cache that ``cxr preprocess`` fills (and fill it);
+    without it every image is read and preprocessed on the fly under the default size limits.
+    """
+    if cfg is not None:
+        cache = PreprocessCache(cfg, preprocess, data_dir)
+        cache.prepare()
 
-def _load_one(path: Path, preprocess: PreprocessConfig, cache: Path | None, max_pixels: int, min_side: int) -> np.ndarray:
-    """Read one image and preprocess it, going through the on-disk cache when given."""
-    if cache is not None and cache.is_file():
-        try:
-            return np.load(cache)
-        except (OSError, ValueError):
-            cache.unlink(missing_ok=True)
-    array = preprocess.apply(read_image(path, name=path.name, max_pixels=max_pixels, min_side=min_side))
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".npy", dir=cache.parent)
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array)
-        os.replace(tmp, cache)
-    return array
+        def one(row: Any) -> np.ndarray:
+            return cache.load(row.path, row.sha256 or None)
+    else:
+        def one(row: Any) -> np.ndarray:
+            return preprocess.apply(read_image(Path(data_dir) / row.path, name=str(row.path)))
 
-
-def load_arrays(frame: pd.DataFrame, data_dir: Path, preprocess: PreprocessConfig, *, cache_dir: Path | None = None,
-                workers: int = 1, max_pixels: int = 50_000_000, min_side: int = 64,
-                progress: Progress | None = None) -> np.ndarray:
-    """Preprocessed uint8 images ``(n, size, size)`` of the frame's rows, in order, read in parallel threads."""
-    def key(row: Any) -> str:
-        return str(row.sha256) if row.sha256 else hashlib.sha256(str(row.path).encode()).hexdigest()
-
-    jobs = [(Path(data_dir) / row.path, _cache_file(cache_dir, preprocess, key(row)) if cache_dir else None)
-            for row in frame.itertuples()]
-    out = np.empty((len(jobs), preprocess.size, preprocess.size), np.uint8)
+    rows = list(frame.itertuples())
+    out = np.empty((len(rows), preprocess.size, preprocess.size), np.uint8)
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        futures = [pool.submit(_load_one, path, preprocess, cache, max_pixels, min_side) for path, cache in jobs]
-        for i, future in enumerate(futures):
-            out[i] = future.result()
+        for i, array in enumerate(pool.map(one, rows)):
+            out[i] = array
             if progress:
-                progress(i + 1, len(jobs))
+                progress(i + 1, len(rows))
     return out
 
 

@@ -184,8 +184,7 @@ def prepare_data(cfg: Config, tc: TrainConfig, frame: pd.DataFrame | None = None
         def report(i: int, _: int, offset: int = offset) -> None:
             _notify(progress, "load", offset + i, total)
 
-        arrays[split] = (load_arrays(rows, data_dir, pp, cache_dir=cfg.cache_dir, workers=cfg.workers,
-                                     max_pixels=cfg.max_pixels, min_side=cfg.min_side, progress=report), labels_of(rows))
+        arrays[split] = (load_arrays(rows, data_dir, pp, cfg=cfg, workers=cfg.workers, progress=report), labels_of(rows))
         done += len(rows)
     return TrainingData(frame, pp, *arrays["train"], *arrays["val"])
 

@@ -12,6 +12,7 @@ from conftest import write_dataset
 from cxr_core.config import Config
 from cxr_core.dataset_index import load_index
 from cxr_core.ledger import open_ledger
+from cxr_core.batch_preprocess import PreprocessCache
 from cxr_core.pipeline import (Augmentation, PipelineError, class_weights, labels_of, load_arrays, make_dataset,
                                paper_iterator, select_images)
 from cxr_core.preprocess import PreprocessConfig
@@ -52,13 +53,13 @@ def test_load_arrays_preprocesses_and_reuses_the_cache(dataset: tuple[Config, Pa
     frame = select_images(load_index(cfg, root), seed=0)
     rows = frame[frame["split"] == "val"]
     pp = PreprocessConfig(method="clahe", size=48)
-    first = load_arrays(rows, root, pp, cache_dir=cfg.cache_dir)
+    first = load_arrays(rows, root, pp, cfg=cfg)
     assert first.shape == (len(rows), 48, 48) and first.dtype == np.uint8
-    cached = sorted((cfg.cache_dir / "arrays" / pp.digest()).glob("*.npy"))
-    assert len(cached) == len(rows)
-    for path in cached:
-        np.save(path, np.full((48, 48), 7, np.uint8))
-    assert (load_arrays(rows, root, pp, cache_dir=cfg.cache_dir) == 7).all()
+    cache = PreprocessCache(cfg, pp, root)
+    assert all(cache.is_fresh(row.path, row.sha256) for row in rows.itertuples())
+    for row in rows.itertuples():
+        cache.store(row.path, row.sha256, np.full((48, 48), 7, np.uint8))
+    assert (load_arrays(rows, root, pp, cfg=cfg) == 7).all()
     np.testing.assert_array_equal(load_arrays(rows, root, pp), first)
 
 
