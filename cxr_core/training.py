@@ -268,6 +268,7 @@ def _callback_classes() -> tuple[type, type, type]:
             self.best_score = latest.get("best_score")
             self.last_beat = 0.0
             self.pending_best = False
+            self.pending_row: dict[str, Any] = {}
             self.epoch = start_epoch + 1
             self.epoch_start = self.train_end = time.monotonic()
 
@@ -303,7 +304,7 @@ def _callback_classes() -> tuple[type, type, type]:
                 rundir.update_status(self.run_dir)
 
         def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-            """Save checkpoints and latest.json, append metrics.csv, update status and the log."""
+            """Judge the epoch and save ``latest.keras``; :meth:`commit` records it once ``best.keras`` is written."""
             logs = dict(logs or {})
             seconds = time.monotonic() - self.epoch_start
             train_seconds = max(1e-9, self.train_end - self.epoch_start)
@@ -312,25 +313,30 @@ def _callback_classes() -> tuple[type, type, type]:
             score = _float(logs.get(self.tc.monitor))
             better = score is not None and (self.best_score is None or (
                 score > self.best_score if MONITORS[self.tc.monitor] == "max" else score < self.best_score))
-            checkpoints = self.run_dir / rundir.CHECKPOINTS
             self.pending_best = better
             if better:
                 self.best_score, self.best_epoch, self.best_val_auc = score, epoch + 1, _float(logs.get("val_auc"))
-            _save_keras(self.model, checkpoints / "latest.keras")
-            rundir.write_json_safe(checkpoints / "latest.json", {
-                "epoch": epoch + 1, "lr": _float(self.model.optimizer.learning_rate), "best_epoch": self.best_epoch,
+            _save_keras(self.model, self.run_dir / rundir.CHECKPOINTS / "latest.keras")
+            self.pending_row = row
+
+        def commit(self) -> None:
+            """Record the epoch (latest.json, metrics.csv, status, log) only after best.keras is saved: a kill never splits them."""
+            row, better = self.pending_row, self.pending_best
+            epoch = int(row["epoch"])
+            rundir.write_json_safe(self.run_dir / rundir.CHECKPOINTS / "latest.json", {
+                "epoch": epoch, "lr": _float(self.model.optimizer.learning_rate), "best_epoch": self.best_epoch,
                 "best_val_auc": self.best_val_auc, "best_score": self.best_score, "metrics_row": row,
                 "early_stopping": self.stoppers[0].state(), "reduce_lr": self.stoppers[1].state(),
                 "saved": rundir.utc_now()})
             self.metrics.append(row)
             rundir.write_csv_atomic(self.run_dir / rundir.METRICS_FILE, self.metrics, METRICS_FILE_COLUMNS)
-            ips = self.n_train / train_seconds
-            rundir.update_status(self.run_dir, epoch=epoch + 1, best_val_auc=self.best_val_auc, best_epoch=self.best_epoch,
+            ips = self.n_train / row["train_seconds"]
+            rundir.update_status(self.run_dir, epoch=epoch, best_val_auc=self.best_val_auc, best_epoch=self.best_epoch,
                                  images_per_second=round(ips, 2))
-            self.log.info("epoch %d/%d: %s (%.1f s, %.1f img/s)%s", epoch + 1, self.tc.epochs,
+            self.log.info("epoch %d/%d: %s (%.1f s, %.1f img/s)%s", epoch, self.tc.epochs,
                           ", ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k not in ("epoch", "seconds", "train_seconds")),
-                          seconds, ips, " best" if better else "")
-            _notify(self.progress, "epoch", epoch + 1, self.tc.epochs, **row, best=better)
+                          row["seconds"], ips, " best" if better else "")
+            _notify(self.progress, "epoch", epoch, self.tc.epochs, **row, best=better)
 
     class BestSaver(keras.callbacks.Callback):
         """Saves ``checkpoints/best.keras`` (no optimizer) when the RunMonitor found a better epoch; placed after
@@ -342,9 +348,10 @@ def _callback_classes() -> tuple[type, type, type]:
             self.monitor = monitor
 
         def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-            """Save the best checkpoint when this epoch was the best so far."""
+            """Save the best checkpoint when this epoch was the best so far, then let the monitor commit the epoch."""
             if self.monitor.pending_best:
                 _save_keras(self.monitor.export_twin, self.monitor.run_dir / rundir.CHECKPOINTS / "best.keras")
+            self.monitor.commit()
 
     return ResumableEarlyStopping, ResumableReduceLR, RunMonitor, BestSaver
 
