@@ -1,7 +1,8 @@
 """Benchmark the markings detector against the hand labels of the sample (markings.csv: file,marked,note).
 
 Writes bench/results/markings.json and bench/results/markings.md: ROC AUC, precision and recall at the
-default threshold, the confusion counts, the misses, and the per-image scores. Run:
+default threshold of the default (classical) detector, of the learned one alone and of the maximum of both,
+the misses, false alarms on the Normal images, and the per-image scores. Run:
 ``.venv/bin/python bench/markings.py [--data DIR]``.
 """
 
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import platform
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from sklearn.metrics import roc_auc_score
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,85 +24,167 @@ sys.path.insert(0, str(REPO))
 
 from cxr_core.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from cxr_core.imaging import read_image  # noqa: E402
-from cxr_core.markings import DEFAULT_THRESHOLD, detect_markings  # noqa: E402
+from cxr_core.markings import DEFAULT_OPTIONS, DEFAULT_THRESHOLD, MarkingsResult, detect_markings  # noqa: E402
+from cxr_core.markings_net import CARD_FILE, load_markings_net, model_dir  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cxr-sample"
-HONESTY = (
-    "How this detector came about, stated plainly. Version 1 was designed on synthetic images and a look at a "
-    "few sample images, then measured once against these labels: ROC AUC 0.789, precision 0.83 and recall 0.56 "
-    "at threshold 0.5. Version 2 (measured here) was revised after reading version 1's list of misses: objects "
-    "hugging the image border and near-vertical slits along the lateral edges are ignored, a drawn rectangle may "
-    "lack one side, three or more look-alike symbols count, and small bright objects weigh less than dark ones. "
-    "Those changes were checked for false alarms on the unlabelled Normal images of the sample (17 of 312 scored "
-    ">= 0.4), and no weight was tuned on these labels, but the changes were motivated by the labelled misses, so "
-    "the numbers below are optimistic for unseen data. The threshold 0.4 was set by a rule before this run (one "
-    "dark arrow alone is enough: 1 - exp(-0.55) = 0.42); it is the only number chosen with the labels in view."
+CLASSICAL_NOTE = (
+    "How the classical detector came about, stated plainly. Version 1 was designed on synthetic images and a look at "
+    "a few sample images, then measured once against these labels: ROC AUC 0.789, precision 0.83 and recall 0.56 "
+    "at threshold 0.5. Version 2 was revised after reading version 1's list of misses: objects hugging the image "
+    "border and near-vertical slits along the lateral edges are ignored, a drawn rectangle may lack one side, three or "
+    "more look-alike symbols count, and small bright objects weigh less than dark ones. Those changes were checked "
+    "for false alarms on the unlabelled Normal images, and no weight was tuned on these labels, but the changes were "
+    "motivated by the labelled misses, so its numbers are optimistic for unseen data. Its threshold 0.4 was set by a "
+    "rule (one dark arrow alone is enough: 1 - exp(-0.55) = 0.42). Its numbers below are from the same run as "
+    "the learned detector's."
+)
+LEARNED_THRESHOLD = 0.5
+RULE_NOTE = (
+    "How the learned detector came about, stated plainly. It is a tiny CNN (models/markings/card.md) trained only on "
+    "synthetic overlays (arrows, circles, boxes, scribbles, captions) drawn onto unlabelled sample images; every file "
+    "of markings.csv was left out of training and validation, and no labelled image was looked at while it was built. "
+    "Before these labels were used, a rule was fixed for whether and how it joins the default: for each way of "
+    "combining (classical, learned, max, noisy-or), take the lowest threshold on the grid 0.30, 0.35, ..., 0.70 at "
+    "which at most 2 of the 148 held-out Normal images (real, never trained on, presumed clean) score at or above it, "
+    "then take the combination with the highest synthetic-validation recall at its threshold. For the shipped net no "
+    "threshold up to 0.70 met that false-alarm cap (it fires on technician's labels such as PORTABLE or SUPINE, large "
+    "position letters and electrodes), so by that rule the classical detector stays the default and its threshold 0.4 "
+    "is unchanged. The learned detector alone and max(classical, learned) are reported below at 0.5 for comparison "
+    "only. Four training runs were started, one stopped early; the first net had few false alarms on Normal images but "
+    "fired on the crisp-edged cartoon chest of the unit tests and found few synthetic arrows; the rule was written "
+    "after seeing that first net's numbers on the unlabelled data; the later runs added padding, filled shapes and "
+    "technician's words as non-markings. Only the last net, the shipped one (reproduced by `cxr train-markings` with "
+    "its defaults), was measured on these labels, once, and nothing was changed afterwards."
 )
 
 
-def evaluate(data_dir: Path) -> dict:
-    """Score every labelled image and compute the metrics at the default threshold."""
-    rows = list(csv.DictReader((data_dir / "markings.csv").open(encoding="utf-8")))
-    items, seconds = [], 0.0
-    for row in rows:
-        gray = read_image(data_dir / row["file"])
-        start = time.perf_counter()
-        result = detect_markings(gray)
-        seconds += time.perf_counter() - start
-        items.append({"file": row["file"], "marked": int(row["marked"]), "score": result.score,
-                      "kinds": sorted({m.kind for m in result.marks}), "note": row["note"]})
-    labels = [i["marked"] for i in items]
-    scores = [i["score"] for i in items]
-    predicted = [s >= DEFAULT_THRESHOLD for s in scores]
+def _metrics(labels: list[int], scores: list[float], threshold: float, covid: list[int]) -> dict:
+    """ROC AUC (all images and COVID images only), precision, recall and confusion counts at a threshold."""
+    predicted = [s >= threshold for s in scores]
     tp = sum(p and y for p, y in zip(predicted, labels))
     fp = sum(p and not y for p, y in zip(predicted, labels))
     fn = sum((not p) and y for p, y in zip(predicted, labels))
-    tn = len(items) - tp - fp - fn
     return {
-        "images": len(items), "marked": sum(labels), "threshold": DEFAULT_THRESHOLD,
+        "threshold": threshold,
         "roc_auc": round(float(roc_auc_score(labels, scores)), 4),
+        "roc_auc_covid_only": round(float(roc_auc_score([labels[n] for n in covid], [scores[n] for n in covid])), 4),
         "precision": round(tp / (tp + fp), 4) if tp + fp else None,
         "recall": round(tp / (tp + fn), 4) if tp + fn else None,
-        "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
+        "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": len(labels) - tp - fp - fn},
+    }
+
+
+def _scores(gray: np.ndarray, seconds: dict[str, float]) -> tuple[MarkingsResult, float]:
+    """The classical result and the net's score of one image, adding the time each took to ``seconds``."""
+    start = time.perf_counter()
+    classical = detect_markings(gray, DEFAULT_OPTIONS)
+    seconds["classical"] += time.perf_counter() - start
+    start = time.perf_counter()
+    learned = load_markings_net().score(gray)
+    seconds["learned"] += time.perf_counter() - start
+    return classical, learned
+
+
+def evaluate(data_dir: Path) -> dict:
+    """Score every labelled image with both detectors and compute the metrics at their thresholds."""
+    rows = list(csv.DictReader((data_dir / "markings.csv").open(encoding="utf-8")))
+    seconds = {"classical": 0.0, "learned": 0.0}
+    load_markings_net().score(read_image(data_dir / rows[0]["file"]))  # load the net once before timing
+    items = []
+    for row in rows:
+        classical, learned = _scores(read_image(data_dir / row["file"]), seconds)
+        items.append({"file": row["file"], "marked": int(row["marked"]), "score": classical.score,
+                      "learned": round(learned, 4), "max": round(max(classical.score, learned), 4),
+                      "kinds": sorted({m.kind for m in classical.marks}), "note": row["note"]})
+    labels = [i["marked"] for i in items]
+    covid = [n for n, i in enumerate(items) if i["file"].startswith("COVID/")]
+    predicted = [i["score"] >= DEFAULT_THRESHOLD for i in items]
+    return {
+        "images": len(items), "marked": sum(labels), "default": DEFAULT_OPTIONS.combine,
+        "classical": {**_metrics(labels, [i["score"] for i in items], DEFAULT_THRESHOLD, covid),
+                      "ms_per_image": round(1000 * seconds["classical"] / len(items), 1)},
+        "learned_alone": {**_metrics(labels, [i["learned"] for i in items], LEARNED_THRESHOLD, covid),
+                          "ms_per_image": round(1000 * seconds["learned"] / len(items), 1)},
+        "max_of_both": _metrics(labels, [i["max"] for i in items], LEARNED_THRESHOLD, covid),
         "misses": {
             "false_negatives": [i for i, p in zip(items, predicted) if i["marked"] and not p],
             "false_positives": [i for i, p in zip(items, predicted) if not i["marked"] and p],
         },
-        "ms_per_image": round(1000 * seconds / len(items), 1),
+        "normal_false_alarms": normal_false_alarms(data_dir),
         "machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}",
         "targets": {"roc_auc": 0.85, "recall": 0.8},
-        "note": HONESTY,
+        "note": RULE_NOTE,
+        "note_classical": CLASSICAL_NOTE,
         "scores": items,
     }
 
 
+def normal_false_alarms(data_dir: Path) -> dict:
+    """How many Normal images (unlabelled, presumed clean) each detector flags, and among the net's held-out patients."""
+    val_patients = set(json.loads((model_dir() / CARD_FILE).read_text(encoding="utf-8"))["val_patients"])
+    counts = {"images": 0, "classical": 0, "learned": 0, "max": 0, "held_out_images": 0, "held_out_learned": 0}
+    seconds = {"classical": 0.0, "learned": 0.0}
+    manifest = csv.DictReader((data_dir / "manifest.csv").open(encoding="utf-8"))
+    for row in (r for r in manifest if r["label"] == "Normal"):
+        classical, learned = _scores(read_image(data_dir / row["file"]), seconds)
+        counts["images"] += 1
+        counts["classical"] += int(classical.score >= DEFAULT_THRESHOLD)
+        counts["learned"] += int(learned >= LEARNED_THRESHOLD)
+        counts["max"] += int(max(classical.score, learned) >= LEARNED_THRESHOLD)
+        if (row.get("patient_id") or row["file"]) in val_patients:
+            counts["held_out_images"] += 1
+            counts["held_out_learned"] += int(learned >= LEARNED_THRESHOLD)
+    return counts
+
+
+def _rows(name: str, m: dict, target: bool) -> list[str]:
+    """Markdown table rows of one detector's metrics."""
+    c = m["confusion"]
+    return [
+        f"| {name} | ROC AUC | {m['roc_auc']:.3f} | {'>= 0.85' if target else ''} |",
+        f"| {name} | ROC AUC, COVID images only | {m['roc_auc_covid_only']:.3f} | |",
+        f"| {name} | precision at threshold {m['threshold']} | {m['precision']} | |",
+        f"| {name} | recall at threshold {m['threshold']} | {m['recall']} | {'>= 0.8' if target else ''} |",
+        f"| {name} | TP / FP / FN / TN | {c['tp']} / {c['fp']} / {c['fn']} / {c['tn']} | |",
+    ]
+
+
 def markdown(result: dict) -> str:
     """The results as a short Markdown report."""
-    c = result["confusion"]
+    c, lrn, n = result["classical"], result["learned_alone"], result["normal_false_alarms"]
     lines = [
         "# Markings detector benchmark",
         "",
-        f"Hand labels: `markings.csv` of the sample, {result['images']} images ({result['marked']} marked).",
+        f"Hand labels: `markings.csv` of the sample, {result['images']} images ({result['marked']} marked). "
+        f"Default detector: `{result['default']}`.",
         "",
-        "| metric | value | target |",
-        "|---|---|---|",
-        f"| ROC AUC | {result['roc_auc']:.3f} | >= 0.85 |",
-        f"| precision at threshold {result['threshold']} | {result['precision']} | |",
-        f"| recall at threshold {result['threshold']} | {result['recall']} | >= 0.8 |",
-        f"| TP / FP / FN / TN | {c['tp']} / {c['fp']} / {c['fn']} / {c['tn']} | |",
-        f"| time per image | {result['ms_per_image']} ms | |",
+        "| detector | metric | value | target |",
+        "|---|---|---|---|",
+        *_rows("classical (default)", c, True),
+        f"| classical (default) | time per image | {c['ms_per_image']} ms | |",
+        *_rows("learned alone", lrn, False),
+        f"| learned alone | time per image (net only) | {lrn['ms_per_image']} ms | |",
+        *_rows("max of both", result["max_of_both"], False),
         "",
-        f"{result['note']}",
+        f"Normal images of the sample (unlabelled, presumed clean, n={n['images']}): the classical detector flags "
+        f"{n['classical']} at {c['threshold']}; the learned one flags {n['learned']} at {lrn['threshold']} "
+        f"({n['held_out_learned']} of the {n['held_out_images']} from patients it never trained on); max of both "
+        f"flags {n['max']} at {lrn['threshold']}.",
         "",
-        "## Misses",
+        result["note"],
         "",
-        "| file | hand label | score | found | note |",
-        "|---|---|---|---|---|",
+        result["note_classical"],
+        "",
+        "## Misses of the default (classical) detector",
+        "",
+        "| file | hand label | score | learned | found | note |",
+        "|---|---|---|---|---|---|",
     ]
     for kind, items in result["misses"].items():
         for i in items:
             lines.append(f"| {i['file']} | {'marked' if i['marked'] else 'clean'} ({kind.replace('_', ' ')}) "
-                         f"| {i['score']:.3f} | {', '.join(i['kinds']) or '-'} | {i['note']} |")
+                         f"| {i['score']:.3f} | {i['learned']:.3f} | {', '.join(i['kinds']) or '-'} | {i['note']} |")
     return "\n".join(lines) + "\n"
 
 

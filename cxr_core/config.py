@@ -11,11 +11,13 @@ from typing import Any, Mapping
 
 CONFIG_FILE_ENV = "CXR_CONFIG"
 DEFAULT_CONFIG_FILE = "cxr.toml"
+LUNGS_MODEL_ENV = "CXR_LUNGS_MODEL"
 
 _ENV_KEYS = {
     "data_dir": "CXR_DATA_DIR",
     "home": "CXR_HOME",
     "models_dir": "CXR_MODELS_DIR",
+    "lungs_model": LUNGS_MODEL_ENV,
 }
 
 
@@ -30,6 +32,7 @@ class Config:
     data_dir: Path = Path("data")
     home: Path = Path(".cxr")
     models_dir: Path = Path("models")
+    lungs_model: Path | None = None
     seed: int = 1337
     split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
     max_pixels: int = 50_000_000
@@ -44,6 +47,8 @@ class Config:
         """Normalise paths and validate numeric settings."""
         for name in ("data_dir", "home", "models_dir"):
             object.__setattr__(self, name, Path(getattr(self, name)).expanduser().resolve())
+        if self.lungs_model is not None:
+            object.__setattr__(self, "lungs_model", Path(self.lungs_model).expanduser().resolve())
         fractions = tuple(float(f) for f in self.split_fractions)
         if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
             raise ConfigError(f"split_fractions must be three non-negative numbers summing to 1, got {self.split_fractions}")
@@ -52,6 +57,11 @@ class Config:
             raise ConfigError("max_pixels and min_side must be positive")
         if self.positive_class not in self.include_classes:
             raise ConfigError(f"positive_class {self.positive_class!r} is not one of {self.include_classes}")
+
+    @property
+    def lungs_model_dir(self) -> Path:
+        """The lung segmenter: ``lungs_model`` ($CXR_LUNGS_MODEL) when set, else ``<models_dir>/lungs``."""
+        return self.lungs_model or self.models_dir / "lungs"
 
     @property
     def index_dir(self) -> Path:

@@ -16,6 +16,7 @@ from cxr_core.atomic import read_json, write_json_atomic
 from cxr_core.config import Config
 from cxr_core.dataset_index import DatasetIndex
 from cxr_core.imaging import ImageReadError, read_image
+from cxr_core.lung_cache import load_lung_flags, lung_flag_score
 from cxr_core.markings import DEFAULT_OPTIONS, DEFAULT_THRESHOLD, detect_markings
 from cxr_core.quality import quality_measures
 from cxr_core.thumbnails import save_thumbnail, thumbnail_path
@@ -44,6 +45,7 @@ FLAGS: dict[str, Flag] = {
         Flag("small", 0.5, "original shorter side below the minimum resolution"),
         Flag("duplicate", 0.5, "exact or near duplicate (pHash) of another image"),
         Flag("unreadable", 0.5, "the file cannot be decoded"),
+        Flag("lungs", 0.5, "lung segmentation empty or implausible (recorded by `cxr lungs`; 0 until it has run)"),
     )
 }
 
@@ -165,14 +167,24 @@ def _duplicates(index: DatasetIndex) -> tuple[dict[str, float], dict[str, str]]:
     return scores, other
 
 
+def _lung_rows(cfg: Config) -> dict[str, tuple[str, float]]:
+    """The recorded lung segmentation of each image content: sha256 -> (flags, lung area fraction)."""
+    lungs = load_lung_flags(cfg)
+    rows = zip(lungs["sha256"], lungs["flags"], lungs["area_fraction"])
+    return {sha: (flags, float(area)) for sha, flags, area in rows}
+
+
 def compute_flags(cfg: Config, index: DatasetIndex, options: FlagOptions = FlagOptions(),
                   progress: Progress | None = None) -> pd.DataFrame:
-    """One row per image file: path, sha256, label, source, split, excluded, a score per flag, duplicate_of, regions."""
+    """One row per image file: path, sha256, label, source, split, excluded, a score per flag, duplicate_of, regions,
+    and the lung segmentation's flags and area from ``cxr lungs`` (lung_area NaN when the image was not segmented)."""
     analyses = analyse_all(cfg, index, options.workers, progress)
     dup_score, dup_of = _duplicates(index)
+    lungs = _lung_rows(cfg)
     records = []
     for row in index.frame.itertuples(index=False):
         analysis = analyses.get(row.sha256) if not row.error else None
+        lung_flags, lung_area = lungs.get(row.sha256, ("", float("nan")))
         measures = quality_scores(analysis["measures"]) if analysis else dict.fromkeys(QUALITY_FLAGS, 0.0)
         records.append({
             "path": row.path, "sha256": row.sha256, "label": row.label, "source": row.source, "split": row.split,
@@ -181,7 +193,9 @@ def compute_flags(cfg: Config, index: DatasetIndex, options: FlagOptions = FlagO
             "small": small_score(int(row.width), int(row.height), options.min_resolution) if not row.error else 0.0,
             "duplicate": dup_score.get(row.path, 0.0),
             "unreadable": 0.0 if analysis else 1.0,
+            "lungs": lung_flag_score(lung_flags),
             "duplicate_of": dup_of.get(row.path, ""),
+            "lung_flags": lung_flags, "lung_area": lung_area,
             "regions": analysis["regions"] if analysis else [],
             "error": row.error or ("" if analysis else "analysis failed"),
         })
@@ -189,7 +203,7 @@ def compute_flags(cfg: Config, index: DatasetIndex, options: FlagOptions = FlagO
 
 
 FRAME_COLUMNS = ["path", "sha256", "label", "source", "split", "excluded", "exclude_reason", *FLAGS,
-                 "duplicate_of", "regions", "error"]
+                 "duplicate_of", "lung_flags", "lung_area", "regions", "error"]
 
 
 def flagged(frame: pd.DataFrame, name: str, threshold: float | None = None) -> pd.Series:
@@ -198,7 +212,7 @@ def flagged(frame: pd.DataFrame, name: str, threshold: float | None = None) -> p
 
 
 def summarise(frame: pd.DataFrame) -> dict[str, Any]:
-    """Counts of flagged images per flag, plus totals, as a JSON-ready dict."""
+    """Counts of flagged images per flag, totals, and the lung segmentation's coverage and reasons (JSON-ready)."""
     any_flag = np.zeros(len(frame), bool)
     counts = {}
     for name in FLAGS:
@@ -210,7 +224,17 @@ def summarise(frame: pd.DataFrame) -> dict[str, Any]:
         "flagged_any": int(any_flag.sum()),
         "flags": counts,
         "thresholds": {name: flag.threshold for name, flag in FLAGS.items()},
+        "lung_segmentation": {
+            "checked": int(frame["lung_area"].notna().sum()),
+            "reasons": {str(k): int(v) for k, v in lung_reasons(frame["lung_flags"]).value_counts().items()},
+        },
     }
+
+
+def lung_reasons(flags: pd.Series) -> pd.Series:
+    """Every individual reason in a column of ``;``-joined lung flag strings (one entry per image and reason)."""
+    reasons = flags.fillna("").astype(str).str.split(";").explode()
+    return reasons[reasons != ""]
 
 
 DECISION_STATES = ("undecided", "discarded", "kept")
@@ -230,11 +254,14 @@ def review_queue(
     sources: list[str] | None = None,
     splits: list[str] | None = None,
     states: list[str] | None = None,
+    lung_flags: list[str] | None = None,
 ) -> pd.DataFrame:
-    """Images filtered by class/source/split/decision state (and optionally flag), highest ``sort_by`` score first.
+    """Images filtered by class/source/split/decision state/lung flag reason (and optionally flag), highest
+    ``sort_by`` score first.
 
     ``latest_decisions`` maps sha256 to the latest decision word; ``sort_by`` is a flag name or ``any`` (the
-    highest score of all flags). Adds the columns ``state`` and ``score``.
+    highest score of all flags); ``lung_flags`` keeps images whose lung segmentation has any of these reasons
+    (e.g. ``empty``, ``one_lung``). Adds the columns ``state`` and ``score``.
     """
     if sort_by != "any" and sort_by not in FLAGS:
         raise ValueError(f"unknown flag {sort_by!r}; choose from any, {', '.join(FLAGS)}")
@@ -245,6 +272,8 @@ def review_queue(
     for column, wanted in (("label", labels), ("source", sources), ("split", splits), ("state", states)):
         if wanted:
             keep &= queue[column].isin(wanted).to_numpy()
+    if lung_flags:
+        keep &= queue["lung_flags"].map(lambda flags: not set(flags.split(";")).isdisjoint(lung_flags)).to_numpy(bool)
     if only_flagged:
         names = list(FLAGS) if sort_by == "any" else [sort_by]
         keep &= np.logical_or.reduce([flagged(queue, n).to_numpy() for n in names])

@@ -89,7 +89,13 @@ def predict_image(
     if cam != NO_CAM and explainer is None:
         raise InferenceError("an Explainer (built once per model) is needed for an explanation")
     start = time.perf_counter()
-    batch = loaded.prepare([gray])
+    box = None
+    if loaded.preprocess.roi != "none":
+        from cxr_core.lungs import lung_mask as segment_lungs
+
+        lung_mask = segment_lungs(gray) if lung_mask is None else lung_mask
+        box = loaded.preprocess.roi_box(lung_mask)
+    batch = loaded.prepare([gray], None if box is None else [lung_mask])
     prepared = time.perf_counter()
     raw = explainer.probabilities(batch) if explainer is not None else loaded.predict_batch(batch)
     probs = apply_temperature(raw, loaded.temperature)[0]
@@ -105,7 +111,7 @@ def predict_image(
     if explainer is not None and cam != NO_CAM:
         result.target = target or label
         heat = explainer.explain(batch[0], _class_index(loaded, result.target), cam)
-        result.heatmap = to_original_shape(heat, gray.shape, loaded.preprocess.resize)
+        result.heatmap = to_original_shape(heat, gray.shape, loaded.preprocess.resize, box)
         result.shares = attention_shares(result.heatmap, lung_mask=lung_mask, boxes=boxes)
         result.warning = attention_warning(result.shares)
         timings["explain"] = time.perf_counter() - predicted
@@ -117,8 +123,6 @@ def report_dict(
     prediction: Prediction, loaded: LoadedModel, sha256: str, explainer: Explainer | None = None
 ) -> dict[str, Any]:
     """The JSON report of one prediction (input hash, model, preprocessing, decision, explanation); no identifiers."""
-    import tf_keras_vis
-
     shares = prediction.shares.to_dict() if prediction.shares is not None else None
     return {
         "input_sha256": sha256,
@@ -136,7 +140,7 @@ def report_dict(
             "name": METHODS.get(prediction.method, "none"),
             "target_class": prediction.target,
             "layer": explainer.layer_name if explainer is not None and prediction.method != NO_CAM else None,
-            "library": f"tf-keras-vis {tf_keras_vis.__version__}",
+            "library": explainer.implementation(prediction.method) if explainer is not None else None,
         },
         "attention_shares": shares,
         "attention_warning": prediction.warning,

@@ -37,12 +37,12 @@ from cxr_core.atomic import write_json_atomic
 from cxr_core.config import Config, load_config
 from cxr_core.rundir import (
     ACTIVE,
-    CANCEL_FILE,
     JOB_FILE,
     LOG_FILE,
     MODEL_DIR,
     STATUS_FILE,
     cancel_requested,
+    clear_cancel,
     log_tail,
     new_run_id,
     parse_time,
@@ -395,18 +395,24 @@ def launch(cfg: Config, request: Mapping[str, Any], opts: JobOptions = JobOption
     return run_dir
 
 
-def resume(cfg: Config, run: str | Path, opts: JobOptions = JobOptions()) -> Path:
-    """Queue ``cxr train --resume RUN_DIR`` for a cancelled, failed or interrupted run."""
+@contextlib.contextmanager
+def _locked_run(cfg: Config, run: str | Path, opts: JobOptions) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Find the run, then hold the queue lock while the caller acts on it and its effective status."""
     run_dir = find_run(cfg, run)
     with queue_lock(cfg):
-        status = read_status(run_dir, opts)
+        yield run_dir, read_status(run_dir, opts)
+
+
+def resume(cfg: Config, run: str | Path, opts: JobOptions = JobOptions()) -> Path:
+    """Queue ``cxr train --resume RUN_DIR`` for a cancelled, failed or interrupted run."""
+    with _locked_run(cfg, run, opts) as (run_dir, status):
         if status["status"] not in RESUMABLE:
             raise JobError(f"run {run_dir.name} is {status['status']}; only cancelled, failed or interrupted runs resume")
         if not (run_dir / STATUS_FILE).exists():
             raise JobError(f"run {run_dir.name} never started training; launch a new run instead")
         if pid_alive(status.get("pid")):
             raise JobError(f"run {run_dir.name}: process {status.get('pid')} is still alive; stop it before resuming")
-        (run_dir / CANCEL_FILE).unlink(missing_ok=True)
+        clear_cancel(run_dir)
         _write_job(run_dir, argv=[opts.python, *opts.train_command, "--resume", str(run_dir)], kind="resume",
                    state="queued", queued=utc_now(), queued_ns=time.time_ns(), pid=None)
     spawn_worker(cfg, opts)
@@ -415,9 +421,8 @@ def resume(cfg: Config, run: str | Path, opts: JobOptions = JobOptions()) -> Pat
 
 def cancel(cfg: Config, run: str | Path, opts: JobOptions = JobOptions()) -> str:
     """Cancel a run: a queued one leaves the queue at once; a running one stops after its current batch."""
-    run_dir = find_run(cfg, run)
-    with queue_lock(cfg):
-        state = read_status(run_dir, opts)["status"]
+    with _locked_run(cfg, run, opts) as (run_dir, status):
+        state = status["status"]
         if state == "queued":
             _write_job(run_dir, state="dequeued")
             return "removed from the queue"
@@ -429,9 +434,8 @@ def cancel(cfg: Config, run: str | Path, opts: JobOptions = JobOptions()) -> str
 
 def delete_run(cfg: Config, run: str | Path, opts: JobOptions = JobOptions()) -> Path:
     """Move a run that is not queued or running into ``cfg.trash_dir`` (nothing is removed)."""
-    run_dir = find_run(cfg, run)
-    with queue_lock(cfg):
-        state = read_status(run_dir, opts)["status"]
+    with _locked_run(cfg, run, opts) as (run_dir, status):
+        state = status["status"]
         if state in ("queued", "running"):
             raise JobError(f"run {run_dir.name} is {state}; cancel it before deleting")
         cfg.trash_dir.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,14 @@ from cxr_core.lungs import LungSegmentation, LungSegmenter, load_segmenter
 
 FLAGS_FILE = "lung_flags.csv"
 FLAG_COLUMNS = ["sha256", "path", "data_dir", "flags", "area_fraction", "components", "model"]
+# Curation score of each lung flag (an image scores its most severe reason; unknown reasons score 1) and its meaning.
+REASONS: dict[str, tuple[float, str]] = {
+    "empty": (1.0, "no lung field found"),
+    "area_low": (0.9, "lung area implausibly small"),
+    "area_high": (0.9, "lung area implausibly large"),
+    "one_lung": (0.8, "only one lung found"),
+    "uncertain": (0.6, "segmenter uncertain along much of the outline"),
+}
 
 
 @dataclass(frozen=True)
@@ -124,3 +132,25 @@ def load_lung_flags(cfg: Config) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame(columns=FLAG_COLUMNS)
     return pd.read_csv(path, dtype={"sha256": str, "path": str, "data_dir": str, "flags": str, "model": str}).fillna({"flags": ""})
+
+
+def lung_flags_version(cfg: Config) -> str:
+    """A cheap fingerprint of the recorded lung flags (size and modification time; "" when none recorded)."""
+    path = lungs_cache_dir(cfg) / FLAGS_FILE
+    if not path.is_file():
+        return ""
+    stat = path.stat()
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
+
+
+def lung_flag_score(flags: str) -> float:
+    """Curation score of a ``;``-joined lung flag string: its most severe reason, 0 when there is none."""
+    return max((REASONS.get(name, (1.0, ""))[0] for name in flags.split(";") if name), default=0.0)
+
+
+def describe_lung_flags(flags: str, area_fraction: float | None = None) -> str:
+    """Plain words for a ``;``-joined lung flag string, e.g. "only one lung found (one_lung); lung area 6% of the image"."""
+    words = [f"{REASONS[name][1]} ({name})" if name in REASONS else name for name in flags.split(";") if name]
+    if words and area_fraction is not None and np.isfinite(area_fraction):
+        words.append(f"lung area {area_fraction:.0%} of the image")
+    return "; ".join(words)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -16,8 +15,9 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-LUNGS_MODEL_ENV = "CXR_LUNGS_MODEL"
-SHIPPED_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "lungs"
+from cxr_core.config import LUNGS_MODEL_ENV, Config, load_config
+from cxr_core.keras_files import load_keras_safely
+
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
 
@@ -133,23 +133,18 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
-def model_dir(path: str | Path | None = None) -> Path:
-    """The segmenter directory: ``path``, else $CXR_LUNGS_MODEL, else the shipped ``models/lungs``."""
-    return Path(path or os.environ.get(LUNGS_MODEL_ENV) or SHIPPED_MODEL_DIR).expanduser().resolve()
+def model_dir(path: str | Path | None = None, cfg: Config | None = None) -> Path:
+    """The segmenter directory: ``path``, else the config's (``$CXR_LUNGS_MODEL``, else ``<models_dir>/lungs``)."""
+    if path:
+        return Path(path).expanduser().resolve()
+    return (cfg or load_config()).lungs_model_dir
 
 
 @functools.lru_cache(maxsize=4)
 def _load(directory: Path) -> LungSegmenter:
     """Load a segmenter directory once per process."""
-    model_path = directory / MODEL_FILE
-    if not model_path.is_file():
-        raise LungModelError(f"no lung segmenter at {model_path}: run `cxr train-lungs` or set {LUNGS_MODEL_ENV}")
-    import keras
-
-    try:
-        model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
-    except Exception as exc:  # noqa: BLE001 - any load failure becomes one clear line
-        raise LungModelError(f"cannot load lung segmenter {model_path}: {exc}") from exc
+    model = load_keras_safely(directory / MODEL_FILE, LungModelError, "lung segmenter",
+                              f"run `cxr train-lungs` or set {LUNGS_MODEL_ENV}")
     card = directory / CARD_FILE
     size = int(model.input_shape[1])
     if card.is_file():
@@ -160,10 +155,10 @@ def _load(directory: Path) -> LungSegmenter:
 _LOAD_LOCK = threading.Lock()
 
 
-def load_segmenter(path: str | Path | None = None) -> LungSegmenter:
-    """The cached segmenter from ``path`` (default: $CXR_LUNGS_MODEL or the shipped ``models/lungs``); thread-safe."""
+def load_segmenter(path: str | Path | None = None, cfg: Config | None = None) -> LungSegmenter:
+    """The cached segmenter from ``path`` (default: the config's, see :func:`model_dir`); thread-safe."""
     with _LOAD_LOCK:
-        return _load(model_dir(path))
+        return _load(model_dir(path, cfg))
 
 
 class _MaskMemo:

@@ -9,6 +9,12 @@ position markers), near-vertical slits along the lateral edges (skin folds, arm 
 anything hugging the image border carry no evidence. Small bright objects weigh less
 than dark ones: bone, wires and electrodes can be white, but nothing inside the body is pure black. A second
 pass finds solid saturated boxes that contain text (burned-in captions).
+
+A learned detector (:mod:`cxr_core.markings_net`, a tiny CNN trained only on synthetic overlays) can score the
+same image: with ``MarkingsOptions.combine`` set to ``learned``, ``max`` or ``noisy-or``, :func:`detect_markings`
+combines both scores and outlines the classical objects plus the net's hot cells that no classical object already
+covers. The default stays ``classical``: the net flags too many presumably clean Normal images (technician's
+labels, position markers, electrodes), see ``models/markings/card.md`` and ``bench/results/markings.md``.
 """
 
 from __future__ import annotations
@@ -19,7 +25,10 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from cxr_core.markings_net import cell_regions, load_markings_net, model_digest
+
 Region = tuple[int, int, int, int]
+COMBINE_RULES = ("max", "noisy-or", "learned", "classical")
 
 
 @dataclass(frozen=True)
@@ -44,11 +53,20 @@ class MarkingsOptions:
     symbol_min: float = 0.02
     box_level: int = 12
     box_min_area: float = 0.004
+    combine: str = "classical"
+    cell_threshold: float = 0.5
+    model_dir: str | None = None
+    model_digest: str = field(default_factory=model_digest)
     evidence: dict[str, float] = field(
         default_factory=lambda: {
             "rectangle": 1.0, "text box": 1.0, "arrow": 0.55, "text": 0.6, "symbol": 0.35, "glyph": 0.3, "blob": 0.12,
         }
     )
+
+    def __post_init__(self) -> None:
+        """Reject an unknown combination rule."""
+        if self.combine not in COMBINE_RULES:
+            raise ValueError(f"unknown markings combination rule {self.combine!r} (use one of {', '.join(COMBINE_RULES)})")
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,8 @@ class MarkingsResult:
     score: float
     regions: list[Region]
     marks: list[Marking] = field(default_factory=list)
+    classical: float | None = None
+    learned: float | None = None
 
 
 DEFAULT_OPTIONS = MarkingsOptions()
@@ -228,8 +248,8 @@ def _text_boxes(work: np.ndarray, opt: MarkingsOptions) -> list[tuple[str, Regio
     return found
 
 
-def detect_markings(gray: np.ndarray, options: MarkingsOptions = DEFAULT_OPTIONS) -> MarkingsResult:
-    """Score a 2-D uint8 X-ray for overlaid annotations and return the regions that contributed."""
+def classical_markings(gray: np.ndarray, options: MarkingsOptions = DEFAULT_OPTIONS) -> MarkingsResult:
+    """The classical detector alone: score a 2-D uint8 X-ray and return the objects that contributed."""
     if gray.ndim != 2 or gray.size == 0:
         raise ValueError(f"expected a non-empty 2-D grayscale image, got shape {gray.shape}")
     gray = gray if gray.dtype == np.uint8 else np.clip(gray, 0, 255).astype(np.uint8)
@@ -244,7 +264,41 @@ def detect_markings(gray: np.ndarray, options: MarkingsOptions = DEFAULT_OPTIONS
     ]
     total = sum(m.evidence for m in marks)
     score = float(1.0 - np.exp(-total))
-    return MarkingsResult(score=round(score, 4), regions=[m.region for m in marks], marks=marks)
+    return MarkingsResult(score=round(score, 4), regions=[m.region for m in marks], marks=marks, classical=round(score, 4))
+
+
+def _overlaps(a: Region, b: Region) -> bool:
+    """Whether two (x, y, w, h) boxes intersect."""
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def combine_scores(classical: float, learned: float, rule: str) -> float:
+    """The markings score from the classical and learned scores by ``rule`` (max, noisy-or, learned, classical)."""
+    if rule == "max":
+        return max(classical, learned)
+    if rule == "noisy-or":
+        return 1.0 - (1.0 - classical) * (1.0 - learned)
+    if rule == "learned":
+        return learned
+    return classical
+
+
+def detect_markings(gray: np.ndarray, options: MarkingsOptions = DEFAULT_OPTIONS) -> MarkingsResult:
+    """Score a 2-D uint8 X-ray for overlaid annotations (classical, or combined with the net per ``options.combine``) and regions."""
+    classical = classical_markings(gray, options)
+    if options.combine == "classical":
+        return classical
+    cells = load_markings_net(options.model_dir).cells(gray)
+    learned = float(cells.max())
+    extra = [
+        Marking("learned", region, round(learned, 4))
+        for region in cell_regions(cells, options.cell_threshold, gray.shape[:2])
+        if not any(_overlaps(region, r) for r in classical.regions)
+    ]
+    marks = classical.marks + extra
+    score = combine_scores(classical.score, learned, options.combine)
+    return MarkingsResult(score=round(score, 4), regions=[m.region for m in marks], marks=marks,
+                          classical=classical.score, learned=round(learned, 4))
 
 
 def outline_regions(gray: np.ndarray, regions: list[Region], color: tuple[int, int, int] = (255, 64, 0)) -> np.ndarray:

@@ -4,16 +4,19 @@
 ``training`` (``data_dir``, ``run_id``, ``epochs``, ``split`` counts, ``by_class``, ``by_source`` — free-form from
 the trainer), ``split`` (how the split was made), ``metrics`` (test metrics with ``ci95``), ``calibration``
 (temperature, threshold, target sensitivity, ECE before/after), ``leave_one_source_out`` (None until run),
-``intended_use``, ``limitations``, and ``shortcut_audit`` (None until the shortcut audit of issue 8 fills it from
-``audit.json``).
+``intended_use``, ``limitations``, ``shortcut_audit`` (None until the shortcut audit of issue 8 fills it from
+``audit.json``) and, for a model chosen among audited candidates, ``selection``: the rule (:class:`SelectionRule`),
+the compared alternatives' audit numbers (read from their ``audit.json``), free-text ``notes`` and the ``decision``
+that :func:`write_card` derives from them and this model's own ``shortcut_audit``.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from cxr_core.atomic import read_json, write_json_atomic, write_text_atomic
 
@@ -36,6 +39,22 @@ LIMITATIONS = (
 )
 SPLIT_DESCRIPTION = "Patient-grouped, label x source stratified 70/15/15 train/validation/test split with a fixed seed."
 METRIC_KEYS = ("roc_auc", "pr_auc", "accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "ece")
+AUDIT_KEYS = ("auc", "auc_lungs_blanked", "auc_lungs_only", "lung_attention_mean", "lung_area_mean", "verdict_level",
+              "data_dir", "split", "n", "model_version", "created")
+
+
+@dataclass(frozen=True)
+class SelectionRule:
+    """How a default is chosen among audited candidates: an AUC floor, then the lowest lungs-blanked AUC.
+
+    ``lung_goal_*`` is the lung-reliance goal each candidate is checked against (shown, not used to choose).
+    """
+
+    min_auc: float = 0.97
+    min_auc_source: str = "issue #4's target for the shipped default"
+    lung_goal_min_auc: float = 0.93
+    lung_goal_max_blanked: float = 0.65
+    lung_goal_min_attention: float = 0.70
 
 
 def base_card(
@@ -203,6 +222,143 @@ def _audit_md(audit: Mapping[str, Any]) -> list[str]:
     return lines + ["", "Full results: `audit.json`."]
 
 
+def _candidate(directory: Path) -> dict[str, Any]:
+    """An audited model directory as a selection candidate: its name, architecture, input and audit numbers."""
+    audit = read_json(directory / "audit.json", None)
+    if not isinstance(audit, dict) or audit.get("auc") is None:
+        raise ValueError(f"{directory} has no audit.json with an AUC: run `cxr audit --model {directory}` first")
+    card = read_card(directory)
+    preprocess = card.get("preprocess") or audit.get("preprocess") or {}
+    return {
+        "dir": directory.name, "name": card.get("name") or audit.get("model") or directory.name,
+        "architecture": card.get("architecture"), "roi": preprocess.get("roi", "none"), "size": preprocess.get("size"),
+        **{key: audit.get(key) for key in AUDIT_KEYS},
+    }
+
+
+def card_with_selection(card: Mapping[str, Any], alternatives: Sequence[str | Path],
+                        rule: SelectionRule = SelectionRule(), notes: Sequence[str] = ()) -> dict[str, Any]:
+    """The card with a ``selection`` section comparing it with audited alternative model directories.
+
+    The alternatives' numbers are read from their ``audit.json``; they must have been audited on the same data and
+    split as this model's ``shortcut_audit``, or the comparison is refused.
+    """
+    own = card.get("shortcut_audit")
+    if not own or own.get("auc") is None:
+        raise ValueError("this model has no shortcut audit: run `cxr audit` on it first")
+    others = [_candidate(Path(directory)) for directory in alternatives]
+    for other in others:
+        if (other["data_dir"], other["split"]) != (own.get("data_dir"), own.get("split")):
+            raise ValueError(f"{other['dir']} was audited on {other['data_dir']} ({other['split']}), this model on "
+                             f"{own.get('data_dir')} ({own.get('split')}): not comparable")
+    selection = {"rule": asdict(rule), "alternatives": others, "notes": list(notes),
+                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {**dict(card), "selection": selection}
+
+
+def _meets_lung_goal(candidate: Mapping[str, Any], rule: SelectionRule) -> bool:
+    """True when a candidate reaches the AUC, lungs-blanked and Grad-CAM-in-lungs goal of ``rule``."""
+    return (candidate["auc"] >= rule.lung_goal_min_auc and _blanked(candidate) <= rule.lung_goal_max_blanked
+            and (candidate.get("lung_attention_mean") or 0.0) >= rule.lung_goal_min_attention)
+
+
+def _blanked(candidate: Mapping[str, Any]) -> float:
+    """A candidate's lungs-blanked AUC (1.0, no lung reliance shown, when missing)."""
+    value = candidate.get("auc_lungs_blanked")
+    return 1.0 if value is None else float(value)
+
+
+def has_selection(card: Mapping[str, Any]) -> bool:
+    """True when the card has a selection section and its own audit AUC to compare."""
+    return bool(card.get("selection")) and (card.get("shortcut_audit") or {}).get("auc") is not None
+
+
+def _pct(value: Any) -> str:
+    """A share as a whole percentage ('–' when missing)."""
+    return "–" if value is None else f"{float(value):.0%}"
+
+
+def _candidates(card: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """This model (first, ``dir`` None, numbers from its ``shortcut_audit``) and the selection's alternatives."""
+    audit, preprocess = card.get("shortcut_audit") or {}, card.get("preprocess") or {}
+    own = {"dir": None, "name": card.get("name"), "architecture": card.get("architecture"),
+           "roi": preprocess.get("roi", "none"), "size": preprocess.get("size"), **{k: audit.get(k) for k in AUDIT_KEYS}}
+    return [own, *card["selection"]["alternatives"]]
+
+
+def selection_decision(card: Mapping[str, Any]) -> dict[str, Any]:
+    """Which candidate the card's selection rule picks, and why each other candidate was not picked."""
+    rule = SelectionRule(**card["selection"]["rule"])
+    candidates = _candidates(card)
+    own = candidates[0]
+    eligible = [c for c in candidates if c["auc"] >= rule.min_auc]
+    if eligible:
+        chosen = min(eligible, key=lambda c: (_blanked(c), -c["auc"]))
+    else:
+        chosen = max(candidates, key=lambda c: c["auc"])
+    reasons = []
+    for other in candidates:
+        if other is chosen:
+            continue
+        label = "this model" if other is own else f"`{other['dir']}`"
+        lungs = (f"lungs-blanked AUC {_fmt(other.get('auc_lungs_blanked'))} vs {_fmt(chosen.get('auc_lungs_blanked'))}, "
+                 f"{_pct(other.get('lung_attention_mean'))} vs {_pct(chosen.get('lung_attention_mean'))} "
+                 "of Grad-CAM in the lungs")
+        if other["auc"] < rule.min_auc and _blanked(other) < _blanked(chosen):
+            reasons.append(f"{label} relies more on the lungs ({lungs}) but its test AUC {_fmt(other['auc'])} misses "
+                           f"the {_fmt(rule.min_auc, 2)} target.")
+        elif other["auc"] < rule.min_auc:
+            reasons.append(f"{label} misses the AUC target (test AUC {_fmt(other['auc'])} < {_fmt(rule.min_auc, 2)}) "
+                           f"and does not rely more on the lungs ({lungs}).")
+        else:
+            reasons.append(f"{label} reaches the AUC target but relies less on the lungs ({lungs}).")
+    return {
+        "chosen": "this model" if chosen is own else chosen["dir"],
+        "this_model_chosen": chosen is own,
+        "reasons": reasons,
+        "lung_goal_met_by": ["this model" if c is own else c["dir"] for c in candidates if _meets_lung_goal(c, rule)],
+    }
+
+
+def _selection_md(card: Mapping[str, Any]) -> list[str]:
+    """The "Why this model is the default" section: the rule, the candidates' audit numbers and the decision."""
+    selection, decision = card["selection"], selection_decision(card)
+    rule = SelectionRule(**selection["rule"])
+    candidates = _candidates(card)
+    own = candidates[0]
+    lines = [
+        f"Rule: among the audited candidates whose test AUC reaches {_fmt(rule.min_auc, 2)} ({rule.min_auc_source}), "
+        "the one with the lowest lungs-blanked AUC (the most reliance on the lung fields); if none reaches it, the "
+        "highest AUC. Numbers from each model's `audit.json`, same data and split.",
+        "",
+        f"| model | architecture | roi | px | test AUC | lungs blanked | lungs only | Grad-CAM in lungs (lungs' share) "
+        f"| verdict | AUC ≥ {_fmt(rule.min_auc, 2)} |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in candidates:
+        label = f"this model ({c['name']})" if c is own else f"`{c['dir']}` ({c.get('name')})"
+        lines.append(
+            f"| {label} | {c.get('architecture') or '–'} | {c.get('roi')} | {_fmt(c.get('size'))} | "
+            f"{_fmt(c.get('auc'))} | {_fmt(c.get('auc_lungs_blanked'))} | {_fmt(c.get('auc_lungs_only'))} | "
+            f"{_pct(c.get('lung_attention_mean'))} ({_pct(c.get('lung_area_mean'))}) | {c.get('verdict_level') or '–'} | "
+            f"{'yes' if c['auc'] >= rule.min_auc else 'no'} |"
+        )
+    lines.append("")
+    if decision["this_model_chosen"]:
+        lines.append(f"**This model is the default by this rule.** Its own shortcut verdict is "
+                     f"*{own.get('verdict_level') or 'not audited'}* (see Shortcut audit).")
+    else:
+        lines.append(f"**By this rule `{decision['chosen']}` should be the default, not this model.**")
+    lines += [f"- {reason}" for reason in decision["reasons"]]
+    goal = (f"test AUC ≥ {_fmt(rule.lung_goal_min_auc, 2)}, lungs-blanked AUC ≤ {_fmt(rule.lung_goal_max_blanked, 2)} "
+            f"and ≥ {_pct(rule.lung_goal_min_attention)} of Grad-CAM in the lungs")
+    met = decision["lung_goal_met_by"]
+    lines += ["", f"Lung-reliance goal ({goal}): " + (f"met by {', '.join(met)}." if met else "met by no candidate.")]
+    notes = list(selection.get("notes") or [])
+    lines += [""] + [f"- {note}" for note in notes] if notes else []
+    return lines
+
+
 def render_markdown(card: Mapping[str, Any]) -> str:
     """The human-readable ``card.md`` for a card dict."""
     lines = [f"# Model card: {card.get('name', 'model')}", ""]
@@ -244,12 +400,17 @@ def render_markdown(card: Mapping[str, Any]) -> str:
     lines += ["", "## Shortcut audit", ""]
     audit = card.get("shortcut_audit")
     lines += _audit_md(audit) if audit else ["Not audited yet: `cxr audit`."]
+    if has_selection(card):
+        lines += ["", "## Why this model is the default", ""] + _selection_md(card)
     return "\n".join(lines) + "\n"
 
 
 def write_card(directory: str | Path, card: Mapping[str, Any]) -> dict[str, Any]:
-    """Write ``card.json`` and ``card.md`` atomically into a model directory; returns the card."""
+    """Write ``card.json`` and ``card.md`` atomically into a model directory (refreshing a selection's decision
+    from the card's current audit); returns the card."""
     data = dict(card)
+    if has_selection(data):
+        data["selection"] = {**data["selection"], "decision": selection_decision(data)}
     write_json_atomic(Path(directory) / "card.json", data)
     write_text_atomic(Path(directory) / "card.md", render_markdown(data))
     return data

@@ -119,7 +119,11 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
 
 
 def augmentation_layers(aug: Augmentation, seed: int) -> Any:
-    """A Keras Sequential of random rotation, zoom, translation, shear (and optional flip) layers."""
+    """A Keras Sequential of random rotation, zoom, translation, shear (and optional flip) layers.
+
+    Called directly the layers draw from their own seeded generators; :func:`make_dataset` instead hands each batch
+    stateless seeds of its own (see :func:`augment_batch`).
+    """
     import keras
 
     fill = {"fill_mode": "nearest"}
@@ -133,35 +137,98 @@ def augmentation_layers(aug: Augmentation, seed: int) -> Any:
     return keras.Sequential([s for s in steps if s is not None], name="augmentation")
 
 
+def _seed_stream(seed: Any) -> Any:
+    """A Keras ``SeedGenerator`` stand-in that hands out distinct seeds folded from one stateless seed tensor.
+
+    Keras' own generators keep a state variable that parallel tf.data maps advance in no fixed order and that a new
+    process starts again from scratch; these seeds depend only on ``seed`` and the order of the draws.
+    """
+    import keras
+    import tensorflow as tf
+
+    class SeedStream(keras.random.SeedGenerator):
+        """Stateless: ``next()`` folds a running count into the batch seed (no variable, so no __init__ of the base)."""
+
+        def __init__(self, base: Any) -> None:
+            self.base, self.count = base, 0
+
+        def next(self, ordered: bool = True) -> Any:
+            """The next seed of the stream."""
+            self.count += 1
+            return tf.random.experimental.stateless_fold_in(self.base, self.count)
+
+    return SeedStream(seed)
+
+
+def augment_batch(layers: Any, images: Any, seed: Any) -> Any:
+    """Apply each augmentation layer to a batch with transformations drawn from the stateless ``seed`` ([2] ints)."""
+    seeds = _seed_stream(seed)
+    for layer in layers.layers:
+        images = layer.transform_images(images, layer.get_random_transformation(images, training=True, seed=seeds),
+                                        training=True)
+    return images
+
+
+def _epoch_order(labels: np.ndarray, seed: Any, balanced: bool) -> Any:
+    """The image indices of one epoch, drawn from the stateless ``seed``: a permutation, or (``balanced``) as many
+    draws with replacement with both classes equally likely."""
+    import tensorflow as tf
+
+    n = len(labels)
+    if not balanced:
+        return tf.argsort(tf.random.stateless_uniform([n], seed=seed))
+    counts = np.bincount(labels, minlength=len(CLASSES))
+    by_class = tf.constant(np.argsort(labels, kind="stable").astype(np.int32))
+    offsets = tf.constant((np.cumsum(counts) - counts).astype(np.int32))
+    classes = tf.random.stateless_uniform([n], seed=tf.random.experimental.stateless_fold_in(seed, 1), minval=0,
+                                          maxval=len(CLASSES), dtype=tf.int32)
+    within = tf.random.stateless_uniform([n], seed=tf.random.experimental.stateless_fold_in(seed, 2))
+    picks = tf.cast(within * tf.gather(tf.constant(counts, tf.float32), classes), tf.int32)
+    return tf.gather(by_class, tf.gather(offsets, classes) + picks)
+
+
 def make_dataset(images: np.ndarray, labels: np.ndarray, *, batch: int, training: bool, seed: int,
-                 augment: Augmentation | None = None, balanced: bool = False) -> Any:
+                 augment: Augmentation | None = None, balanced: bool = False, epochs: range | None = None) -> Any:
     """A batched, prefetched ``tf.data.Dataset`` of ``(float32 (b,s,s,1) raw 0-255, one-hot (b,2))``.
 
-    Training datasets are shuffled with ``seed`` (reshuffled each epoch) and augmented; ``balanced`` draws both
-    classes with equal probability (same number of images per epoch as the data holds).
+    Training datasets are shuffled and augmented with stateless seeds derived from ``(seed, epoch)`` only, so epoch
+    k holds the same batches whether or not the process trained epochs before it (a resumed run sees exactly what an
+    uninterrupted one would). With ``epochs`` the dataset holds the batches of those epochs back to back (train
+    with ``steps_per_epoch``); without, every pass over it is a new epoch keyed by a seeded per-pass random number.
+    ``balanced`` draws both classes with equal probability (same number of images per epoch as the data holds).
     """
     import tensorflow as tf
 
     autotune = tf.data.AUTOTUNE
-    base = tf.data.Dataset.from_tensor_slices((images, labels))
-    if training and balanced:
-        per_class = [base.filter(lambda _, y, c=c: tf.equal(y, c)).shuffle(int((labels == c).sum()), seed=seed + c).repeat()
-                     for c in range(len(CLASSES))]
-        ds = tf.data.Dataset.sample_from_datasets(per_class, [1.0 / len(CLASSES)] * len(CLASSES), seed=seed).take(len(labels))
-    elif training:
-        ds = base.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    pixels, classes = tf.constant(images), tf.constant(labels.astype(np.int32))
+
+    def to_model(index: Any) -> tuple[Any, Any]:
+        """Image indices -> float32 channel-last images and one-hot labels."""
+        return tf.cast(tf.gather(pixels, index), tf.float32)[..., None], tf.one_hot(tf.gather(classes, index), len(CLASSES))
+
+    if not training:
+        return tf.data.Dataset.range(len(labels)).batch(batch).map(to_model, num_parallel_calls=autotune).prefetch(autotune)
+    if epochs is None:
+        keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
     else:
-        ds = base
+        keys = tf.data.Dataset.range(epochs.start, epochs.stop)
+    layers = augmentation_layers(augment, seed) if augment is not None else None
 
-    def to_model(x: Any, y: Any) -> tuple[Any, Any]:
-        """uint8 image and class index -> float32 channel-last image and one-hot label."""
-        return tf.cast(x, tf.float32)[..., None], tf.one_hot(y, len(CLASSES))
+    def epoch_batches(key: Any) -> Any:
+        """The batches of the epoch keyed ``key``: (epoch seed, batch number, image indices)."""
+        epoch_seed = tf.stack([tf.constant(seed, tf.int64), tf.cast(key, tf.int64)])
+        order = tf.data.Dataset.from_tensor_slices(_epoch_order(labels, epoch_seed, balanced)).batch(batch)
+        return order.enumerate().map(lambda i, index: (epoch_seed, i, index))
 
-    ds = ds.map(to_model, num_parallel_calls=autotune).batch(batch)
-    if training and augment is not None:
-        layers = augmentation_layers(augment, seed)
-        ds = ds.map(lambda x, y: (layers(x, training=True), y), num_parallel_calls=autotune)
-    return ds.prefetch(autotune)
+    def load(epoch_seed: Any, i: Any, index: Any) -> tuple[Any, Any]:
+        """One batch, augmented with the stateless seed of (epoch seed, batch number)."""
+        x, y = to_model(index)
+        if layers is not None:
+            x = augment_batch(layers, x, tf.random.experimental.stateless_fold_in(epoch_seed, i))
+        return x, y
+
+    plain_load = tf.autograph.experimental.do_not_convert(load)
+    return keys.flat_map(epoch_batches).map(plain_load, num_parallel_calls=autotune).prefetch(autotune)
 
 
 def paper_iterator(images: np.ndarray, labels: np.ndarray, *, batch: int, training: bool, seed: int,

@@ -122,16 +122,15 @@ class PreprocessConfig:
         ``lung_crop`` crops to the lungs' bounding box plus ``ROI_MARGIN``; ``lung_mask`` also sets everything
         outside the lung mask dilated by ``ROI_DILATION`` to zero, before and after normalisation.
         """
-        from cxr_core.lungs import bounding_box, dilate, lung_mask
+        from cxr_core.lungs import dilate, lung_mask
 
         if gray.ndim != 2:
             raise PreprocessError(f"expected a 2-D grayscale image, got shape {gray.shape}")
         mask = lung_mask(gray) if mask is None else mask.astype(bool)
         if mask.shape != gray.shape:
             raise PreprocessError(f"lung mask shape {mask.shape} differs from image shape {gray.shape}")
-        if self.roi != "none":
-            top, bottom, left, right = bounding_box(mask, ROI_MARGIN)
-            gray, mask = gray[top:bottom, left:right], mask[top:bottom, left:right]
+        top, bottom, left, right = self.roi_box(mask)
+        gray, mask = gray[top:bottom, left:right], mask[top:bottom, left:right]
         keep = dilate(mask, ROI_DILATION) if self.roi == "lung_mask" else None
         if keep is not None:
             gray = np.where(keep, gray, 0).astype(gray.dtype)
@@ -141,6 +140,14 @@ class PreprocessConfig:
             inside = resize(keep.astype(np.uint8) * 255, self.size, self.resize, "linear") >= 128
             image = np.where(inside, image, 0).astype(np.uint8)
         return image, lungs
+
+    def roi_box(self, mask: np.ndarray) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) of the part of an image with lung ``mask`` that the model sees (all without roi)."""
+        from cxr_core.lungs import bounding_box
+
+        if self.roi == "none":
+            return 0, mask.shape[0], 0, mask.shape[1]
+        return bounding_box(mask, ROI_MARGIN)
 
     def _resized_normalised(self, gray: np.ndarray) -> np.ndarray:
         """Resize to ``size`` and apply the normalisation method."""

@@ -88,12 +88,19 @@ class LoadedModel:
         """The positive class name (e.g. ``COVID``)."""
         return self.classes[self.positive_index]
 
-    def prepare(self, gray_images: Sequence[np.ndarray]) -> np.ndarray:
-        """Preprocess 2-D uint8 images into the model's ``(n, size, size, 1)`` float32 input (raw 0-255 values)."""
+    def prepare(self, gray_images: Sequence[np.ndarray], masks: Sequence[np.ndarray] | None = None) -> np.ndarray:
+        """Preprocess 2-D uint8 images into the model's ``(n, size, size, 1)`` float32 input (raw 0-255 values).
+
+        ``masks`` are the images' lung masks for a model with a lung ROI (segmented here when not given).
+        """
         size = self.preprocess.size
         if len(gray_images) == 0:
             return np.zeros((0, size, size, 1), np.float32)
-        return np.stack([self.preprocess.apply(img) for img in gray_images]).astype(np.float32)[..., None]
+        if masks is None:
+            prepared = [self.preprocess.apply(img) for img in gray_images]
+        else:
+            prepared = [self.preprocess.apply_with_lungs(img, mask)[0] for img, mask in zip(gray_images, masks, strict=True)]
+        return np.stack(prepared).astype(np.float32)[..., None]
 
     def predict_batch(self, batch: np.ndarray) -> np.ndarray:
         """Uncalibrated softmax outputs ``(n, k)`` for an already prepared input batch."""

@@ -248,3 +248,8 @@ def request_cancel(run_dir: str | Path) -> Path:
 def cancel_requested(run_dir: str | Path) -> bool:
     """True when ``cancel.request`` exists in the run directory."""
     return (Path(run_dir) / CANCEL_FILE).exists()
+
+
+def clear_cancel(run_dir: str | Path) -> None:
+    """Remove a pending ``cancel.request`` (when a run ends cancelled or is resumed)."""
+    (Path(run_dir) / CANCEL_FILE).unlink(missing_ok=True)

@@ -9,7 +9,9 @@ same split (``split.csv``) with a continuous ``metrics.csv``.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import json
 import logging
 import os
 import socket
@@ -100,6 +102,8 @@ class TrainConfig:
                 raise TrainingError(message)
         Augmentation(**self.augmentation)
         self.preprocess()
+        if self.strategy == "multi_worker":
+            check_cluster()
         return self
 
     @property
@@ -189,63 +193,81 @@ def prepare_data(cfg: Config, tc: TrainConfig, frame: pd.DataFrame | None = None
     return TrainingData(frame, pp, *arrays["train"], *arrays["val"])
 
 
+def check_cluster(env: Mapping[str, str] | None = None) -> int:
+    """The number of workers (chief included) in ``TF_CONFIG``; :class:`TrainingError` when multi-worker training
+    cannot run with it: no or invalid ``TF_CONFIG``, or more than one worker.
+
+    Keras 3's ``Model.fit`` fails under a MultiWorkerMirroredStrategy of several workers (keras-team/keras#20585:
+    it all-reduces the first input batch as a tuple, then its scalar metrics along axis 0), so a cluster of one
+    worker is all that trains; refusing more up front beats both workers crashing after loading the data.
+    """
+    text = (os.environ if env is None else env).get("TF_CONFIG", "")
+    if not text:
+        raise TrainingError("--strategy multi_worker needs the TF_CONFIG environment variable (cluster and task)")
+    try:
+        config = json.loads(text)
+        workers = sum(len(config["cluster"].get(job) or []) for job in ("chief", "worker"))
+        config["task"]["type"], int(config["task"]["index"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise TrainingError(f"TF_CONFIG is not a JSON object with cluster and task: {exc}") from exc
+    if workers != 1:
+        raise TrainingError(f"TF_CONFIG lists {workers} workers, but Keras {importlib.metadata.version('keras')} "
+                            "cannot fit under a multi-worker MultiWorkerMirroredStrategy (keras-team/keras#20585); "
+                            "use one worker")
+    return workers
+
+
 def choose_strategy(name: str = "auto") -> Any:
     """``MirroredStrategy`` over all GPUs when several are visible (``auto``), else the default strategy.
 
     ``mirrored`` forces MirroredStrategy (over the CPUs when there is no GPU); ``multi_worker`` uses
-    ``MultiWorkerMirroredStrategy`` configured by the ``TF_CONFIG`` environment variable.
+    ``MultiWorkerMirroredStrategy`` configured by the ``TF_CONFIG`` environment variable (see :func:`check_cluster`),
+    which TensorFlow only accepts before the process has run any TensorFlow operation.
     """
     import tensorflow as tf
 
-    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        except RuntimeError as exc:
+            raise TrainingError(f"--strategy multi_worker must be set up before TensorFlow runs anything: {exc}") from exc
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
         return tf.distribute.MirroredStrategy(gpus or [d.name for d in tf.config.list_logical_devices("CPU")])
     return tf.distribute.get_strategy()
 
 
-def _callback_classes() -> tuple[type, type, type]:
+def _callback_classes() -> tuple[type, type, type, type]:
     """Build the Keras callback classes lazily (importing keras is slow)."""
     import keras
 
-    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-        """EarlyStopping whose counters can be restored after ``on_train_begin`` resets them."""
+    def resumable(base: type, counters: tuple[str, ...]) -> type:
+        """``base`` (a Keras callback) whose ``counters`` can be saved and restored after ``on_train_begin`` resets them."""
 
-        def __init__(self, state: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
-            """Keep the saved counters ``state`` to restore when training begins."""
-            super().__init__(**kwargs)
-            self.initial_state = dict(state or {})
+        class Resumable(base):  # type: ignore[misc, valid-type]
+            """A Keras callback that resumes its counters from the latest checkpoint."""
 
-        def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
-            """Reset as Keras does, then restore the saved counters."""
-            super().on_train_begin(logs)
-            for key in ("wait", "best", "best_epoch"):
-                if self.initial_state.get(key) is not None:
-                    setattr(self, key, self.initial_state[key])
+            def __init__(self, state: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+                """Keep the saved counters ``state`` to restore when training begins."""
+                super().__init__(**kwargs)
+                self.initial_state = dict(state or {})
 
-        def state(self) -> dict[str, Any]:
-            """Counters to save with the latest checkpoint."""
-            return {"wait": self.wait, "best": _float(self.best), "best_epoch": self.best_epoch}
+            def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+                """Reset as Keras does, then restore the saved counters."""
+                super().on_train_begin(logs)
+                for key in counters:
+                    if self.initial_state.get(key) is not None:
+                        setattr(self, key, self.initial_state[key])
 
-    class ResumableReduceLR(keras.callbacks.ReduceLROnPlateau):
-        """ReduceLROnPlateau whose counters can be restored after ``on_train_begin`` resets them."""
+            def state(self) -> dict[str, Any]:
+                """Counters to save with the latest checkpoint."""
+                return {key: _float(self.best) if key == "best" else getattr(self, key) for key in counters}
 
-        def __init__(self, state: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
-            """Keep the saved counters ``state`` to restore when training begins."""
-            super().__init__(**kwargs)
-            self.initial_state = dict(state or {})
+        Resumable.__name__ = Resumable.__qualname__ = f"Resumable{base.__name__}"
+        return Resumable
 
-        def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
-            """Reset as Keras does, then restore the saved counters."""
-            super().on_train_begin(logs)
-            for key in ("wait", "best", "cooldown_counter"):
-                if self.initial_state.get(key) is not None:
-                    setattr(self, key, self.initial_state[key])
-
-        def state(self) -> dict[str, Any]:
-            """Counters to save with the latest checkpoint."""
-            return {"wait": self.wait, "best": _float(self.best), "cooldown_counter": self.cooldown_counter}
+    ResumableEarlyStopping = resumable(keras.callbacks.EarlyStopping, ("wait", "best", "best_epoch"))
+    ResumableReduceLR = resumable(keras.callbacks.ReduceLROnPlateau, ("wait", "best", "cooldown_counter"))
 
     class RunMonitor(keras.callbacks.Callback):
         """Writes status heartbeat, metrics.csv, batches.csv, checkpoints and train.log; honours cancel.request."""
@@ -423,7 +445,7 @@ def resume(cfg: Config, run_dir: str | Path, epochs: int | None = None, progress
     if status["status"] == "done" and int(latest.get("epoch", 0)) >= tc.epochs:
         raise TrainingError(f"{run.name} is already done; pass --epochs N (more than {latest.get('epoch')}) to train further")
     tc.validate()
-    (run / rundir.CANCEL_FILE).unlink(missing_ok=True)
+    rundir.clear_cancel(run)
     return _run(cfg, run, tc, resume_from=True, progress=progress)
 
 
@@ -450,7 +472,7 @@ def _run(cfg: Config, run: Path, tc: TrainConfig, resume_from: bool, progress: P
         log.info("done in %.1f s; model written to %s", result.seconds, result.model_dir)
         return result
     except TrainingCancelled as exc:
-        (run / rundir.CANCEL_FILE).unlink(missing_ok=True)
+        rundir.clear_cancel(run)
         rundir.update_status(run, status="cancelled", finished=rundir.utc_now())
         log.info("cancelled: %s", exc)
         latest = rundir.read_json(run / rundir.CHECKPOINTS / "latest.json")
@@ -487,6 +509,7 @@ def _fit(cfg: Config, run: Path, tc: TrainConfig, resume_from: bool, log: loggin
     if tc.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     strategy = choose_strategy(tc.strategy)
+    log.info("strategy %s with %d replicas", type(strategy).__name__, strategy.num_replicas_in_sync)
     with strategy.scope():
         if start_epoch:
             model = keras.saving.load_model(run / rundir.CHECKPOINTS / "latest.keras", compile=True)
@@ -498,16 +521,7 @@ def _fit(cfg: Config, run: Path, tc: TrainConfig, resume_from: bool, log: loggin
                           loss="categorical_crossentropy",
                           metrics=["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=len(CLASSES))])
         twin = keras.Model(model.inputs, model.outputs, name=model.name)
-    seed = int(tc.seed or 0)
-    augment = Augmentation(**tc.augmentation) if tc.augment else None
-    if tc.pipeline == "paper":
-        train_data = paper_iterator(data.x_train, data.y_train, batch=tc.batch, training=True, seed=seed, augment=augment)
-        val_data = paper_iterator(data.x_val, data.y_val, batch=tc.batch, training=False, seed=seed)
-    else:
-        train_data = make_dataset(data.x_train, data.y_train, batch=tc.batch, training=True, seed=seed, augment=augment,
-                                  balanced=tc.sampling == "balanced")
-        val_data = make_dataset(data.x_val, data.y_val, batch=tc.batch, training=False, seed=seed)
-    steps = -(-len(data.y_train) // tc.batch)
+    train_data, val_data, steps = input_data(data, tc, start_epoch)
     weights = class_weights(data.y_train) if tc.sampling == "class_weight" else None
     early_cls, reduce_cls, monitor_cls, best_cls = _callback_classes()
     early = early_cls(latest.get("early_stopping"), monitor=tc.monitor, mode=MONITORS[tc.monitor], patience=tc.patience)
@@ -522,8 +536,26 @@ def _fit(cfg: Config, run: Path, tc: TrainConfig, resume_from: bool, log: loggin
                          n_train=int(len(data.y_train)), n_val=int(len(data.y_val)))
     if start_epoch < tc.epochs:
         model.fit(train_data, validation_data=val_data, epochs=tc.epochs, initial_epoch=start_epoch,
-                  class_weight=weights, callbacks=callbacks, shuffle=False, verbose=0)
+                  steps_per_epoch=steps if tc.pipeline == "ours" else None, class_weight=weights, callbacks=callbacks,
+                  shuffle=False, verbose=0)
     return _export(run, tc, data, log, progress)
+
+
+def input_data(data: TrainingData, tc: TrainConfig, start_epoch: int = 0) -> tuple[Any, Any, int]:
+    """Training and validation data of the run's pipeline and the batches per epoch, from epoch ``start_epoch + 1`` on.
+
+    With ``--pipeline ours`` the training dataset holds the remaining epochs back to back, each shuffled and
+    augmented from ``(seed, epoch)`` alone, so a resumed run sees exactly the batches an uninterrupted one would.
+    """
+    seed = int(tc.seed or 0)
+    augment = Augmentation(**tc.augmentation) if tc.augment else None
+    steps = -(-len(data.y_train) // tc.batch)
+    if tc.pipeline == "paper":
+        return (paper_iterator(data.x_train, data.y_train, batch=tc.batch, training=True, seed=seed, augment=augment),
+                paper_iterator(data.x_val, data.y_val, batch=tc.batch, training=False, seed=seed), steps)
+    train_data = make_dataset(data.x_train, data.y_train, batch=tc.batch, training=True, seed=seed, augment=augment,
+                              balanced=tc.sampling == "balanced", epochs=range(start_epoch, tc.epochs))
+    return train_data, make_dataset(data.x_val, data.y_val, batch=tc.batch, training=False, seed=seed), steps
 
 
 def _export(run: Path, tc: TrainConfig, data: TrainingData, log: logging.Logger, progress: Progress | None) -> TrainResult:

@@ -9,8 +9,9 @@ import plotly.express as px
 import streamlit as st
 
 from cxr_core.dataset_index import DatasetIndex
-from cxr_core.flags import DECISION_STATES, FLAGS, analyse_all, compute_flags, missing_analyses, review_queue
+from cxr_core.flags import DECISION_STATES, FLAGS, analyse_all, compute_flags, lung_reasons, missing_analyses, review_queue
 from cxr_core.ledger import REASONS, LedgerError, open_ledger
+from cxr_core.lung_cache import describe_lung_flags, lung_flags_version
 from cxr_core.markings import outline_regions
 from cxr_core.thumbnails import thumbnail
 from pages.common import config, load_gray, require_dataset
@@ -39,8 +40,8 @@ st.query_params["reviewer"] = reviewer
 
 
 @st.cache_data(show_spinner="Scoring flags…", max_entries=4)
-def flag_frame(_index: DatasetIndex, home: str, signature: str) -> pd.DataFrame:
-    """Flags of the index (analyses come from the disk cache; cached by work dir and index content)."""
+def flag_frame(_index: DatasetIndex, home: str, signature: str, lungs: str) -> pd.DataFrame:
+    """Flags of the index (analyses come from the disk cache; cached by work dir, index content and lung flags file)."""
     return compute_flags(config(), _index)
 
 
@@ -89,7 +90,7 @@ if missing:
     analyse_all(cfg, index, progress=lambda d, t: bar.progress(d / max(t, 1), text=f"Scoring images {d}/{t}"))
     bar.empty()
 signature = hashlib.sha256("".join(index.frame["sha256"] + index.frame["path"]).encode()).hexdigest()
-frame = flag_frame(index, str(cfg.home), signature)
+frame = flag_frame(index, str(cfg.home), signature, lung_flags_version(cfg))
 latest = ledger.latest()
 states = {sha: d.decision for sha, d in latest.items()}
 
@@ -107,10 +108,15 @@ with st.sidebar:
     sources = st.multiselect("Source", sorted(frame["source"].unique()), key="f-source")
     splits = st.multiselect("Split", ["train", "val", "test"], key="f-split")
     wanted = st.multiselect("Decision state", DECISION_STATES, default=["undecided"], key="f-state")
+    lung_wanted = st.multiselect("Lung segmentation flag", sorted(lung_reasons(frame["lung_flags"]).unique()),
+                                 key="f-lungs", format_func=describe_lung_flags)
+    st.caption(f"Lung segmentation recorded for {int(frame['lung_area'].notna().sum())} of {len(frame)} images; "
+               "`cxr lungs DATA_DIR` records the rest.")
     reason = st.selectbox("Reason for discards", REASONS, key="reason")
     note = st.text_input("Note (optional)", key="note")
 
-queue = review_queue(frame[frame["error"] == ""], states, sort_by, only_flagged, labels, sources, splits, wanted)
+queue = review_queue(frame[frame["error"] == ""], states, sort_by, only_flagged, labels, sources, splits, wanted,
+                     lung_wanted)
 n_pages = max(1, -(-len(queue) // PAGE_SIZE))
 st.session_state["page-no"] = min(st.session_state.get("page-no", 1), n_pages)
 top = st.columns([2, 1, 1, 1, 1])
@@ -132,7 +138,8 @@ for start in range(0, len(shown), COLUMNS):
     for col, row in zip(st.columns(COLUMNS), shown.iloc[start : start + COLUMNS].itertuples(index=False)):
         with col:
             st.image(str(thumbnail(cfg, index.abspath(row.path), row.sha256)), width="stretch",
-                     caption=f"{row.path.rsplit('/', 1)[-1]} · {row.label} · {sort_by} {row.score:.2f} · {row.state}")
+                     caption=f"{row.path.rsplit('/', 1)[-1]} · {row.label} · {sort_by} {row.score:.2f} · {row.state}"
+                     + (f" · lungs: {row.lung_flags}" if row.lung_flags else ""))
             key = widget_key(row.path)
             st.segmented_control("action", TILE_ACTIONS, key=f"act-{key}", label_visibility="collapsed",
                                  on_change=tile_action, args=(key, row.sha256, row.path, reason, note))
@@ -160,6 +167,12 @@ if len(rows):
     right.dataframe(scores, hide_index=True, width="stretch")
     if row["duplicate_of"]:
         right.write(f"Duplicate of `{row['duplicate_of']}`")
+    if row["lung_flags"]:
+        right.warning(f"Lung segmentation: {describe_lung_flags(row['lung_flags'], row['lung_area'])}")
+    elif pd.notna(row["lung_area"]):
+        right.caption(f"Lung segmentation plausible (lung area {row['lung_area']:.0%} of the image).")
+    else:
+        right.caption("Lung segmentation not recorded yet: `cxr lungs DATA_DIR` checks it.")
     current = latest.get(row["sha256"])
     right.write(f"Class {row['label']} · source {row['source']} · split {row['split'] or '-'} · "
                 f"decision: **{current.decision if current else 'none'}**")

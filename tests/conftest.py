@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import signal
@@ -11,7 +13,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -22,6 +24,7 @@ from cxr_core.config import Config
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = Path(os.environ.get("CXR_SAMPLE_DIR", REPO.parent / "shared" / "data" / "cxr-sample")).resolve()
 LUNG_MASKS_DIR = Path(os.environ.get("CXR_LUNG_MASKS_DIR", REPO.parent / "shared" / "data" / "lung-masks")).resolve()
+SHIPPED_LUNGS_DIR = REPO / "models" / "lungs"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -31,6 +34,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
     "--disable-quic",
+    "--no-proxy-server",
 ]
 _SKIPPED_FOR_DATA: list[str] = []
 
@@ -80,6 +84,21 @@ def make_cfg(tmp_path: Path) -> Callable[..., Config]:
     return make
 
 
+@pytest.fixture
+def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[[Path], None]:
+    """Point the app (pages, AppTest) at a data dir of the test's choosing, a private work dir and registry, and
+    the shipped lung segmenter."""
+
+    def set_env(data_dir: Path) -> None:
+        """Set CXR_DATA_DIR to ``data_dir``, CXR_HOME and CXR_MODELS_DIR to the test's tmp dir, CXR_LUNGS_MODEL."""
+        monkeypatch.setenv("CXR_DATA_DIR", str(data_dir))
+        monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
+        monkeypatch.setenv("CXR_MODELS_DIR", str(tmp_path / "models"))
+        monkeypatch.setenv("CXR_LUNGS_MODEL", str(SHIPPED_LUNGS_DIR))
+
+    return set_env
+
+
 def synthetic_xray(rng: np.random.Generator, size: int = 96, covid: bool = False) -> np.ndarray:
     """A crude chest-like image: bright body, two dark lung ellipses, noise; COVID ones get hazy lungs."""
     image = np.full((size, size), 170, np.uint8)
@@ -108,6 +127,32 @@ def write_dataset(root: Path, n_per_class: int = 12, size: int = 96, seed: int =
     return root
 
 
+def dicom_bytes(gray: np.ndarray, photometric: str = "MONOCHROME2", patient_name: str = "Doe^Jane",
+                patient_id: str = "PID-0042") -> bytes:
+    """A 12-bit DICOM file of a grayscale image with patient identifiers; MONOCHROME1 stores inverted values."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    values = gray.astype(np.uint16) * 16
+    if photometric == "MONOCHROME1":
+        values = 4095 - values
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID, ds.Modality = patient_name, patient_id, "DX"
+    ds.Rows, ds.Columns = gray.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = values.tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     """A synthetic 24-image dataset in the Kaggle layout with a manifest (12 patients per class)."""
@@ -121,42 +166,122 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def streamlit_app(tmp_path: Path) -> Iterator[Callable[..., str]]:
-    """Factory that starts ``streamlit run app.py`` on a free localhost port and returns its URL; stopped by PID."""
-    procs: list[subprocess.Popen[bytes]] = []
+def processes_using_home(home: Path) -> list[int]:
+    """PIDs of processes started with ``CXR_HOME=home``: a test's Streamlit server, queue worker and training runs."""
+    target = str(home.resolve())
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            variables = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        values = [v[len(b"CXR_HOME="):].decode(errors="replace") for v in variables if v.startswith(b"CXR_HOME=")]
+        if values and values[0] and str(Path(values[0]).resolve()) == target:
+            pids.append(int(entry.name))
+    return pids
 
-    def start(env: dict[str, str] | None = None, timeout: float = 60.0) -> str:
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def stop_processes_using_home(home: Path, grace: float = 10.0) -> list[int]:
+    """SIGTERM (then after ``grace`` seconds SIGKILL) every process of ``home``, so no training outlives its test."""
+    pids = processes_using_home(home)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        pids = [p for p in pids if _alive(p)]
+        if not pids:
+            break
+    return pids
+
+
+class StreamlitServers:
+    """Starts ``streamlit run app.py`` servers on free localhost ports and stops them and every job they spawned."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        """Servers of one test: logs and default work dir under ``tmp_path``."""
+        self.tmp_path = tmp_path
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.homes: list[Path] = []
+        self.logs: dict[str, Path] = {}
+
+    def __call__(self, env: dict[str, str] | None = None, timeout: float = 90.0) -> str:
+        """Start a server with ``env`` added to the environment and return its URL once healthy; fail fast otherwise."""
         port = _free_port()
-        full_env = {**os.environ, "CXR_HOME": str(tmp_path / "app-home"), **(env or {})}
-        log = open(tmp_path / f"streamlit-{port}.log", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-            cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        procs.append(proc)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        full_env = {**os.environ, "CXR_HOME": str(self.tmp_path / "app-home"),
+                    "CXR_LUNGS_MODEL": str(SHIPPED_LUNGS_DIR), **(env or {})}
+        url, log_path = f"http://127.0.0.1:{port}", self.tmp_path / f"streamlit-{port}.log"
+        self.logs[url] = log_path
+        self.homes.append(Path(full_env["CXR_HOME"]))
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                 "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+                 "--server.fileWatcherType", "none"],
+                cwd=REPO, env=full_env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.procs.append(proc)
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
             if proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited early: {(tmp_path / f'streamlit-{port}.log').read_text()[-2000:]}")
+                pytest.fail(f"streamlit exited with code {proc.returncode} before serving:\n{self.log_tail(url)}",
+                            pytrace=False)
             try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
+                with _DIRECT.open(f"{url}/_stcore/health", timeout=2) as resp:
                     if resp.status == 200:
                         return url
             except OSError:
-                time.sleep(0.5)
-        raise RuntimeError("streamlit did not become healthy in time")
+                pass
+            time.sleep(0.25)
+        pytest.fail(f"streamlit did not answer {url}/_stcore/health within {timeout:.0f} s:\n{self.log_tail(url)}",
+                    pytrace=False)
 
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+    def log_tail(self, url: str, chars: int = 3000) -> str:
+        """The end of the server log of ``url``."""
+        path = self.logs.get(url)
+        return path.read_text(errors="replace")[-chars:] if path and path.exists() else "(no log)"
+
+    def stop(self) -> None:
+        """Stop the servers, then the workers and training runs of their work dirs inside the test's tmp dir."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for home in self.homes:
+            if home.resolve().is_relative_to(self.tmp_path.resolve()):
+                stop_processes_using_home(home)
+        for proc in self.procs:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@pytest.fixture
+def streamlit_app(tmp_path: Path) -> Iterator[StreamlitServers]:
+    """Call it with extra environment to start the app on a free localhost port and get its URL; stopped by PID."""
+    servers = StreamlitServers(tmp_path)
+    try:
+        yield servers
+    finally:
+        servers.stop()
 
 
 @pytest.fixture
@@ -169,12 +294,11 @@ def browser_page(tmp_path: Path) -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, timeout=60_000)
         context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
         page = context.new_page()
         page.set_default_timeout(30_000)
+        page.set_default_navigation_timeout(60_000)
         try:
             yield page
         finally:
@@ -192,3 +316,10 @@ def copy_tree(src: Path, dst: Path) -> Path:
     """Copy a folder (tests that must modify a dataset work on a copy, never on the shared data)."""
     shutil.copytree(src, dst)
     return dst
+
+
+def settle(page: Any, timeout_ms: float = 60_000) -> None:
+    """Wait (bounded) until Streamlit has finished the rerun that the last widget change triggered."""
+    page.wait_for_timeout(300)
+    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(state="attached",
+                                                                                       timeout=timeout_ms)

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import SHIPPED_LUNGS_DIR as SHIPPED_MODEL_DIR
 from conftest import synthetic_xray
 from cxr_core.audit import AuditOptions, image_statistics, run_audit, save_audit, verdict
-from cxr_core.lungs import SHIPPED_MODEL_DIR
 from cxr_core.preprocess import PreprocessConfig
 from cxr_core.registry import load_model, save_model_dir
 

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers_predict import TINY_SIZE, build_tiny_model, train_briefly
+from tiny_models import TINY_SIZE, build_tiny_model, train_briefly
 
 keras = pytest.importorskip("keras")
 
@@ -108,3 +108,30 @@ def test_rescale01_handles_constant_maps() -> None:
     assert rescale01(np.full((4, 4), 3.0)).max() == 0.0
     scaled = rescale01(np.array([[1.0, 3.0]]))
     assert scaled.min() == 0.0 and scaled.max() == 1.0
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_compiled_gradcam_equals_tf_keras_vis_gradcam(real_input, nested: bool) -> None:
+    from cxr_core.explain import ExplainOptions
+
+    model = build_tiny_model(nested=nested) if nested else train_briefly(build_tiny_model())
+    fast = Explainer(model)
+    reference = Explainer(model, ExplainOptions(compiled_gradcam=False))
+    _, model_input = real_input
+    for target in (0, 1):
+        ours, theirs = fast.explain(model_input, target), reference.explain(model_input, target)
+        assert ours.max() > ours.min()
+        np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_compiled_gradcam_equals_tf_keras_vis_on_the_default_model(sample_dir) -> None:
+    from conftest import REPO
+
+    from cxr_core.explain import ExplainOptions
+    from cxr_core.registry import load_model
+
+    loaded = load_model(REPO / "models" / "default")
+    batch = loaded.prepare([read_image(sample_dir / "Normal" / "images" / "Normal-1.png")])
+    fast = Explainer(loaded.model).explain(batch[0], 1)
+    reference = Explainer(loaded.model, ExplainOptions(compiled_gradcam=False)).explain(batch[0], 1)
+    np.testing.assert_allclose(fast, reference, atol=1e-4)

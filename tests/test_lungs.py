@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import SHIPPED_LUNGS_DIR as SHIPPED_MODEL_DIR
 from conftest import synthetic_xray
 from cxr_core.cli import main
 from cxr_core.lungs import (
-    SHIPPED_MODEL_DIR, MaskChecks, bounding_box, count_components, dice, dilate, iou, keep_two_largest, load_segmenter,
+    MaskChecks, bounding_box, count_components, dice, dilate, iou, keep_two_largest, load_segmenter,
     lung_mask, plausibility_flags, segment,
 )
 

@@ -22,18 +22,6 @@ from cxr_core.quality import mean_brightness
 PAGE = str(REPO / "pages" / "2_Normalisation.py")
 
 
-@pytest.fixture
-def page_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """Point the page at a data dir of the test's choosing with a private work dir."""
-
-    def set_env(data_dir: Path) -> None:
-        monkeypatch.setenv("CXR_DATA_DIR", str(data_dir))
-        monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
-        monkeypatch.setenv("CXR_MODELS_DIR", str(tmp_path / "models"))
-
-    return set_env
-
-
 def titles(at: AppTest) -> list[str]:
     """The bold panel titles (original and one per method)."""
     return [m.value.strip("*") for m in at.markdown if m.value.startswith("**") and m.value.endswith("**")]
@@ -45,16 +33,16 @@ def image_captions(at: AppTest) -> list[str]:
 
 
 @pytest.fixture
-def app(page_env, tiny_dataset: Path) -> AppTest:
+def app(app_env, tiny_dataset: Path) -> AppTest:
     """The page, run once on the synthetic dataset."""
-    page_env(tiny_dataset)
+    app_env(tiny_dataset)
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
     return at
 
 
-def test_without_a_dataset_the_page_explains_and_offers_upload(page_env, tmp_path: Path) -> None:
-    page_env(tmp_path / "nowhere")
+def test_without_a_dataset_the_page_explains_and_offers_upload(app_env, tmp_path: Path) -> None:
+    app_env(tmp_path / "nowhere")
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
     assert any("cxr fetch" in w.value and "CXR_DATA_DIR" in w.value for w in at.warning)
@@ -63,8 +51,8 @@ def test_without_a_dataset_the_page_explains_and_offers_upload(page_env, tmp_pat
     assert not at.exception and any("Grid mode needs a dataset" in w.value for w in at.warning)
 
 
-def test_an_uploaded_image_is_read_with_the_shared_reader(page_env, tmp_path: Path) -> None:
-    page_env(tmp_path / "nowhere")
+def test_an_uploaded_image_is_read_with_the_shared_reader(app_env, tmp_path: Path) -> None:
+    app_env(tmp_path / "nowhere")
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     ok, png = cv2.imencode(".png", synthetic_xray(np.random.default_rng(5), size=80))
     at.file_uploader(key="upload").set_value(("mine.png", png.tobytes(), "image/png")).run()
@@ -191,9 +179,9 @@ def test_outline_gray_draws_the_mask_contour_in_green() -> None:
 
 @pytest.mark.data
 def test_lung_mask_roi_blanks_outside_the_lungs_and_outlines_them(
-    page_env, tmp_path: Path, sample_dir: Path, monkeypatch: pytest.MonkeyPatch
+    app_env, tmp_path: Path, sample_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    page_env(tmp_path / "nowhere")
+    app_env(tmp_path / "nowhere")
     recorder = MediaRecorder(monkeypatch)
     sample = sorted((sample_dir / "COVID" / "images").glob("*.png"))[0]
     at = AppTest.from_file(PAGE, default_timeout=120).run()
@@ -226,9 +214,9 @@ def test_lung_mask_roi_blanks_outside_the_lungs_and_outlines_them(
 
 
 def test_without_a_lung_segmenter_the_roi_control_explains_why_it_is_disabled(
-    page_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    app_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    page_env(tmp_path / "nowhere")
+    app_env(tmp_path / "nowhere")
     empty = tmp_path / "no-lungs"
     empty.mkdir()
     monkeypatch.setenv("CXR_LUNGS_MODEL", str(empty))

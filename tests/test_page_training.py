@@ -4,27 +4,32 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
+from playwright.sync_api import Page
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from streamlit.testing.v1 import AppTest
 
-from conftest import REPO, write_dataset
+from conftest import REPO, settle, stop_processes_using_home, write_dataset
 from cxr_core import jobs
 from cxr_core.config import load_config
+from cxr_core.rundir import read_json
 
 METRICS_HEADER = "epoch,loss,accuracy,auc,val_loss,val_accuracy,val_auc,lr,seconds\n"
+START_SECONDS = 180  # a launched run must leave the queue within this
+TRAIN_SECONDS = 420  # a tiny run must finish within this, even on a loaded machine
+PAGE_MS = 120_000  # a page or a widget rerun must render within this
+BROWSER_EPOCHS = 8  # enough epochs for the 3 s live refresh to catch the curve growing
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+def env(app_env: Callable[[Path], None], tmp_path: Path) -> Path:
     """A synthetic 32-image dataset and private work/model dirs, set through the environment."""
-    data = write_dataset(tmp_path / "data", n_per_class=16, size=64)
-    monkeypatch.setenv("CXR_DATA_DIR", str(data))
-    monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("CXR_MODELS_DIR", str(tmp_path / "models"))
+    app_env(write_dataset(tmp_path / "data", n_per_class=16, size=64))
     return tmp_path
 
 
@@ -168,22 +173,45 @@ def test_promote_and_evaluate_a_trained_model(env: Path, trained_run: Callable[[
     assert not history.exception and history.dataframe[0].value["test AUC"].notna().all()
 
 
+def describe_run(run: Path) -> str:
+    """What the job runner knows about a run: its status and job state, then the ends of the worker and run logs."""
+    status, job = jobs.read_status(run), read_json(run / "job.json")
+    worker_log = run.parents[1] / "jobs" / "worker.log"
+    worker = worker_log.read_text(errors="replace")[-1500:] if worker_log.exists() else "(no worker log)"
+    return (f"run {run.name}: status {status['status']} {status.get('note', '')}, job state {job.get('state')}, "
+            f"epoch {status.get('epoch')}/{status.get('epochs')}\n--- worker.log ---\n{worker}\n"
+            f"--- train.log ---\n{jobs.log_tail(run, 30)}")
+
+
+def wait_for_run(run: Path, seconds: float, until: frozenset[str] = jobs.TERMINAL) -> str:
+    """Poll the run's status until it is one of ``until``; fail with the runner's state after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while (status := jobs.read_status(run)["status"]) not in until:
+        if time.monotonic() > deadline:
+            pytest.fail(f"run still {status} after {seconds:.0f} s (waiting for {sorted(until)})\n{describe_run(run)}",
+                        pytrace=False)
+        time.sleep(0.5)
+    return status
+
+
 @pytest.fixture
-def trained_run() -> Callable[[Path], Path]:
+def trained_run() -> Iterator[Callable[[Path], Path]]:
     """Train a real tiny run (64 px, 32 images, 1 epoch) through the job runner and return its run directory."""
+    homes: list[Path] = []
 
     def train(tmp: Path) -> Path:
-        """Launch, wait for the end, and insist on ``done``."""
+        """Launch, wait for the end (bounded), and insist on ``done``."""
         cfg = load_config()
+        homes.append(cfg.home)
         run = jobs.launch(cfg, {"arch": "cxr_net", "epochs": 1, "size": 64, "batch": 8, "method": "none"},
                           jobs.JobOptions(poll_seconds=0.5))
-        deadline = time.monotonic() + 400
-        while jobs.read_status(run)["status"] in ("queued", "running") and time.monotonic() < deadline:
-            time.sleep(1)
-        assert jobs.read_status(run)["status"] == "done", jobs.log_tail(run, 30)
+        wait_for_run(run, START_SECONDS, frozenset({"running"}) | jobs.TERMINAL)
+        assert wait_for_run(run, TRAIN_SECONDS) == "done", describe_run(run)
         return run
 
-    return train
+    yield train
+    for home in homes:
+        stop_processes_using_home(home)
 
 
 POINTS_JS = """() => {
@@ -194,51 +222,88 @@ POINTS_JS = """() => {
 }"""
 
 
+def curve_points(page: Page) -> int:
+    """Points of the longest trace of the page's first Plotly chart (0 before it is drawn), read with a timeout."""
+    return int(page.wait_for_function(f"() => [({POINTS_JS})()]", timeout=30_000).json_value()[0])
+
+
+def see(page: Page, text: str | re.Pattern[str], why: str, timeout: float = PAGE_MS,
+        diagnose: Callable[[], str] = lambda: "") -> None:
+    """Wait for ``text`` on the page; fail saying ``why`` it should be there, with ``diagnose()``, after ``timeout`` ms."""
+    try:
+        page.get_by_text(text).first.wait_for(timeout=timeout)
+    except PlaywrightTimeout:
+        pytest.fail(f"{why}: {text!r} not shown within {timeout / 1000:.0f} s\n{diagnose()}", pytrace=False)
+
+
 @pytest.mark.browser
 @pytest.mark.slow
-def test_train_watch_promote_evaluate_in_chromium(streamlit_app, browser_page, tmp_path: Path) -> None:
+def test_train_watch_promote_evaluate_in_chromium(streamlit_app, browser_page: Page, tmp_path: Path) -> None:
     """Launch a tiny run from the Training page, watch the curve grow without reloading, promote it, evaluate it."""
-    data = write_dataset(tmp_path / "data", n_per_class=16, size=64)
-    url = streamlit_app({"CXR_DATA_DIR": str(data), "CXR_HOME": str(tmp_path / "home"),
-                         "CXR_MODELS_DIR": str(tmp_path / "models")})
+    # 100 images per class make an epoch last about a second on an idle machine, so the 3 s refresh sees the curve grow
+    data, home = write_dataset(tmp_path / "data", n_per_class=100, size=64), tmp_path / "home"
+    url = streamlit_app({"CXR_DATA_DIR": str(data), "CXR_HOME": str(home), "CXR_MODELS_DIR": str(tmp_path / "models")})
+
+    def server_log() -> str:
+        """The alerts on the page and the end of the server log."""
+        alerts = "\n".join(page.locator('[data-testid="stAlert"]').all_inner_texts())
+        return f"--- alerts ---\n{alerts}\n--- streamlit log ---\n{streamlit_app.log_tail(url)}"
+
     page = browser_page
     page.goto(f"{url}/Training")
-    page.get_by_text("New run").wait_for(timeout=120_000)
-    for label, value in (("Image size (px)", "64"), ("Epochs", "6"), ("Batch size", "4")):
+    see(page, "New run", "the Training page did not render", diagnose=server_log)
+    form = {"size": ("Image size (px)", 64), "epochs": ("Epochs", BROWSER_EPOCHS), "batch": ("Batch size", 4)}
+    for label, value in form.values():
         field = page.get_by_label(label, exact=True)
-        field.fill(value)
+        field.fill(str(value))
         field.press("Enter")
-        page.wait_for_timeout(1500)
+        settle(page, PAGE_MS)
     page.get_by_role("button", name="Launch training").click()
-    page.get_by_text("launched").wait_for(timeout=60_000)
+    see(page, re.compile(r"launched\.|Not launched"), "the launch got no answer", diagnose=server_log)
+    assert page.get_by_text("Not launched").count() == 0, server_log()
+    runs = sorted((home / "runs").iterdir())
+    assert len(runs) == 1, f"one launch should make one run, found {[r.name for r in runs]}"
+    run = runs[0]
+    request = json.loads((run / "job.json").read_text())["request"]
+    assert {key: request.get(key) for key in form} == {key: value for key, (_, value) in form.items()}, (
+        f"the form values did not reach the job: {request}")
+    wait_for_run(run, START_SECONDS, frozenset({"running"}) | jobs.TERMINAL)
     page.evaluate("() => { window.__not_reloaded = true; }")
     seen: list[int] = []
-    deadline = time.monotonic() + 400
-    while time.monotonic() < deadline and len({p for p in seen if p > 0}) < 2:
-        seen.append(int(page.evaluate(POINTS_JS)))
+    deadline = time.monotonic() + TRAIN_SECONDS
+    while len({p for p in seen if p > 0}) < 2:
+        status = jobs.read_status(run)["status"]
+        seen.append(curve_points(page))
+        if status in jobs.TERMINAL or time.monotonic() > deadline:
+            break
         page.wait_for_timeout(500)
-    growing = sorted(set(p for p in seen if p > 0))
-    assert len(growing) >= 2, f"the curve did not gain points live: {growing}"
+    growing = sorted({p for p in seen if p > 0})
+    assert len(growing) >= 2, f"the curve did not gain points live: {growing}\n{describe_run(run)}"
     assert page.evaluate("() => window.__not_reloaded === true")
     running_in_old_tab = page.get_by_text("🟢 running").count() > 0
     fresh = page.context.new_page()
     page.close()
     page = fresh
+    assert wait_for_run(run, TRAIN_SECONDS) == "done", describe_run(run)
     page.goto(f"{url}/Training")
-    page.get_by_text("✅ done").wait_for(timeout=400_000)
-    page.wait_for_timeout(4000)
-    assert int(page.evaluate(POINTS_JS)) == 6, "the reopened tab does not show all six epochs"
+    see(page, "✅ done", "the reopened Training page does not show the finished run",
+        diagnose=lambda: describe_run(run) + "\n" + server_log())
+    try:
+        page.wait_for_function(f"() => ({POINTS_JS})() === {BROWSER_EPOCHS}", timeout=60_000)
+    except PlaywrightTimeout:
+        pytest.fail(f"the reopened tab shows {curve_points(page)} epochs, not all {BROWSER_EPOCHS}", pytrace=False)
     page.get_by_role("link", name="Run history").click()
-    page.get_by_label("Model name").wait_for(timeout=60_000)
+    page.get_by_label("Model name").wait_for(timeout=PAGE_MS)
     page.get_by_label("Model name").fill("browser-tiny")
     page.get_by_label("Model name").press("Enter")
-    page.wait_for_timeout(1000)
+    settle(page, PAGE_MS)
     page.get_by_role("button", name="Promote").click()
-    page.get_by_text("Registered as").wait_for(timeout=60_000)
+    see(page, "Registered as", "promotion was not confirmed", diagnose=server_log)
     page.get_by_role("link", name="Evaluation").first.click()
-    page.get_by_text("Metrics on").wait_for(timeout=180_000)
+    see(page, "Metrics on", "the Evaluation page did not evaluate the promoted model", timeout=180_000,
+        diagnose=server_log)
     assert page.get_by_text("browser-tiny").first.is_visible()
-    page.get_by_text("Model card").first.wait_for(timeout=180_000)
+    see(page, "Model card", "the Evaluation page shows no model card", diagnose=server_log)
     assert page.locator(".js-plotly-plot").count() >= 3
     print(f"curve points seen while training: {growing}; still running when the tab closed: {running_in_old_tab}")
 

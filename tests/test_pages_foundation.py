@@ -11,18 +11,6 @@ from streamlit.testing.v1 import AppTest
 from conftest import REPO
 
 
-@pytest.fixture
-def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """Point the app at a data dir of the test's choosing with a private work dir."""
-
-    def set_env(data_dir: Path) -> None:
-        monkeypatch.setenv("CXR_DATA_DIR", str(data_dir))
-        monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
-        monkeypatch.setenv("CXR_MODELS_DIR", str(tmp_path / "models"))
-
-    return set_env
-
-
 @pytest.mark.parametrize("page", ["pages/home.py", "pages/1_Dataset.py"])
 def test_pages_without_a_dataset_explain_how_to_get_one(app_env, tmp_path: Path, page: str) -> None:
     app_env(tmp_path / "nowhere")

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers_predict import dicom_bytes, make_model_dir
+from conftest import dicom_bytes
+from tiny_models import make_model_dir
 
 from cxr_core.cli import main
 from cxr_core.explain import Explainer

@@ -14,7 +14,8 @@ from cxr_core.registry import (
     RegistryError, default_model, default_model_dir, list_models, load_model, model_version, register_model,
     save_model_dir, set_default,
 )
-from tiny_models import tiny_model, tiny_model_dir
+from tiny_models import build_tiny_model as tiny_model
+from tiny_models import tiny_model_dir
 
 
 def _images(n: int = 3, seed: int = 0) -> list[np.ndarray]:

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from cxr_core.lungs import SHIPPED_MODEL_DIR, bounding_box, dilate
+from conftest import SHIPPED_LUNGS_DIR as SHIPPED_MODEL_DIR
+from cxr_core.lungs import bounding_box, dilate
 from cxr_core.normalise import normalise
 from cxr_core.preprocess import ROI_DILATION, ROI_MARGIN, PreprocessConfig, PreprocessError, resize
 

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from cxr_core.cli import CliError
+from cxr_core.cli import CliError, index_or_fail
 from cxr_core.config import Config
-from cxr_core.dataset_index import DatasetError, load_index
 from cxr_core.eval_report import write_report
 from cxr_core.evaluation import SPLIT_CHOICES, EvaluationError, evaluate
 from cxr_core.metrics import DEFAULT_BOOTSTRAP
+from cxr_core.progress import ProgressBar
 from cxr_core.registry import RegistryError, default_model_dir, load_model
 
 
@@ -69,19 +66,6 @@ def format_result(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _progress_bar(desc: str) -> tuple[tqdm, Any]:
-    """A tqdm bar on stderr and a ``progress(done, total)`` callback updating it."""
-    bar = tqdm(total=0, unit="img", desc=desc, disable=None, leave=False, file=sys.stderr)
-
-    def progress(done: int, total: int) -> None:
-        """Move the bar."""
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    return bar, progress
-
-
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Load the model, evaluate it, optionally run leave-one-source-out, write the report and print the result."""
     model_dir = args.model or default_model_dir(cfg)
@@ -92,20 +76,18 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         raise CliError(f"no dataset at {data_dir}: run `cxr fetch` or pass --data DIR")
     if args.bootstrap < 100:
         raise CliError("--bootstrap must be at least 100")
-    bar, progress = _progress_bar("predicting")
-    try:
-        model = load_model(model_dir)
-        index = load_index(cfg, data_dir)
-        result = evaluate(model, index, args.split, cfg=cfg, n_boot=args.bootstrap, progress=progress)
-        if args.leave_one_source_out:
-            from cxr_core.loso import LosoOptions, leave_one_source_out
+    with ProgressBar("predicting") as progress:
+        try:
+            model = load_model(model_dir)
+            index = index_or_fail(cfg, data_dir)
+            result = evaluate(model, index, args.split, cfg=cfg, n_boot=args.bootstrap, progress=progress)
+            if args.leave_one_source_out:
+                from cxr_core.loso import LosoOptions, leave_one_source_out
 
-            options = LosoOptions.for_model(model, size=args.loso_size, epochs=args.loso_epochs)
-            result["leave_one_source_out"] = leave_one_source_out(cfg, index, options, model_dir=model.path)
-    except (RegistryError, DatasetError, EvaluationError, ValueError) as exc:
-        raise CliError(str(exc).splitlines()[0]) from exc
-    finally:
-        bar.close()
+                options = LosoOptions.for_model(model, size=args.loso_size, epochs=args.loso_epochs)
+                result["leave_one_source_out"] = leave_one_source_out(cfg, index, options, model_dir=model.path)
+        except (RegistryError, EvaluationError, ValueError) as exc:
+            raise CliError(str(exc).splitlines()[0]) from exc
     if not args.no_write:
         try:
             result["report_dir"] = str(write_report(model.path, result))

@@ -37,8 +37,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     for name in FLAGS:
         hits = frame[flagged(frame, name)].sort_values(name, ascending=False)
         top[name] = [
-            {"path": p, "score": round(float(s), 4), **({"duplicate_of": d} if name == "duplicate" else {})}
-            for p, s, d in zip(hits["path"], hits[name], hits["duplicate_of"])
+            {"path": p, "score": round(float(s), 4), **({"duplicate_of": d} if name == "duplicate" else {}),
+             **({"reason": r} if name == "lungs" else {})}
+            for p, s, d, r in zip(hits["path"], hits[name], hits["duplicate_of"], hits["lung_flags"])
         ]
     if args.json:
         print(json.dumps({**summary, "data_dir": str(index.data_dir), "flagged": top}))
@@ -48,5 +49,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         print(f"{name:>14}: {summary['flags'][name]:5d}  (score >= {flag.threshold}: {flag.summary})")
         for item in top[name][: args.top]:
             extra = f" (of {item['duplicate_of']})" if "duplicate_of" in item else ""
+            extra += f" ({item['reason']})" if "reason" in item else ""
             print(f"{'':>16}{item['score']:.2f} {item['path']}{extra}")
+    print(f"lung segmentation recorded for {summary['lung_segmentation']['checked']} of {summary['images']} images "
+          "(`cxr lungs DATA_DIR` records the rest)")
     return 0

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("lungs", help="segment the lung fields of every image under a folder (masks cached, failures flagged)")
     p.add_argument("dir", type=Path, help="a dataset folder or any folder of images")
     p.add_argument("--out", type=Path, help="also write 0/255 PNG masks here, same relative paths, input size")
-    p.add_argument("--model", type=Path, help="segmenter dir (default $CXR_LUNGS_MODEL or models/lungs)")
+    p.add_argument("--model", type=Path, help="segmenter dir (default $CXR_LUNGS_MODEL, else <models dir>/lungs)")
     p.add_argument("--json", action="store_true", help="print one JSON summary object")
     p.set_defaults(handler=run)
 

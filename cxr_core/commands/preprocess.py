@@ -6,14 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from tqdm import tqdm
-
 from cxr_core.batch_preprocess import PreprocessReport, preprocess_dataset
-from cxr_core.cli import CliError
+from cxr_core.cli import CliError, index_or_fail
 from cxr_core.config import Config
-from cxr_core.dataset_index import DatasetError, load_index
 from cxr_core.normalise import METHODS, NormaliseError, describe, parse_params
 from cxr_core.preprocess import INTERPOLATIONS, RESIZE_POLICIES, PreprocessConfig, PreprocessError
+from cxr_core.progress import ProgressBar
 
 MAX_LISTED = 20
 
@@ -69,21 +67,12 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         config = PreprocessConfig(args.method, params, args.size, args.resize, args.interpolation)
     except (NormaliseError, PreprocessError) as exc:
         raise CliError(str(exc)) from exc
-    bar = tqdm(total=0, unit="img", desc="indexing", disable=None, leave=False)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    try:
-        index = load_index(cfg, args.data_dir, progress=progress)
-        bar.reset(total=len(index.images()))
-        bar.set_description("preprocess")
-        report = preprocess_dataset(cfg, config, index, workers=args.workers, progress=progress)
-    except (DatasetError, PreprocessError) as exc:
-        raise CliError(str(exc)) from exc
-    finally:
-        bar.close()
+    with ProgressBar("indexing") as progress:
+        index = index_or_fail(cfg, args.data_dir, progress)
+        progress.stage("preprocess", total=len(index.images()))
+        try:
+            report = preprocess_dataset(cfg, config, index, workers=args.workers, progress=progress)
+        except PreprocessError as exc:
+            raise CliError(str(exc)) from exc
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
     return 0

@@ -1,0 +1,18 @@
+"""Loading the small helper models (lung segmenter, markings net) from ``.keras`` files, safely."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def load_keras_safely(path: Path, error: type[Exception], what: str, hint: str) -> Any:
+    """Load ``path`` in Keras safe mode (no arbitrary code); a missing or unloadable file raises ``error`` in one line."""
+    if not path.is_file():
+        raise error(f"no {what} at {path}: {hint}")
+    import keras
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - any load failure becomes one clear line
+        raise error(f"cannot load {what} {path}: {exc}") from exc
