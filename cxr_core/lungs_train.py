@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from cxr_core.lungs import CARD_FILE, MODEL_FILE, LungSegmenter, dice, iou
+from cxr_core.progress import epoch_budget_callback
 
 SOURCE_NOTES = {
     "jsrt": "JSRT adult PA films with SCR masks: lung only, the mask follows the heart and diaphragm borders.",
@@ -195,40 +195,6 @@ def dice_score(y_true: Any, y_pred: Any) -> Any:
     return (2.0 * inter + 1.0) / (total + 1.0)
 
 
-def _progress_callback(epochs: int, deadline: float, log: Callable[[str], None]) -> Any:
-    """A callback with a tqdm epoch bar on stderr that also stops training at the wall-time deadline."""
-    import keras
-    from tqdm import tqdm
-
-    class Progress(keras.callbacks.Callback):
-        """Epoch progress bar, per-epoch log line, wall-time stop."""
-
-        def on_train_begin(self, logs: dict | None = None) -> None:
-            """Open the bar."""
-            self.bar = tqdm(total=epochs, desc="train-lungs", unit="epoch", file=sys.stderr)
-            self.started = time.monotonic()
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            """Advance the bar, log the metrics and stop at the deadline."""
-            logs = logs or {}
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{logs.get('loss', 0):.3f}", val_dice=f"{logs.get('val_dice_score', 0):.3f}")
-            log(
-                f"epoch {epoch + 1}: loss {logs.get('loss', 0):.4f} dice {logs.get('dice_score', 0):.4f} "
-                f"val_loss {logs.get('val_loss', 0):.4f} val_dice {logs.get('val_dice_score', 0):.4f} "
-                f"({time.monotonic() - self.started:.0f} s)"
-            )
-            if time.time() > deadline:
-                log("wall-time budget reached: stopping")
-                self.model.stop_training = True
-
-        def on_train_end(self, logs: dict | None = None) -> None:
-            """Close the bar."""
-            self.bar.close()
-
-    return Progress()
-
-
 def train_segmenter(
     data_dir: str | Path, out_dir: str | Path, cfg: LungTrainConfig = LungTrainConfig(), log: Callable[[str], None] = print
 ) -> dict[str, Any]:
@@ -250,7 +216,8 @@ def train_segmenter(
     started = time.time()
     callbacks = [
         keras.callbacks.EarlyStopping("val_dice_score", mode="max", patience=cfg.patience, restore_best_weights=True),
-        _progress_callback(cfg.epochs, started + cfg.max_minutes * 60, log),
+        epoch_budget_callback(cfg.epochs, started + cfg.max_minutes * 60, log, "train-lungs",
+                              ("loss", "dice_score", "val_loss", "val_dice_score")),
     ]
     history = model.fit(
         _batches(_model_inputs(train.images, cfg.size), _model_masks(train.masks, cfg.size), cfg),

@@ -56,7 +56,7 @@ class MarkingsOptions:
     combine: str = "classical"
     cell_threshold: float = 0.5
     model_dir: str | None = None
-    model_digest: str = field(default_factory=model_digest)
+    model_digest: str = ""
     evidence: dict[str, float] = field(
         default_factory=lambda: {
             "rectangle": 1.0, "text box": 1.0, "arrow": 0.55, "text": 0.6, "symbol": 0.35, "glyph": 0.3, "blob": 0.12,
@@ -64,9 +64,11 @@ class MarkingsOptions:
     )
 
     def __post_init__(self) -> None:
-        """Reject an unknown combination rule."""
+        """Reject an unknown combination rule; with the net in use, record its file's digest (keys cached scores)."""
         if self.combine not in COMBINE_RULES:
             raise ValueError(f"unknown markings combination rule {self.combine!r} (use one of {', '.join(COMBINE_RULES)})")
+        if self.combine != "classical" and not self.model_digest:
+            object.__setattr__(self, "model_digest", model_digest(self.model_dir))
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from cxr_core.atomic import write_json_atomic, write_text_atomic
 from cxr_core.imaging import ImageReadError, read_image
 from cxr_core.markings_net import CARD_FILE, MODEL_FILE, STRIDE, MarkingsNet, build_net
 from cxr_core.markings_synth import PAINTERS, OverlayOptions, Painter, draw_overlays
+from cxr_core.progress import epoch_budget_callback
 
 LABELS_FILE = "markings.csv"
 
@@ -226,24 +227,6 @@ def summarise_scores(scores: np.ndarray, labels: np.ndarray, kinds: list[str], t
     }
 
 
-def _progress(epochs: int, deadline: float, log: Callable[[str], None]) -> Any:
-    """A callback that logs each epoch and stops at the wall-time deadline."""
-    import keras
-
-    class Progress(keras.callbacks.Callback):
-        """Per-epoch log line and wall-time stop."""
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            """Log the loss and stop at the deadline."""
-            logs = logs or {}
-            log(f"epoch {epoch + 1}/{epochs}: loss {logs.get('loss', 0):.4f} val_loss {logs.get('val_loss', 0):.4f}")
-            if time.time() > deadline:
-                log("wall-time budget reached: stopping")
-                self.model.stop_training = True
-
-    return Progress()
-
-
 def train_markings_net(data_dir: str | Path, out_dir: str | Path, cfg: MarkingsTrainConfig = MarkingsTrainConfig(),
                        log: Callable[[str], None] = print, backgrounds: Backgrounds | None = None) -> dict[str, Any]:
     """Train on synthetic overlays, validate on held-out patients, save ``model.keras`` + card; returns the card."""
@@ -260,7 +243,7 @@ def train_markings_net(data_dir: str | Path, out_dir: str | Path, cfg: MarkingsT
     x_val, y_val = make_batch(bg.normal_val, bg.covid[:0], max(cfg.batch, cfg.val_samples // 2),
                               np.random.default_rng(cfg.seed + 2), cfg)
     started = time.time()
-    progress = _progress(cfg.epochs, started + cfg.max_minutes * 60, log)
+    progress = epoch_budget_callback(cfg.epochs, started + cfg.max_minutes * 60, log, "train-markings")
     epochs_run = 0
     for epoch in range(cfg.epochs):
         x, y = make_batch(bg.normal_train, bg.covid, cfg.samples_per_epoch, rng, cfg)

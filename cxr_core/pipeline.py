@@ -228,7 +228,9 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, *, batch: int, training
         return x, y
 
     plain_load = tf.autograph.experimental.do_not_convert(load)
-    return keys.flat_map(epoch_batches).map(plain_load, num_parallel_calls=autotune).prefetch(autotune)
+    n_batches = (1 if epochs is None else len(epochs)) * -(-len(labels) // batch)
+    batches = keys.flat_map(epoch_batches).apply(tf.data.experimental.assert_cardinality(n_batches))
+    return batches.map(plain_load, num_parallel_calls=autotune).prefetch(autotune)
 
 
 def paper_iterator(images: np.ndarray, labels: np.ndarray, *, batch: int, training: bool, seed: int,

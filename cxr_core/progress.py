@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
+from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
@@ -32,3 +34,39 @@ class ProgressBar:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         """Close the bar."""
         self.bar.close()
+
+
+def epoch_budget_callback(epochs: int, deadline: float, log: Callable[[str], None], desc: str,
+                          keys: Sequence[str] = ("loss", "val_loss")) -> Any:
+    """A Keras callback: a tqdm epoch bar on stderr, one ``log`` line per epoch with ``keys`` of the epoch's logs,
+    and a stop once ``time.time()`` passes ``deadline`` (the wall-time budget)."""
+    import keras
+
+    class EpochBudget(keras.callbacks.Callback):
+        """Epoch progress bar, per-epoch log line, wall-time stop; also across one-epoch ``fit`` calls in a loop."""
+
+        def __init__(self) -> None:
+            """Start the clock; the bar opens at the first epoch's end."""
+            super().__init__()
+            self.bar: tqdm | None = None
+            self.started = time.monotonic()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            """Advance the bar, log the metrics and stop at the deadline."""
+            logs = logs or {}
+            if self.bar is None:
+                self.bar = tqdm(total=epochs, desc=desc, unit="epoch", disable=None, leave=False)
+            self.bar.n = epoch + 1
+            self.bar.refresh()
+            values = " ".join(f"{key} {logs.get(key, 0):.4f}" for key in keys)
+            log(f"epoch {epoch + 1}/{epochs}: {values} ({time.monotonic() - self.started:.0f} s)")
+            if time.time() > deadline:
+                log("wall-time budget reached: stopping")
+                self.model.stop_training = True
+
+        def on_train_end(self, logs: dict | None = None) -> None:
+            """Close the bar when training is over (last epoch reached or stopped)."""
+            if self.bar is not None and (self.bar.n >= epochs or self.model.stop_training):
+                self.bar.close()
+
+    return EpochBudget()
