@@ -3,10 +3,11 @@
 An :class:`Explainer` is built once per model (cloning the model with a linear output costs 30-650 ms) and then
 explains any number of inputs. Every method runs on that clone (tf-keras-vis ``ReplaceToLinear`` on the softmax
 output): gradients of logits for the CAMs, and Score-CAM's own softmax over the logits gives the model's
-probabilities. Grad-CAM, the default, runs by default as one graph-compiled function with tf-keras-vis' ``Gradcam``
+probabilities. Grad-CAM, the default method, runs as one graph-compiled function with tf-keras-vis' ``Gradcam``
 maths (mean gradient per channel, weighted sum, ReLU): tf-keras-vis rebuilds a Keras model and runs eagerly on
-every call, which costs about 30 ms per image here; ``ExplainOptions(compiled_gradcam=False)`` uses tf-keras-vis
-itself, and a test holds the two equal. Heatmaps are float32 in [0, 1]; :func:`to_original_shape` maps one from the model's
+every call, about 100 ms per image here against 6 ms compiled (``bench/predict.py``);
+``ExplainOptions(compiled_gradcam=False)`` uses tf-keras-vis itself, and a test holds the two equal.
+Heatmaps are float32 in [0, 1]; :func:`to_original_shape` maps one from the model's
 input square back onto the original image, undoing the ``squash`` or ``pad`` resize policy.
 """
 
