@@ -1,7 +1,8 @@
-"""Loading the small helper models (lung segmenter, markings net) from ``.keras`` files, safely."""
+"""Keras model files: atomic saving, and safe loading of the small helper models (lung segmenter, markings net)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,3 +17,10 @@ def load_keras_safely(path: Path, error: type[Exception], what: str, hint: str) 
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - any load failure becomes one clear line
         raise error(f"cannot load {what} {path}: {exc}") from exc
+
+
+def save_keras_atomically(model: Any, path: Path) -> None:
+    """Save a Keras model to ``path`` atomically (Keras needs the ``.keras`` suffix on the temp name)."""
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
+    model.save(tmp)
+    os.replace(tmp, path)

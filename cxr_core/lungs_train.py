@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from cxr_core.keras_files import save_keras_atomically
 from cxr_core.lungs import CARD_FILE, MODEL_FILE, LungSegmenter, dice, iou
 from cxr_core.progress import epoch_budget_callback
 
@@ -226,9 +226,7 @@ def train_segmenter(
     seconds = time.time() - started
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{MODEL_FILE}.tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, out / MODEL_FILE)
+    save_keras_atomically(model, out / MODEL_FILE)
     metrics = evaluate_segmenter(LungSegmenter(model, cfg.size), val)
     card = {
         "name": "lungs",

@@ -25,7 +25,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from cxr_core.markings_net import cell_regions, load_markings_net, model_digest
+from cxr_core.markings_net import cell_regions, gray_uint8, load_markings_net, model_digest
 
 Region = tuple[int, int, int, int]
 COMBINE_RULES = ("max", "noisy-or", "learned", "classical")
@@ -252,9 +252,7 @@ def _text_boxes(work: np.ndarray, opt: MarkingsOptions) -> list[tuple[str, Regio
 
 def classical_markings(gray: np.ndarray, options: MarkingsOptions = DEFAULT_OPTIONS) -> MarkingsResult:
     """The classical detector alone: score a 2-D uint8 X-ray and return the objects that contributed."""
-    if gray.ndim != 2 or gray.size == 0:
-        raise ValueError(f"expected a non-empty 2-D grayscale image, got shape {gray.shape}")
-    gray = gray if gray.dtype == np.uint8 else np.clip(gray, 0, 255).astype(np.uint8)
+    gray = gray_uint8(gray)
     scale = min(1.0, options.work_size / max(gray.shape))
     work = cv2.resize(gray, (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale))),
                       interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)

@@ -55,11 +55,16 @@ def build_net(size: int = 256, width: int = 32) -> Any:
     return keras.Model(inputs, outputs, name="markings_net")
 
 
-def prepare(gray: np.ndarray, size: int) -> np.ndarray:
-    """The net's input: a 2-D image squashed to ``size`` (uint8 values as float32, shape (size, size, 1))."""
+def gray_uint8(gray: np.ndarray) -> np.ndarray:
+    """A non-empty 2-D image as uint8 (other dtypes clipped to 0-255); ValueError for anything else."""
     if gray.ndim != 2 or gray.size == 0:
         raise ValueError(f"expected a non-empty 2-D grayscale image, got shape {gray.shape}")
-    gray = gray if gray.dtype == np.uint8 else np.clip(gray, 0, 255).astype(np.uint8)
+    return gray if gray.dtype == np.uint8 else np.clip(gray, 0, 255).astype(np.uint8)
+
+
+def prepare(gray: np.ndarray, size: int) -> np.ndarray:
+    """The net's input: a 2-D image squashed to ``size`` (uint8 values as float32, shape (size, size, 1))."""
+    gray = gray_uint8(gray)
     small = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA if max(gray.shape) > size else cv2.INTER_LINEAR)
     return small.astype(np.float32)[..., None]
 

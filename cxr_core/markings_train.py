@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from sklearn.metrics import roc_auc_score
 
 from cxr_core.atomic import write_json_atomic, write_text_atomic
 from cxr_core.imaging import ImageReadError, read_image
+from cxr_core.keras_files import save_keras_atomically
 from cxr_core.markings_net import CARD_FILE, MODEL_FILE, STRIDE, MarkingsNet, build_net
 from cxr_core.markings_synth import PAINTERS, OverlayOptions, Painter, draw_overlays
 from cxr_core.progress import epoch_budget_callback
@@ -255,9 +255,7 @@ def train_markings_net(data_dir: str | Path, out_dir: str | Path, cfg: MarkingsT
     seconds = time.time() - started
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{MODEL_FILE}.tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, out / MODEL_FILE)
+    save_keras_atomically(model, out / MODEL_FILE)
     net = MarkingsNet(model)
     val = validation_set(bg, cfg)
     scores = np.array([c.max() for c in net.cells_batch(val["images"])])

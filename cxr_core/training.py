@@ -27,6 +27,7 @@ import pandas as pd
 from cxr_core import __version__, rundir
 from cxr_core.architectures import CLASSES, build_model, get_architecture
 from cxr_core.config import Config
+from cxr_core.keras_files import save_keras_atomically
 from cxr_core.pipeline import (Augmentation, class_weights, labels_of, load_arrays, make_dataset, paper_iterator,
                                select_images)
 from cxr_core.preprocess import PreprocessConfig
@@ -338,7 +339,7 @@ def _callback_classes() -> tuple[type, type, type, type]:
             self.pending_best = better
             if better:
                 self.best_score, self.best_epoch, self.best_val_auc = score, epoch + 1, _float(logs.get("val_auc"))
-            _save_keras(self.model, self.run_dir / rundir.CHECKPOINTS / "latest.keras")
+            save_keras_atomically(self.model, self.run_dir / rundir.CHECKPOINTS / "latest.keras")
             self.pending_row = row
 
         def commit(self) -> None:
@@ -372,7 +373,7 @@ def _callback_classes() -> tuple[type, type, type, type]:
         def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
             """Save the best checkpoint when this epoch was the best so far, then let the monitor commit the epoch."""
             if self.monitor.pending_best:
-                _save_keras(self.monitor.export_twin, self.monitor.run_dir / rundir.CHECKPOINTS / "best.keras")
+                save_keras_atomically(self.monitor.export_twin, self.monitor.run_dir / rundir.CHECKPOINTS / "best.keras")
             self.monitor.commit()
 
     return ResumableEarlyStopping, ResumableReduceLR, RunMonitor, BestSaver
@@ -392,13 +393,6 @@ def _float(value: Any) -> float | None:
 def _fmt(value: Any) -> str:
     """Short formatting of a metric value for the log."""
     return "nan" if value is None else f"{value:.4g}"
-
-
-def _save_keras(model: Any, path: Path) -> None:
-    """Save a Keras model to ``path`` atomically (Keras needs the ``.keras`` suffix on the temp name)."""
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
 
 
 def _logger(run_dir: Path) -> logging.Logger:
