@@ -267,10 +267,11 @@ def _real_train_available() -> bool:
 
 @pytest.mark.slow
 def test_real_tiny_run_queued_running_done_kill_resume(tmp_path: Path, make_cfg: Callable[..., Config]) -> None:
-    """The real ``cxr train`` (64 px, 32 images, 2 epochs): queued -> running -> done, then kill -9 and resume."""
+    """The real ``cxr train`` (64 px, 120 images, 2 epochs): queued -> running -> done, then kill -9 and resume."""
     if not _real_train_available():
         pytest.skip("cxr train is not registered yet")
-    data = write_dataset(tmp_path / "data", n_per_class=16, size=64)
+    # 60 images per class: an epoch lasts long enough on an idle machine for the poll below to see one metrics row
+    data = write_dataset(tmp_path / "data", n_per_class=60, size=64)
     cfg = make_cfg(data_dir=data)
     opts = jobs.JobOptions(poll_seconds=0.5)
     request = {"arch": "cxr_net", "epochs": 2, "size": 64, "batch": 8, "method": "none"}
@@ -281,7 +282,7 @@ def test_real_tiny_run_queued_running_done_kill_resume(tmp_path: Path, make_cfg:
     while state(run) not in jobs.TERMINAL and time.monotonic() < deadline:
         seen.append(state(run))
         rows.append(metric_rows(run))
-        time.sleep(0.3)
+        time.sleep(0.1)
     assert state(run) == "done", jobs.log_tail(run, 30)
     assert "running" in seen and metric_rows(run) == 2 and 1 in rows
     killed = jobs.launch(cfg, {**request, "epochs": 3}, opts)
