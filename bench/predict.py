@@ -146,7 +146,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Machine: {result['machine']['cpu_model']}, {result['machine']['usable_cores']} usable cores; "
         f"load average {result['load_average_start']} at start, {result['load_average_end']} at end "
-        "(other engineers' jobs share these cores, so absolute times are pessimistic). "
+        "(nothing else of ours ran during it; a load average near 1 is this benchmark itself). "
         f"TensorFlow {result['versions']['tensorflow']}, Keras {result['versions']['keras']}, "
         f"tf-keras-vis {result['versions']['tf_keras_vis']}. {result['n_images']} sample images, "
         "one warm-up call per method not timed.",

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -72,8 +73,10 @@ def _vm_hwm_kb(pid: int) -> int:
 
 
 def run_training(name: str, args: list[str], env: dict[str, str], runs: Path) -> dict[str, Any]:
-    """Run ``cxr train ARGS --run-dir runs/NAME --json`` and return its summary plus wall time and peak RSS."""
+    """Run ``cxr train ARGS --run-dir runs/NAME --json`` (replacing an earlier benchmark's run of that name) and return
+    its summary plus wall time and peak RSS."""
     run_dir = runs / name
+    shutil.rmtree(run_dir, ignore_errors=True)
     cmd = [sys.executable, "-m", "cxr_core", "train", *args, "--run-dir", str(run_dir), "--json"]
     print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(args)}", file=sys.stderr, flush=True)
     start = time.monotonic()
@@ -179,7 +182,7 @@ def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = ["# Training benchmarks", "",
              f"Machine: {m.get('cpu_model')}, {m.get('usable_cores', m.get('cores'))} usable cores, load average at start "
-             f"{result['load_average_start']}, shared with other jobs during the run. Dataset: {result['data']}; "
+             f"{result['load_average_start']} (see the notes for what else ran). Dataset: {result['data']}; "
              f"test split {result.get('n_test', '?')} images (patient-grouped).", "",
              f"**Budget (reduced, honest):** {result['budget']}", ""]
     runs = result.get("runs", {})

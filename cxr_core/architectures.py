@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     import keras
+    import numpy as np
 
 CLASSES = ("COVID", "Normal")
 WEIGHTS_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications"
@@ -217,7 +218,8 @@ def _conv_bn_relu(x: keras.KerasTensor, filters: int, name: str, separable: bool
     """(Separable) 3x3 convolution without bias, batch normalisation, ReLU.
 
     BN momentum 0.9: pre-BN variances here are ~1e-3, so with Keras' 0.99 (or 0.95) the moving variance, initialised
-    to 1, needs hundreds of steps to converge and inference-mode outputs stay constant for the first epochs.
+    to 1, needs hundreds of steps to converge and inference-mode outputs stay constant for the first epochs (training
+    also recomputes them before each validation: :func:`set_batchnorm_statistics`).
     """
     from keras import layers
 
@@ -287,3 +289,26 @@ def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
     for layer in model.layers:
         found.extend(_all_layers(layer) if isinstance(layer, keras.Model) else [layer])
     return found
+
+
+def set_batchnorm_statistics(model: keras.Model, images: np.ndarray, batch: int = 32) -> int:
+    """Set the moving mean and variance of every trainable BatchNormalization layer to their average over ``images``.
+
+    Forward passes in training mode, ``batch`` images at a time, with the momentum of pass k set to k / (k + 1)
+    ("precise BN", Wu and Johnson 2021). The moving averages of training lag behind fast-changing weights and
+    describe augmented images; on this data they left a small dataset's first epochs validating at AUC 0.5.
+    Returns the number of layers set.
+    """
+    from keras import layers
+
+    norms = [layer for layer in _all_layers(model) if isinstance(layer, layers.BatchNormalization) and layer.trainable]
+    momenta = [layer.momentum for layer in norms]
+    try:
+        for k, start in enumerate(range(0, len(images), batch)):
+            for layer in norms:
+                layer.momentum = k / (k + 1)
+            model(images[start : start + batch], training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum
+    return len(norms)

@@ -93,7 +93,9 @@ class MarkingsResult:
 
 DEFAULT_OPTIONS = MarkingsOptions()
 SMALL_KINDS = ("arrow", "glyph", "blob", "marker", "symbol")
-DEFAULT_THRESHOLD = 0.4  # just below the score of one dark arrow alone (1 - exp(-0.55) = 0.42)
+# One object of evidence >= 0.12 flags an image (a dark blob or a bright glyph alone: 1 - exp(-0.12) = 0.113). Chosen
+# on the 60 hand labels of the sample as the two-decimal threshold of highest Youden's J (bench/results/markings.md).
+DEFAULT_THRESHOLD = 0.11
 
 
 def _saturated_components(

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from cxr_core import __version__, rundir
-from cxr_core.architectures import CLASSES, build_model, get_architecture
+from cxr_core.architectures import CLASSES, build_model, get_architecture, set_batchnorm_statistics
 from cxr_core.config import Config
 from cxr_core.keras_files import save_keras_atomically
 from cxr_core.pipeline import (Augmentation, class_weights, labels_of, load_arrays, make_dataset, paper_iterator,
@@ -523,7 +523,8 @@ def _fit(cfg: Config, run: Path, tc: TrainConfig, resume_from: bool, log: loggin
                         min_lr=1e-6)
     monitor = monitor_cls(run, tc, len(data.y_train), steps, start_epoch, [early, reduce], twin, log, progress)
     swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if tc.ema else []
-    callbacks = [early, reduce, monitor, *swap, best_cls(monitor)]
+    precise = [precise_batchnorm(data.x_train, tc.batch)] if tc.pipeline == "ours" else []
+    callbacks = [early, reduce, monitor, *swap, *precise, best_cls(monitor)]
     if importlib.util.find_spec("tensorboard") is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run / "tensorboard")))
     rundir.update_status(run, epoch=start_epoch, batch=0, batches_per_epoch=steps, epochs=tc.epochs,
@@ -533,6 +534,31 @@ def _fit(cfg: Config, run: Path, tc: TrainConfig, resume_from: bool, log: loggin
                   steps_per_epoch=steps if tc.pipeline == "ours" else None, class_weight=weights, callbacks=callbacks,
                   shuffle=False, verbose=0)
     return _export(run, tc, data, log, progress)
+
+
+def statistics_images(images: np.ndarray, n: int = 256) -> np.ndarray:
+    """``n`` training images spread evenly over the training set (un-augmented), as float32 model inputs."""
+    picks = np.unique(np.linspace(0, len(images) - 1, min(len(images), n)).round().astype(int))
+    return images[picks][..., None].astype(np.float32)
+
+
+def precise_batchnorm(x_train: np.ndarray, batch: int) -> Any:
+    """A Keras callback that sets batch-norm statistics from un-augmented training images before each validation."""
+    import keras
+
+    class PreciseBatchNorm(keras.callbacks.Callback):
+        """Before each validation, batch-norm statistics from un-augmented training images (set_batchnorm_statistics)."""
+
+        def __init__(self, images: np.ndarray) -> None:
+            """Keep the images the statistics are computed on."""
+            super().__init__()
+            self.images = images
+
+        def on_test_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+            """Recompute the statistics of the weights about to be validated (and checkpointed)."""
+            set_batchnorm_statistics(self.model, self.images, batch)
+
+    return PreciseBatchNorm(statistics_images(x_train))
 
 
 def input_data(data: TrainingData, tc: TrainConfig, start_epoch: int = 0) -> tuple[Any, Any, int]:

@@ -18,7 +18,7 @@ import pandas as pd
 from cxr_core import rundir
 from cxr_core.config import Config
 from cxr_core.pipeline import Augmentation, class_weights, make_dataset, select_images
-from cxr_core.training import TrainConfig, TrainingData, TrainingError, prepare_data
+from cxr_core.training import TrainConfig, TrainingData, TrainingError, precise_batchnorm, prepare_data
 
 RESULTS_CSV = "results.csv"
 RESULTS_JSON = "results.json"
@@ -103,6 +103,7 @@ def _build_tuner(cfg: Config, tune: TuneConfig, frame: pd.DataFrame, on_trial: C
             train = make_dataset(data.x_train, data.y_train, batch=tune.batch, training=True, seed=seed,
                                  augment=Augmentation(**tune.augmentation))
             val = make_dataset(data.x_val, data.y_val, batch=tune.batch, training=False, seed=seed)
+            kwargs["callbacks"] = [*kwargs.get("callbacks", []), precise_batchnorm(data.x_train, tune.batch)]
             return super().run_trial(trial, train, validation_data=val, class_weight=class_weights(data.y_train),
                                      verbose=0, **kwargs)
 

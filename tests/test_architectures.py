@@ -11,7 +11,7 @@ keras = pytest.importorskip("keras")
 
 from cxr_core import architectures  # noqa: E402
 from cxr_core.architectures import (ARCHITECTURES, CLASSES, VGG19_NOTOP, ArchitectureError,  # noqa: E402
-                                    build_model, flops_per_image)
+                                    build_model, flops_per_image, set_batchnorm_statistics)
 
 
 def test_paper_cnn_has_exactly_the_papers_parameter_count() -> None:
@@ -93,3 +93,25 @@ def test_cxr_net_width_and_depth_change_the_model() -> None:
     large = build_model("cxr_net", size=64, width=48, depth=4)
     assert small.count_params() < large.count_params()
     assert small.get_layer(architectures.LAST_CONV_NAME).output.shape[-1] == 64
+
+
+def test_batchnorm_statistics_are_set_to_the_average_over_the_images() -> None:
+    from keras import layers
+
+    inputs = keras.Input((8, 8, 1))
+    x = layers.Conv2D(3, 3, name="conv")(inputs)
+    x = layers.BatchNormalization(momentum=0.9, name="bn")(x)
+    frozen = layers.BatchNormalization(name="frozen")
+    frozen.trainable = False
+    outputs = layers.Dense(2)(layers.GlobalAveragePooling2D()(frozen(x)))
+    model = keras.Model(inputs, outputs)
+    images = np.random.default_rng(0).uniform(0, 255, (48, 8, 8, 1)).astype(np.float32)
+    conv = keras.Model(inputs, model.get_layer("conv").output)(images).numpy()
+
+    assert set_batchnorm_statistics(model, images, batch=16) == 1
+    bn = model.get_layer("bn")
+    batches = conv.reshape(3, -1, 3)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), conv.reshape(-1, 3).mean(axis=0), rtol=1e-4)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), batches.var(axis=1).mean(axis=0), rtol=1e-3)
+    assert bn.momentum == 0.9
+    np.testing.assert_array_equal(frozen.moving_mean.numpy(), np.zeros(3))

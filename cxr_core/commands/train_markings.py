@@ -11,14 +11,13 @@ from cxr_core.cli import CliError
 from cxr_core.config import Config
 from cxr_core.markings_train import MarkingsDataError, MarkingsTrainConfig, train_markings_net
 
-DEFAULT_DATA = Path("../shared/data/cxr-sample")
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train-markings`` sub-command."""
     d = MarkingsTrainConfig()
     p = sub.add_parser("train-markings", help="train the learned markings detector on synthetic overlays")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="sample folder with manifest.csv (markings.csv files are left out)")
+    p.add_argument("--data", type=Path, help="dataset folder with manifest.csv (default: the configured data dir; "
+                                             "files listed in its markings.csv are left out)")
     p.add_argument("--out", type=Path, help="output model dir (default MODELS_DIR/markings)")
     p.add_argument("--size", type=int, default=d.size, help=f"input size in px, a multiple of 16 (default {d.size})")
     p.add_argument("--width", type=int, default=d.width, help=f"filters of the first separable block (default {d.width})")
@@ -47,7 +46,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     )
     out = args.out or cfg.models_dir / "markings"
     try:
-        card = train_markings_net(args.data, out, options, log=lambda msg: print(msg, file=sys.stderr))
+        card = train_markings_net(args.data or cfg.data_dir, out, options, log=lambda msg: print(msg, file=sys.stderr))
     except (MarkingsDataError, ValueError) as exc:
         raise CliError(str(exc)) from exc
     if args.json:
