@@ -291,7 +291,7 @@ def test_real_tiny_run_queued_running_done_kill_resume(tmp_path: Path, make_cfg:
     os.kill(int(jobs.read_status(killed)["pid"]), signal.SIGKILL)
     wait_for(lambda: state(killed) == "interrupted", what="interrupted")
     jobs.resume(cfg, killed.name, opts)
-    wait_for(lambda: state(killed) in jobs.TERMINAL and state(killed) != "interrupted", timeout=300, what="resume")
+    wait_for(lambda: (now := state(killed)) in jobs.TERMINAL and now != "interrupted", timeout=300, what="resume")
     assert state(killed) == "done", jobs.log_tail(killed, 30)
     epochs = [int(float(line.split(",")[0])) for line in (killed / "metrics.csv").read_text().splitlines()[1:]]
     assert epochs == [1, 2, 3]
