@@ -7,11 +7,12 @@ import importlib
 import os
 import pkgutil
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from cxr_core import __version__, commands
 from cxr_core.config import Config, ConfigError, load_config
 from cxr_core.dataset_index import DatasetError, DatasetIndex, Progress, load_index
+from cxr_core.progress import TrainerBudget
 
 Handler = Callable[[argparse.Namespace, Config], int]
 
@@ -26,6 +27,25 @@ def index_or_fail(cfg: Config, data_dir: str | os.PathLike[str] | None, progress
         return load_index(cfg, data_dir, progress=progress)
     except DatasetError as exc:
         raise CliError(str(exc)) from exc
+
+
+def add_trainer_args(p: argparse.ArgumentParser, defaults: TrainerBudget, epochs_help: str, limit_help: str) -> None:
+    """Add the options every small trainer takes: --epochs, --batch, --lr, --max-minutes, --limit, --seed, --json."""
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help=f"{epochs_help} (default {defaults.epochs})")
+    p.add_argument("--batch", type=int, default=defaults.batch)
+    p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument("--max-minutes", type=float, default=defaults.max_minutes, help="wall-time budget")
+    p.add_argument("--limit", type=int, help=limit_help)
+    p.add_argument("--seed", type=int, help="random seed (default: the config seed)")
+    p.add_argument("--json", action="store_true", help="print the card as one JSON object")
+
+
+def trainer_budget(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    """The :class:`TrainerBudget` fields from the options of :func:`add_trainer_args` (the config's seed by default)."""
+    if args.epochs < 1 or args.batch < 1:
+        raise CliError("--epochs and --batch must be >= 1")
+    return {"epochs": args.epochs, "batch": args.batch, "lr": args.lr, "max_minutes": args.max_minutes,
+            "seed": cfg.seed if args.seed is None else args.seed, "limit": args.limit}
 
 
 def build_parser() -> argparse.ArgumentParser:

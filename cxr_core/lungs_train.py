@@ -15,7 +15,7 @@ import pandas as pd
 
 from cxr_core.keras_files import save_keras_atomically
 from cxr_core.lungs import CARD_FILE, MODEL_FILE, LungSegmenter, dice, iou
-from cxr_core.progress import epoch_budget_callback
+from cxr_core.progress import TrainerBudget, epoch_budget_callback
 
 SOURCE_NOTES = {
     "jsrt": "JSRT adult PA films with SCR masks: lung only, the mask follows the heart and diaphragm borders.",
@@ -29,19 +29,15 @@ class LungDataError(ValueError):
 
 
 @dataclass(frozen=True)
-class LungTrainConfig:
+class LungTrainConfig(TrainerBudget):
     """Options of a segmenter training run."""
 
     size: int = 128
     base_filters: int = 16
     depth: int = 4
-    epochs: int = 20
     batch: int = 16
     lr: float = 2e-3
     patience: int = 6
-    max_minutes: float = 20.0
-    seed: int = 1337
-    limit: int | None = None
 
 
 @dataclass

@@ -26,7 +26,7 @@ from cxr_core.imaging import ImageReadError, read_image
 from cxr_core.keras_files import save_keras_atomically
 from cxr_core.markings_net import CARD_FILE, MODEL_FILE, STRIDE, MarkingsNet, build_net
 from cxr_core.markings_synth import PAINTERS, OverlayOptions, Painter, draw_overlays
-from cxr_core.progress import epoch_budget_callback
+from cxr_core.progress import TrainerBudget, epoch_budget_callback
 
 LABELS_FILE = "markings.csv"
 
@@ -36,15 +36,13 @@ class MarkingsDataError(ValueError):
 
 
 @dataclass(frozen=True)
-class MarkingsTrainConfig:
+class MarkingsTrainConfig(TrainerBudget):
     """Options of a markings-net training run."""
 
     size: int = 256
     draw_size: int = 512
     width: int = 32
-    epochs: int = 20
     samples_per_epoch: int = 1536
-    batch: int = 32
     lr: float = 3e-3
     val_fraction: float = 0.25
     covid_share: float = 0.2
@@ -52,8 +50,6 @@ class MarkingsTrainConfig:
     cell_min: float = 0.01
     positive_cell_weight: float = 3.0
     max_minutes: float = 11.0
-    seed: int = 1337
-    limit: int | None = None
 
 
 @dataclass

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
+
+
+@dataclass(frozen=True)
+class TrainerBudget:
+    """Options the small trainers (lung segmenter, markings net) share; each trainer's config extends it."""
+
+    epochs: int = 20
+    batch: int = 32
+    lr: float = 1e-3
+    max_minutes: float = 20.0
+    seed: int = 1337
+    limit: int | None = None
 
 
 class ProgressBar:

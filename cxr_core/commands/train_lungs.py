@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from cxr_core.cli import CliError
+from cxr_core.cli import CliError, add_trainer_args, trainer_budget
 from cxr_core.config import Config
 from cxr_core.lungs_train import LungDataError, LungTrainConfig, train_segmenter
 
@@ -22,26 +22,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="output model dir (default MODELS_DIR/lungs)")
     p.add_argument("--size", type=int, default=d.size, help=f"input size in px (default {d.size})")
     p.add_argument("--filters", type=int, default=d.base_filters, help="filters of the first level")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs (early stopping on val Dice)")
-    p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--patience", type=int, default=d.patience)
-    p.add_argument("--max-minutes", type=float, default=d.max_minutes, help="wall-time budget")
-    p.add_argument("--limit", type=int, help="use only N random pairs (quick tests)")
-    p.add_argument("--seed", type=int, help="random seed (default: the config seed)")
-    p.add_argument("--json", action="store_true", help="print the card as one JSON object")
+    add_trainer_args(p, d, "maximum epochs (early stopping on val Dice)", "use only N random pairs (quick tests)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Train and report validation Dice per source."""
-    if args.epochs < 1 or args.batch < 1 or args.size < 16:
-        raise CliError("--epochs and --batch must be >= 1 and --size >= 16")
-    options = LungTrainConfig(
-        size=args.size, base_filters=args.filters, epochs=args.epochs, batch=args.batch, lr=args.lr,
-        patience=args.patience, max_minutes=args.max_minutes, seed=cfg.seed if args.seed is None else args.seed,
-        limit=args.limit,
-    )
+    if args.size < 16:
+        raise CliError("--size must be >= 16")
+    options = LungTrainConfig(size=args.size, base_filters=args.filters, patience=args.patience,
+                              **trainer_budget(args, cfg))
     out = args.out or cfg.models_dir / "lungs"
     try:
         card = train_segmenter(args.data, out, options, log=lambda msg: print(msg, file=sys.stderr))

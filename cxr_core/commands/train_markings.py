@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from cxr_core.cli import CliError
+from cxr_core.cli import CliError, add_trainer_args, trainer_budget
 from cxr_core.config import Config
 from cxr_core.markings_train import MarkingsDataError, MarkingsTrainConfig, train_markings_net
 
@@ -21,29 +21,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="output model dir (default MODELS_DIR/markings)")
     p.add_argument("--size", type=int, default=d.size, help=f"input size in px, a multiple of 16 (default {d.size})")
     p.add_argument("--width", type=int, default=d.width, help=f"filters of the first separable block (default {d.width})")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs of fresh synthetic samples (default {d.epochs})")
     p.add_argument("--samples", type=int, default=d.samples_per_epoch, help="samples drawn per epoch")
-    p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--max-minutes", type=float, default=d.max_minutes, help="wall-time budget")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="share of Normal patients held out")
-    p.add_argument("--limit", type=int, help="use only N random background images (quick tests)")
-    p.add_argument("--seed", type=int, help="random seed (default: the config seed)")
-    p.add_argument("--json", action="store_true", help="print the card as one JSON object")
+    add_trainer_args(p, d, "epochs of fresh synthetic samples", "use only N random background images (quick tests)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Train and report the synthetic validation numbers."""
-    if args.epochs < 1 or args.batch < 1 or args.samples < 1 or args.size < 32 or args.size % 16:
-        raise CliError("--epochs, --batch and --samples must be >= 1 and --size a multiple of 16, >= 32")
+    if args.samples < 1 or args.size < 32 or args.size % 16:
+        raise CliError("--samples must be >= 1 and --size a multiple of 16, >= 32")
     if not 0 < args.val_fraction < 1:
         raise CliError("--val-fraction must be between 0 and 1")
-    options = MarkingsTrainConfig(
-        size=args.size, draw_size=2 * args.size, width=args.width, epochs=args.epochs, samples_per_epoch=args.samples,
-        batch=args.batch, lr=args.lr, val_fraction=args.val_fraction, max_minutes=args.max_minutes, seed=cfg.seed if args.seed is None else args.seed,
-        limit=args.limit,
-    )
+    options = MarkingsTrainConfig(size=args.size, draw_size=2 * args.size, width=args.width,
+                                  samples_per_epoch=args.samples, val_fraction=args.val_fraction,
+                                  **trainer_budget(args, cfg))
     out = args.out or cfg.models_dir / "markings"
     try:
         card = train_markings_net(args.data or cfg.data_dir, out, options, log=lambda msg: print(msg, file=sys.stderr))
