@@ -195,13 +195,7 @@ def prepare_data(cfg: Config, tc: TrainConfig, frame: pd.DataFrame | None = None
 
 
 def check_cluster(env: Mapping[str, str] | None = None) -> int:
-    """The number of workers (chief included) in ``TF_CONFIG``; :class:`TrainingError` when multi-worker training
-    cannot run with it: no or invalid ``TF_CONFIG``, or more than one worker.
-
-    Keras 3's ``Model.fit`` fails under a MultiWorkerMirroredStrategy of several workers (keras-team/keras#20585:
-    it all-reduces the first input batch as a tuple, then its scalar metrics along axis 0), so a cluster of one
-    worker is all that trains; refusing more up front beats both workers crashing after loading the data.
-    """
+    """The number of workers (chief included) in ``TF_CONFIG``; :class:`TrainingError` when there is no valid one."""
     text = (os.environ if env is None else env).get("TF_CONFIG", "")
     if not text:
         raise TrainingError("--strategy multi_worker needs the TF_CONFIG environment variable (cluster and task)")
@@ -211,11 +205,29 @@ def check_cluster(env: Mapping[str, str] | None = None) -> int:
         config["task"]["type"], int(config["task"]["index"])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise TrainingError(f"TF_CONFIG is not a JSON object with cluster and task: {exc}") from exc
-    if workers != 1:
-        raise TrainingError(f"TF_CONFIG lists {workers} workers, but Keras {importlib.metadata.version('keras')} "
-                            "cannot fit under a multi-worker MultiWorkerMirroredStrategy (keras-team/keras#20585); "
-                            "use one worker")
+    if workers < 1:
+        raise TrainingError("TF_CONFIG lists no chief or worker")
     return workers
+
+
+def fit_across_workers(model: Any) -> None:
+    """Let ``model.fit`` train under a MultiWorkerMirroredStrategy of several workers (keras-team/keras#20585).
+
+    Keras 3.15 fails there twice: it all-reduces the first input batch (a tuple) to build the model symbolically,
+    and it reduces each step's scalar metrics with ``strategy.reduce(MEAN, axis=0)``. The model is already built,
+    so it forgets its strategy (``fit`` then takes it from the enclosing ``strategy.scope()``), and its train and
+    test steps return their metrics as one-element vectors, whose mean over all replicas is the scalar Keras logs:
+    every worker sees the same logs, so early stopping and checkpoints agree.
+    """
+    import tensorflow as tf
+
+    def vector_metrics(step: Callable[[Any], Mapping[str, Any]]) -> Callable[[Any], dict[str, Any]]:
+        """``step`` with every metric reshaped to a one-element vector."""
+        return lambda data: {name: tf.reshape(value, [1]) for name, value in step(data).items()}
+
+    model._distribute_strategy = None
+    model.train_step = vector_metrics(model.train_step)
+    model.test_step = vector_metrics(model.test_step)
 
 
 def choose_strategy(name: str = "auto") -> Any:
@@ -515,6 +527,8 @@ def _fit(cfg: Config, run: Path, tc: TrainConfig, resume_from: bool, log: loggin
                           loss="categorical_crossentropy",
                           metrics=["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=len(CLASSES))])
         twin = keras.Model(model.inputs, model.outputs, name=model.name)
+    if tc.strategy == "multi_worker" and check_cluster() > 1:
+        fit_across_workers(model)
     train_data, val_data, steps = input_data(data, tc, start_epoch)
     weights = class_weights(data.y_train) if tc.sampling == "class_weight" else None
     early_cls, reduce_cls, monitor_cls, best_cls = _callback_classes()
@@ -530,9 +544,10 @@ def _fit(cfg: Config, run: Path, tc: TrainConfig, resume_from: bool, log: loggin
     rundir.update_status(run, epoch=start_epoch, batch=0, batches_per_epoch=steps, epochs=tc.epochs,
                          n_train=int(len(data.y_train)), n_val=int(len(data.y_val)))
     if start_epoch < tc.epochs:
-        model.fit(train_data, validation_data=val_data, epochs=tc.epochs, initial_epoch=start_epoch,
-                  steps_per_epoch=steps if tc.pipeline == "ours" else None, class_weight=weights, callbacks=callbacks,
-                  shuffle=False, verbose=0)
+        with strategy.scope():
+            model.fit(train_data, validation_data=val_data, epochs=tc.epochs, initial_epoch=start_epoch,
+                      steps_per_epoch=steps if tc.pipeline == "ours" else None, class_weight=weights, callbacks=callbacks,
+                      shuffle=False, verbose=0)
     return _export(run, tc, data, log, progress)
 
 
