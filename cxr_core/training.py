@@ -9,7 +9,6 @@ same split (``split.csv``) with a continuous ``metrics.csv``.
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import json
 import logging

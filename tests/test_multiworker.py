@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -39,8 +40,12 @@ def _start(tmp_path: Path, data: Path, tf_config: str, run: Path) -> subprocess.
 
 
 def _finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
-    """Wait for a started run: return code, stdout, stderr."""
-    stdout, stderr = proc.communicate(timeout=300)
+    """Wait for a started run (killed after 5 minutes: a worker whose peer died waits for it): code, stdout, stderr."""
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
     return proc.returncode, stdout, stderr
 
 
@@ -88,8 +93,16 @@ def test_two_workers_on_different_images_train_the_same_model(tmp_path: Path) ->
     assert list(metrics[0]["epoch"]) == [1]
     columns = ["loss", "accuracy", "auc", "val_loss", "val_auc"]
     assert metrics[0][columns].equals(metrics[1][columns])  # one all-reduced log, so early stopping agrees
-    import keras
-
     models = [keras.saving.load_model(run / "model" / "model.keras", safe_mode=True) for run in runs]
     kernels = [[w.numpy() for w in m.trainable_weights] for m in models]
     assert all(np.array_equal(a, b) for a, b in zip(*kernels))
+
+
+def test_an_invalid_tf_config_is_refused_with_one_line_and_no_run_directory(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "data", n_per_class=6, size=32, seed=2)
+    run = tmp_path / "home" / "runs" / "bad"
+    code, _, stderr = _finish(_start(tmp_path, data, '{"cluster": {"worker": ["localhost:1"]}}', run))
+    assert code != 0
+    assert len([line for line in stderr.splitlines() if "TF_CONFIG is not a JSON object" in line]) == 1
+    assert "Traceback" not in stderr
+    assert not run.exists()
