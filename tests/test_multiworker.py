@@ -31,22 +31,28 @@ def _tf_config(ports: list[int], index: int = 0) -> str:
     return json.dumps({"cluster": {"worker": [f"localhost:{p}" for p in ports]}, "task": {"type": "worker", "index": index}})
 
 
-def _start(tmp_path: Path, data: Path, tf_config: str, run: Path) -> subprocess.Popen[str]:
-    """Start ``cxr train --strategy multi_worker`` with TF_CONFIG into ``run``."""
+def _start(tmp_path: Path, data: Path, tf_config: str, run: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start ``cxr train --strategy multi_worker`` with TF_CONFIG into ``run``; its output goes to files beside ``run``
+    (not pipes, which a worker could fill while the test waits on its peer)."""
     env = {**os.environ, "CXR_HOME": str(tmp_path / "home"), "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO),
            "TF_CONFIG": tf_config}
-    return subprocess.Popen([sys.executable, "-m", "cxr_core", *TRAIN_ARGS, "--data", str(data), "--run-dir", str(run),
-                             "--json"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    output = run.with_name(f"{run.name}.output")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.with_suffix(".stdout").open("wb") as out, output.with_suffix(".stderr").open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "cxr_core", *TRAIN_ARGS, "--data", str(data), "--run-dir",
+                                 str(run), "--json"], cwd=REPO, env=env, stdout=out, stderr=err)
+    return proc, output
 
 
-def _finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+def _finish(started: tuple[subprocess.Popen[bytes], Path]) -> tuple[int, str, str]:
     """Wait for a started run (killed after 5 minutes: a worker whose peer died waits for it): code, stdout, stderr."""
+    proc, output = started
     try:
-        stdout, stderr = proc.communicate(timeout=300)
+        proc.wait(timeout=300)
     except subprocess.TimeoutExpired:
         proc.kill()
-        stdout, stderr = proc.communicate()
-    return proc.returncode, stdout, stderr
+        proc.wait()
+    return proc.returncode, output.with_suffix(".stdout").read_text(), output.with_suffix(".stderr").read_text()
 
 
 def _two_free_ports() -> list[int]:
