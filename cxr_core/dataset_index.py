@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,26 +245,43 @@ def _attach_manifest(frame: pd.DataFrame, data_dir: Path) -> pd.DataFrame:
     return frame
 
 
-def _duplicate_pairs(frame: pd.DataFrame, max_distance: int) -> pd.DataFrame:
+def _duplicate_pairs(frame: pd.DataFrame, max_distance: int, cache: Path) -> pd.DataFrame:
     """Exact (same sha256) and near (pHash within ``max_distance``) duplicate pairs among readable images."""
     readable = frame[frame["error"] == ""].reset_index(drop=True)
-    found: dict[tuple[int, int], tuple[str, int]] = {}
-    for _, group in readable.groupby("sha256"):
-        idx = group.index.tolist()
-        for a in idx[1:]:
-            found[(idx[0], a)] = ("exact", 0)
-    for i, j, dist in near_pairs(readable["phash"].tolist(), max_distance):
-        found.setdefault((i, j), ("near", dist))
-    records = [
-        {
-            "path_a": readable.at[i, "path"], "path_b": readable.at[j, "path"], "kind": kind, "distance": dist,
-            "split_a": readable.at[i, "split"], "split_b": readable.at[j, "split"],
-            "label_a": readable.at[i, "label"], "label_b": readable.at[j, "label"],
-        }
-        for (i, j), (kind, dist) in sorted(found.items())
-    ]
-    columns = ["path_a", "path_b", "kind", "distance", "split_a", "split_b", "label_a", "label_b"]
-    return pd.DataFrame(records, columns=columns)
+    rows = np.arange(len(readable))
+    first = pd.Series(rows).groupby(readable["sha256"], sort=False).transform("min").to_numpy()
+    copies = rows[first != rows]
+    near = _near_pairs_cached(readable, max_distance, cache)
+    found = pd.DataFrame({
+        "i": np.r_[first[copies], near[:, 0]], "j": np.r_[copies, near[:, 1]],
+        "kind": np.repeat(np.array(["exact", "near"], dtype=object), [len(copies), len(near)]),
+        "distance": np.r_[np.zeros(len(copies), dtype=np.int64), near[:, 2]],
+    }).drop_duplicates(["i", "j"]).sort_values(["i", "j"])
+    i, j = found["i"].to_numpy(), found["j"].to_numpy()
+    path, split, label = (readable[c].to_numpy() for c in ("path", "split", "label"))
+    return pd.DataFrame({
+        "path_a": path[i], "path_b": path[j], "kind": found["kind"].to_numpy(), "distance": found["distance"].to_numpy(),
+        "split_a": split[i], "split_b": split[j], "label_a": label[i], "label_b": label[j],
+    })
+
+
+def _near_pairs_cached(readable: pd.DataFrame, max_distance: int, cache: Path) -> np.ndarray:
+    """``near_pairs`` rows (i, j, distance) of the pHashes, reused from ``cache`` while paths, pHashes and distance match."""
+    hashes = readable["phash"].tolist()
+    digest = hashlib.sha256(json.dumps([max_distance, readable["path"].tolist(), hashes]).encode()).hexdigest()
+    try:
+        with np.load(cache) as saved:
+            if str(saved["digest"]) == digest:
+                return saved["pairs"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        pass
+    pairs = np.array(near_pairs(hashes, max_distance), dtype=np.int64).reshape(-1, 3)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".tmp{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        np.savez(handle, digest=np.array(digest), pairs=pairs)
+    os.replace(tmp, cache)
+    return pairs
 
 
 def _exclusions(frame: pd.DataFrame, pairs: pd.DataFrame, cfg: Config) -> pd.DataFrame:
@@ -301,7 +319,7 @@ def load_index(
         frame, n_read, empty = cached, 0, []
     frame = _attach_manifest(frame.copy(), root)
     frame["split"] = assign_splits(frame, cfg.split_fractions, cfg.seed)
-    pairs = _duplicate_pairs(frame, cfg.near_duplicate_distance)
+    pairs = _duplicate_pairs(frame, cfg.near_duplicate_distance, cache.with_suffix(".pairs.npz"))
     frame = _exclusions(frame, pairs, cfg)
     index = DatasetIndex(
         root, frame, pairs, empty, n_read, len(frame) - n_read, cfg.seed, cfg.split_fractions, cfg.near_duplicate_distance
