@@ -18,7 +18,7 @@ Handler = Callable[[argparse.Namespace, Config], int]
 
 
 class CliError(Exception):
-    """An expected failure: printed as one line on stderr, exit code 2."""
+    """An expected failure: printed as one line on stderr, exit code 2 (so is any :class:`DatasetError`)."""
 
 
 def index_or_fail(cfg: Config, data_dir: str | os.PathLike[str] | None, progress: Progress | None = None) -> DatasetIndex:
@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _uses_configured_data(args: argparse.Namespace) -> bool:
+    """True when the command takes a dataset folder (``data``/``data_dir``) and none was given."""
+    return any(hasattr(args, name) and getattr(args, name) is None for name in ("data", "data_dir"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, build the config and run the chosen command; returns the exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -70,10 +75,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_config(home=args.home)
+        if cfg.uses_demo and _uses_configured_data(args):
+            print(f"cxr {args.command}: using the demo dataset at {cfg.data_dir} (set CXR_DATA_DIR for your own)",
+                  file=sys.stderr)
         handler: Handler = args.handler
         return int(handler(args, cfg) or 0)
-    except (CliError, ConfigError) as exc:
-        print(f"cxr {args.command}: error: {exc}", file=sys.stderr)
+    except (CliError, ConfigError, DatasetError) as exc:
+        print(f"cxr {args.command}: error: {' '.join(str(exc).splitlines())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"cxr {args.command}: interrupted", file=sys.stderr)

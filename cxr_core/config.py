@@ -1,4 +1,9 @@
-"""The one typed configuration object, built from defaults, an optional ``cxr.toml`` and the environment."""
+"""The one typed configuration object, built from defaults, an optional ``cxr.toml`` and the environment.
+
+When nothing names a data dir (no ``CXR_DATA_DIR``, no ``data_dir`` in ``cxr.toml`` or as an override) and there is no
+``data/`` folder in the working directory, :func:`load_config` points ``data_dir`` at the demo dataset shipped in
+``demo/`` (:data:`DEMO_DIR`), so ``make run`` and ``cxr`` work out of the box; ``Config.uses_demo`` tells.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ from typing import Any, Mapping
 CONFIG_FILE_ENV = "CXR_CONFIG"
 DEFAULT_CONFIG_FILE = "cxr.toml"
 LUNGS_MODEL_ENV = "CXR_LUNGS_MODEL"
+DEFAULT_DATA_DIR = Path("data")
+DEMO_DIR = Path(__file__).resolve().parents[1] / "demo"
 
 _ENV_KEYS = {
     "data_dir": "CXR_DATA_DIR",
@@ -29,7 +36,7 @@ class ConfigError(ValueError):
 class Config:
     """Every setting of CXR Review in one place; paths are resolved to absolute paths."""
 
-    data_dir: Path = Path("data")
+    data_dir: Path = DEFAULT_DATA_DIR
     home: Path = Path(".cxr")
     models_dir: Path = Path("models")
     lungs_model: Path | None = None
@@ -57,6 +64,11 @@ class Config:
             raise ConfigError("max_pixels and min_side must be positive")
         if self.positive_class not in self.include_classes:
             raise ConfigError(f"positive_class {self.positive_class!r} is not one of {self.include_classes}")
+
+    @property
+    def uses_demo(self) -> bool:
+        """True when the data dir is the demo dataset shipped in ``demo/``."""
+        return self.data_dir == DEMO_DIR
 
     @property
     def lungs_model_dir(self) -> Path:
@@ -113,7 +125,12 @@ def _coerce(name: str, value: Any) -> Any:
 def load_config(
     env: Mapping[str, str] | None = None, config_file: str | Path | None = None, **overrides: Any
 ) -> Config:
-    """Build the Config: defaults, then ``cxr.toml`` (or $CXR_CONFIG), then CXR_* variables, then overrides."""
+    """Build the Config: defaults, then ``cxr.toml`` (or $CXR_CONFIG), then CXR_* variables, then overrides.
+
+    Reading the process environment (``env`` None), an unset data dir falls back to the demo dataset when there is
+    no ``data/`` folder; a caller passing its own ``env`` mapping gets the plain defaults.
+    """
+    demo_fallback = env is None
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     path = Path(config_file or env.get(CONFIG_FILE_ENV) or DEFAULT_CONFIG_FILE)
@@ -135,4 +152,6 @@ def load_config(
     if env.get("CXR_WORKERS"):
         values["workers"] = _coerce("workers", env["CXR_WORKERS"])
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if demo_fallback and "data_dir" not in values and not DEFAULT_DATA_DIR.is_dir() and DEMO_DIR.is_dir():
+        values["data_dir"] = DEMO_DIR
     return Config(**values)

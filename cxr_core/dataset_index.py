@@ -1,4 +1,18 @@
-"""The dataset index: every image with label, source, patient, size, hashes and read errors, plus splits and audits."""
+"""The dataset index: every image with label, source, patient, size, hashes and read errors, plus splits and audits.
+
+A dataset folder is read in one of two modes. With a label CSV (see :mod:`cxr_core.labels`) every file it lists is
+indexed wherever it sits under the folder, DICOM or not, and the other image files are listed as unlabelled. The
+label CSV is found in this order: the ``labels`` argument of :func:`load_index` (``cxr index DIR --labels FILE``),
+which is then remembered for DIR in the work dir (``<home>/index/<name>-<key>.labels.json``, next to DIR's cached
+index), so that every later ``load_index(cfg, DIR)`` of train, evaluate and the pages finds it again; else the
+remembered file; else a ``labels.csv`` at the root of DIR. Without any, the Kaggle class folders are read
+(``CLASS/images/*`` or ``CLASS/*``) with an optional ``manifest.csv``.
+
+In both modes a DICOM file without a patient id (manifest or label CSV) gets the pseudonym of its ``PatientID``,
+and without a source that of its ``InstitutionName`` or ``StationName``; lateral views are left out and listed.
+Rows of ``frame``: path, label, size_bytes, mtime_ns, sha256, phash, width, height, error, view_position, source,
+patient_id (plus manifest columns), split, excluded, exclude_reason.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +23,7 @@ import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -17,17 +31,21 @@ import pandas as pd
 from cxr_core import ledger
 from cxr_core.config import Config
 from cxr_core.hashing import near_pairs, phash
-from cxr_core.imaging import IMAGE_SUFFIXES, ImageReadError, read_image, sha256_file
+from cxr_core.imaging import IMAGE_SUFFIXES, ImageReadError, read_xray, sha256_file
+from cxr_core.labels import (
+    IDENTITY_COLUMNS, LABELS_FILE, LabelsError, Progress, dicom_identity, is_lateral, pseudonym, read_labels, salt_id,
+    unlabelled_files, work_salt,
+)
 from cxr_core.splits import assign_splits
 
 MANIFEST = "manifest.csv"
-FILE_COLUMNS = ["path", "label", "size_bytes", "mtime_ns", "sha256", "phash", "width", "height", "error"]
+READ_COLUMNS = ["sha256", "phash", "width", "height", "error", *IDENTITY_COLUMNS, "salt_id"]
+FILE_COLUMNS = ["path", "label", "size_bytes", "mtime_ns", *READ_COLUMNS]
 SPLITS = ("train", "val", "test")
-Progress = Callable[[int, int], None]
 
 
 class DatasetError(ValueError):
-    """The dataset folder cannot be indexed (missing, or without any class folder)."""
+    """The dataset folder cannot be indexed (missing, no class folders or labels, a bad label CSV, no readable image)."""
 
 
 @dataclass
@@ -43,6 +61,9 @@ class DatasetIndex:
     seed: int = 0
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     near_duplicate_distance: int = 4
+    labels_file: Path | None = None
+    unlabelled: list[str] = field(default_factory=list)
+    lateral: list[str] = field(default_factory=list)
 
     def abspath(self, rel: str) -> Path:
         """Absolute path of an image given its path relative to the data dir."""
@@ -118,6 +139,11 @@ class DatasetIndex:
             "empty_folders": self.empty_folders,
             "confounding": self.confounding(),
             "refresh": {"read": self.n_read, "reused": self.n_reused},
+            "labels_file": str(self.labels_file) if self.labels_file else None,
+            "n_unlabelled": len(self.unlabelled),
+            "unlabelled": self.unlabelled,
+            "n_lateral": len(self.lateral),
+            "lateral": self.lateral,
         }
 
 
@@ -152,11 +178,12 @@ def find_class_folders(data_dir: Path, classes: Iterable[str]) -> dict[str, Path
 
 def scan_files(data_dir: Path, classes: Iterable[str]) -> tuple[list[tuple[str, str]], list[str]]:
     """List ``(relative path, label)`` of image files and the class folders that hold none."""
-    if not data_dir.is_dir():
-        raise DatasetError(f"dataset folder {data_dir} does not exist (set CXR_DATA_DIR or run `cxr fetch`)")
     folders = find_class_folders(data_dir, classes)
     if not folders:
-        raise DatasetError(f"{data_dir} has none of the class folders {list(classes)} (expected CLASS/images/*.png or CLASS/*.png)")
+        raise DatasetError(
+            f"{data_dir} has none of the class folders {list(classes)} and no {LABELS_FILE} (expected CLASS/images/*.png "
+            "or CLASS/*.png, or a label CSV: `cxr index DIR --labels LABELS.csv`)"
+        )
     files: list[tuple[str, str]] = []
     empty: list[str] = []
     for label, folder in folders.items():
@@ -167,14 +194,17 @@ def scan_files(data_dir: Path, classes: Iterable[str]) -> tuple[list[tuple[str, 
     return files, empty
 
 
-def describe_file(args: tuple[str, int, int]) -> dict[str, Any]:
+def describe_file(args: tuple[str, int, int, bytes]) -> dict[str, Any]:
     """Read one image file and return its index row fields (errors are recorded, never raised)."""
-    path, max_pixels, min_side = args
-    row: dict[str, Any] = {"sha256": "", "phash": "", "width": 0, "height": 0, "error": ""}
+    path, max_pixels, min_side, salt = args
+    row: dict[str, Any] = {"sha256": "", "phash": "", "width": 0, "height": 0, "error": "",
+                           **dict.fromkeys(IDENTITY_COLUMNS, ""), "salt_id": salt_id(salt)}
     try:
         row["sha256"] = sha256_file(path)
-        gray = read_image(path, max_pixels=max_pixels, min_side=min_side)
-        row.update(height=int(gray.shape[0]), width=int(gray.shape[1]), phash=phash(gray))
+        xray = read_xray(path, max_pixels=max_pixels, min_side=min_side)
+        row.update(height=int(xray.shape[0]), width=int(xray.shape[1]), phash=phash(xray.pixels))
+        if xray.format == "DICOM":
+            row.update(dicom_identity(path, salt))
     except ImageReadError as exc:
         row["error"] = exc.reason
     except OSError as exc:
@@ -188,8 +218,17 @@ def _cache_path(cfg: Config, data_dir: Path) -> Path:
     return cfg.index_dir / f"{data_dir.name or 'root'}-{key}.parquet"
 
 
+def _read_cache(cache: Path, salt: bytes) -> pd.DataFrame:
+    """The cached file-level rows, or none when absent, of an older layout or made with another salt."""
+    cached = pd.read_parquet(cache) if cache.is_file() else pd.DataFrame(columns=FILE_COLUMNS)
+    if not set(FILE_COLUMNS) <= set(cached.columns) or (cached["salt_id"] != salt_id(salt)).any():
+        return pd.DataFrame(columns=FILE_COLUMNS)
+    return cached
+
+
 def _read_files(
-    data_dir: Path, files: list[tuple[str, str]], cached: pd.DataFrame, cfg: Config, progress: Progress | None
+    data_dir: Path, files: list[tuple[str, str]], cached: pd.DataFrame, cfg: Config, salt: bytes,
+    progress: Progress | None,
 ) -> tuple[pd.DataFrame, int]:
     """File-level rows for ``files``, reusing cached rows whose size and mtime are unchanged."""
     by_path = cached.set_index("path") if len(cached) else None
@@ -201,11 +240,11 @@ def _read_files(
         if by_path is not None and rel in by_path.index:
             old = by_path.loc[rel]
             if int(old["size_bytes"]) == stat.st_size and int(old["mtime_ns"]) == stat.st_mtime_ns:
-                row.update({k: old[k] for k in ("sha256", "phash", "width", "height", "error")})
+                row.update({k: old[k] for k in READ_COLUMNS})
                 rows.append(row)
                 continue
         todo.append(row)
-    jobs = [(str(data_dir / r["path"]), cfg.max_pixels, cfg.min_side) for r in todo]
+    jobs = [(str(data_dir / r["path"]), cfg.max_pixels, cfg.min_side, salt) for r in todo]
     workers = min(cfg.workers, max(1, len(jobs) // 64))
     results: Iterable[dict[str, Any]]
     if workers > 1:
@@ -226,23 +265,34 @@ def _read_files(
     return frame, len(todo)
 
 
-def _attach_manifest(frame: pd.DataFrame, data_dir: Path) -> pd.DataFrame:
-    """Add ``source`` and ``patient_id`` (and other manifest columns) from ``manifest.csv`` when present."""
+def _metadata(data_dir: Path, labels: pd.DataFrame | None, salt: bytes) -> pd.DataFrame | None:
+    """Per-file columns to merge by ``path``: the label CSV's patient (as a pseudonym) and source, else manifest.csv."""
+    if labels is not None:
+        patients = [pseudonym(salt, "patient", p) if p else "" for p in labels["patient_id"]]
+        return pd.DataFrame({"path": labels["file"], "patient_id": patients, "source": labels["source"]})
     path = data_dir / MANIFEST
-    if path.is_file():
-        manifest = pd.read_csv(path, dtype=str, keep_default_na=False)
-        if "file" not in manifest.columns:
-            raise DatasetError(f"{path} has no 'file' column")
-        extra = manifest.drop(columns=[c for c in ("label", "sha256") if c in manifest.columns])
-        frame = frame.merge(extra.rename(columns={"file": "path"}), on="path", how="left")
-    for column in ("source", "patient_id"):
+    if not path.is_file():
+        return None
+    manifest = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "file" not in manifest.columns:
+        raise DatasetError(f"{path} has no 'file' column")
+    return manifest.drop(columns=[c for c in ("label", "sha256") if c in manifest.columns]).rename(columns={"file": "path"})
+
+
+def _attach_metadata(frame: pd.DataFrame, extra: pd.DataFrame | None) -> pd.DataFrame:
+    """Add ``source`` and ``patient_id`` (and other manifest columns), falling back to the DICOM header pseudonyms."""
+    if extra is not None:
+        frame = frame.merge(extra, on="path", how="left")
+    for column, header in (("source", "dicom_source"), ("patient_id", "dicom_patient")):
         if column not in frame.columns:
             frame[column] = ""
         frame[column] = frame[column].fillna("").astype(str)
+        missing = frame[column] == ""
+        frame.loc[missing, column] = frame.loc[missing, header]
     frame.loc[frame["source"] == "", "source"] = "unknown"
     missing = frame["patient_id"] == ""
     frame.loc[missing, "patient_id"] = "file:" + frame.loc[missing, "path"]
-    return frame
+    return frame.drop(columns=["dicom_source", "dicom_patient", "salt_id"])
 
 
 def _duplicate_pairs(frame: pd.DataFrame, max_distance: int, cache: Path) -> pd.DataFrame:
@@ -300,29 +350,102 @@ def _exclusions(frame: pd.DataFrame, pairs: pd.DataFrame, cfg: Config) -> pd.Dat
     return frame
 
 
+def _labels_memo(cfg: Config, root: Path) -> Path:
+    """Where the work dir remembers the label CSV of ``root`` (beside its cached index)."""
+    return _cache_path(cfg, root).with_suffix(".labels.json")
+
+
+def labels_file(cfg: Config, data_dir: str | Path) -> Path | None:
+    """The label CSV that :func:`load_index` uses for ``data_dir``: the remembered one, else ``labels.csv`` at its root."""
+    root = Path(data_dir).expanduser().resolve()
+    memo = _labels_memo(cfg, root)
+    if memo.is_file():
+        return Path(json.loads(memo.read_text(encoding="utf-8"))["labels"])
+    default = root / LABELS_FILE
+    return default if default.is_file() else None
+
+
+def remember_labels(cfg: Config, data_dir: Path, labels: Path) -> None:
+    """Remember ``labels`` as the label CSV of ``data_dir`` in the work dir."""
+    memo = _labels_memo(cfg, data_dir)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"data_dir": str(data_dir), "labels": str(labels)}), encoding="utf-8")
+    os.replace(tmp, memo)
+
+
+def forget_labels(cfg: Config, data_dir: str | Path) -> bool:
+    """Forget the remembered label CSV of ``data_dir``; True when there was one."""
+    memo = _labels_memo(cfg, Path(data_dir).expanduser().resolve())
+    existed = memo.is_file()
+    memo.unlink(missing_ok=True)
+    return existed
+
+
+def _no_usable_image(root: Path, frame: pd.DataFrame, lateral: pd.Series, empty: list[str]) -> str:
+    """Why ``frame`` has no readable frontal image, or "" when it has one."""
+    readable = frame["error"] == ""
+    if (readable & ~lateral).any():
+        return ""
+    if frame.empty:
+        return f"{root} has no image files to index (empty: {', '.join(empty)})"
+    if not readable.any():
+        first = frame.iloc[0]
+        return f"none of the {len(frame)} image files in {root} is readable (e.g. {first['path']}: {first['error']})"
+    return f"all {int(readable.sum())} readable images in {root} are lateral views; CXR Review needs frontal views"
+
+
 def load_index(
-    cfg: Config, data_dir: str | Path | None = None, refresh: bool = True, progress: Progress | None = None
+    cfg: Config, data_dir: str | Path | None = None, refresh: bool = True, progress: Progress | None = None,
+    labels: str | Path | None = None,
 ) -> DatasetIndex:
-    """Index ``data_dir`` (default ``cfg.data_dir``), re-reading only new or changed files, and cache it in the work dir."""
+    """Index ``data_dir`` (default ``cfg.data_dir``), re-reading only new or changed files, and cache it in the work dir.
+
+    ``labels`` names a label CSV, which is validated and then remembered for ``data_dir`` (see the module docs).
+    """
     root = Path(data_dir or cfg.data_dir).expanduser().resolve()
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} does not exist (set CXR_DATA_DIR or run `cxr fetch`)")
+    labels_path = Path(labels).expanduser().resolve() if labels else labels_file(cfg, root)
+    if labels_path and not labels and not labels_path.is_file():
+        raise DatasetError(f"label file {labels_path}, remembered for {root} by `cxr index --labels`, is gone; "
+                           f"pass --labels again or run `cxr index {root} --forget-labels`")
+    try:
+        table = read_labels(labels_path, root, cfg.include_classes) if labels_path else None
+        salt = work_salt(cfg.home)
+    except LabelsError as exc:
+        raise DatasetError(str(exc)) from exc
     cache = _cache_path(cfg, root)
-    cached = pd.read_parquet(cache) if cache.is_file() else pd.DataFrame(columns=FILE_COLUMNS)
+    cached = _read_cache(cache, salt)
+    unlabelled: list[str] = []
     if refresh or not len(cached):
-        files, empty = scan_files(root, cfg.include_classes)
-        frame, n_read = _read_files(root, files, cached, cfg, progress)
-        if n_read or len(frame) != len(cached):
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(f".tmp{os.getpid()}")
-            frame.to_parquet(tmp, index=False)
-            os.replace(tmp, cache)
+        if table is None:
+            files, empty = scan_files(root, cfg.include_classes)
+        else:
+            files, empty = list(zip(table["file"], table["label"])), []
+            unlabelled = unlabelled_files(root, set(table["file"]))
+        frame, n_read = _read_files(root, files, cached, cfg, salt, progress)
     else:
         frame, n_read, empty = cached, 0, []
-    frame = _attach_manifest(frame.copy(), root)
+    lateral = frame["view_position"].map(is_lateral) & (frame["error"] == "")
+    problem = _no_usable_image(root, frame, lateral, empty)
+    if problem:
+        raise DatasetError(problem)
+    if n_read or len(frame) != len(cached):
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, cache)
+    if labels:
+        remember_labels(cfg, root, labels_path)
+    left_out, n_reused = frame.loc[lateral, "path"].tolist(), len(frame) - n_read
+    frame = _attach_metadata(frame[~lateral].reset_index(drop=True), _metadata(root, table, salt))
     frame["split"] = assign_splits(frame, cfg.split_fractions, cfg.seed)
     pairs = _duplicate_pairs(frame, cfg.near_duplicate_distance, cache.with_suffix(".pairs.npz"))
     frame = _exclusions(frame, pairs, cfg)
     index = DatasetIndex(
-        root, frame, pairs, empty, n_read, len(frame) - n_read, cfg.seed, cfg.split_fractions, cfg.near_duplicate_distance
+        root, frame, pairs, empty, n_read, n_reused, cfg.seed, cfg.split_fractions, cfg.near_duplicate_distance,
+        labels_file=labels_path, unlabelled=unlabelled, lateral=left_out,
     )
     _save_splits(cfg, root, frame)
     return index

@@ -5,13 +5,14 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from pages.common import load_gray, refresh_index, require_dataset
+from pages.common import demo_notice, load_gray, refresh_index, require_dataset
 
 st.title("Dataset")
 if st.button("Refresh index", help="re-read files that changed since the last index"):
     refresh_index()
 index = require_dataset()
 summary = index.summary()
+demo_notice()
 
 excluded = summary["excluded"]
 cols = st.columns(5)
@@ -81,6 +82,19 @@ else:
     st.write("None: every file was read.")
 for folder in summary["empty_folders"]:
     st.warning(f"No images in `{folder}`.")
+
+if summary["labels_file"] or summary["lateral"]:
+    st.subheader("Left out")
+    if summary["labels_file"]:
+        st.write(
+            f"Labels from `{summary['labels_file']}`; patient and site identifiers from DICOM headers appear only as "
+            f"salted pseudonyms. **{summary['n_unlabelled']}** image files are not in the label file."
+        )
+    st.write(f"**{summary['n_lateral']}** lateral views are left out (CXR Review uses frontal views).")
+    for title, paths in (("Unlabelled files", summary["unlabelled"]), ("Lateral views", summary["lateral"])):
+        if paths:
+            with st.expander(f"{title} ({len(paths)})"):
+                st.dataframe({"path": paths}, width="stretch", hide_index=True)
 
 st.subheader("Sample thumbnails")
 f1, f2, f3, f4 = st.columns(4)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import streamlit as st
 
 from cxr_core.registry import list_models
-from pages.common import CAUTION, config, dataset_index, no_dataset_message
+from pages.common import CAUTION, config, dataset_index, demo_notice, no_dataset_message
 
 st.title("CXR Review")
 st.caption("Curate chest X-ray datasets, train COVID-19 vs Normal classifiers, and review predictions with Grad-CAM.")
 st.info(CAUTION, icon=":material/info:")
+demo_notice(lesson=True)
 
 cfg = config()
 index = dataset_index()

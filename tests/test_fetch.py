@@ -35,3 +35,15 @@ def test_wrong_layout_and_existing_folders_are_refused(tmp_path: Path) -> None:
     (tmp_path / "data" / "COVID").mkdir(parents=True)
     with pytest.raises(FetchError, match="already exists"):
         fetch_dataset(tmp_path / "data", download=lambda handle: str(tmp_path / "cache2"))
+
+
+def test_cxr_fetch_never_links_into_the_shipped_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cxr_core import cli
+    from cxr_core.commands import fetch as fetch_command
+
+    seen: list[Path] = []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CXR_DATA_DIR", raising=False)
+    monkeypatch.setattr(fetch_command, "fetch_dataset", lambda dest, classes: seen.append(dest) or dest)
+    assert cli.main(["--home", str(tmp_path / "home"), "fetch"]) == 0
+    assert seen == [(tmp_path / "data").resolve()]

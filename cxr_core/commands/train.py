@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from tqdm import tqdm
 
 from cxr_core.architectures import ARCHITECTURES, ArchitectureError
-from cxr_core.cli import CliError
+from cxr_core.cli import CliError, index_or_fail
 from cxr_core.config import Config
 from cxr_core.pipeline import Augmentation, PipelineError
 from cxr_core.preprocess import ROI_MODES, PreprocessError
@@ -146,7 +146,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         if args.resume:
             result = resume(cfg, args.resume, epochs=args.epochs, progress=bars)
         else:
-            result = train(cfg, config_from_args(args), run_dir=args.run_dir, progress=bars)
+            tc = config_from_args(args)
+            index_or_fail(cfg, tc.data_dir)
+            result = train(cfg, tc, run_dir=args.run_dir, progress=bars)
     except (TrainingError, ArchitectureError, PipelineError, PreprocessError, FileExistsError) as exc:
         raise CliError(str(exc)) from exc
     finally:
