@@ -54,7 +54,23 @@ def render_markdown(result: Mapping[str, Any]) -> str:
               + (", ".join(f"{k} {v}" for k, v in (result.get("excluded") or {}).items() if v) or "none") + "."]
     overlap = result.get("training_overlap")
     lines.append("" if overlap is None else f"\nImages also in the model's train/val split: {overlap}.")
+    lines += coverage_markdown(result.get("coverage"))
     return "\n".join(lines) + "\n"
+
+
+def coverage_markdown(cov: Mapping[str, Any] | None) -> list[str]:
+    """The coverage lines of a report: images passing the gate and familiar, and the metrics on those."""
+    if not cov:
+        return []
+    covered = cov.get("on_covered") or {}
+    familiar = "no familiarity fit" if cov.get("familiar") is None else f"{cov['familiar']} also familiar to the model"
+    lines = ["", "## Coverage", "",
+             f"{cov['gate_passed']} of {cov['n']} images pass the chest X-ray gate, {familiar}: {cov['covered']} "
+             f"answered ({_fmt(cov.get('coverage'))}). On those: sensitivity {_fmt(covered.get('sensitivity'))}, "
+             f"specificity {_fmt(covered.get('specificity'))}, accuracy {_fmt(covered.get('accuracy'))}."]
+    if cov.get("gate_reasons"):
+        lines.append("Refused: " + "; ".join(f"{reason} ({n})" for reason, n in cov["gate_reasons"].items()) + ".")
+    return lines
 
 
 def figures(result: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,10 @@ import pandas as pd
 from cxr_core.atomic import read_json, write_json_atomic
 from cxr_core.calibration import apply_temperature
 from cxr_core.config import Config
+from cxr_core.coverage import coverage_report, gate_dataset
 from cxr_core.dataset_index import DatasetIndex, confounding, load_index
+from cxr_core.familiarity import dataset_scores
+from cxr_core.gate import load_gate_net
 from cxr_core.metrics import (
     DEFAULT_BINS, DEFAULT_BOOTSTRAP, all_metrics, bootstrap_ci, curves, expected_calibration_error, reliability,
     subgroup_table, threshold_metrics,
@@ -172,5 +175,7 @@ def evaluate(
     for row in result["by_source"].values():
         row[f"n_{model.positive.lower()}"] = row.pop("n_positive")
         row[f"n_{negative.lower()}"] = row.pop("n_negative")
+    result["coverage"] = coverage_report(y, p, model.threshold, gate_dataset(cfg, index.data_dir, rows, load_gate_net()),
+                                         dataset_scores(cfg, model, index, rows))
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result

@@ -102,7 +102,7 @@ def gradcam_overlay(model: LoadedModel, explainer: Any, gray: np.ndarray) -> tup
     from cxr_core.attention import overlay
     from cxr_core.inference import predict_image
 
-    prediction = predict_image(model, gray, explainer, "gradcam")
+    prediction = predict_image(model, gray, explainer, "gradcam", gate_net=None)
     return overlay(gray, prediction.heatmap), prediction.p_covid
 
 

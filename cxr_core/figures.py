@@ -77,3 +77,14 @@ def loso_figure(loso: Mapping[str, Mapping[str, Any]], in_distribution: float | 
         fig.add_hline(y=in_distribution, line_dash="dash", line_color=PALETTE[1],
                       annotation_text=f"in-distribution {in_distribution:.3f}")
     return fig
+
+
+def risk_coverage_figure(curves: Mapping[str, Mapping[str, Any] | None]) -> go.Figure:
+    """Error rate of the answers kept against the share of images answered, one line per abstention order."""
+    fig = go.Figure()
+    for i, (name, curve) in enumerate(item for item in curves.items() if item[1]):
+        fig.add_trace(go.Scatter(x=curve["coverage"], y=curve["risk"], mode="lines+markers", name=name.replace("_", " "),
+                                 line={"color": PALETTE[i % len(PALETTE)]}))
+    fig.update_xaxes(title_text="coverage (share of images answered)", range=[0, 1.02], autorange="reversed")
+    fig.update_yaxes(title_text="error rate of the answers given", rangemode="tozero")
+    return _layout(fig, height=340, title="Risk-coverage: abstaining on the least familiar or least confident first")

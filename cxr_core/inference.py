@@ -1,7 +1,10 @@
-"""Predict one X-ray (or a batch of files) with a registry model: calibrated probability, decision, explanation.
+"""Predict one X-ray (or a batch of files) with a registry model: gate, familiarity, calibrated probability, decision.
 
-Preprocessing is the model's own ``preprocess.json``; the probability is temperature-scaled with the model's stored
-temperature and the decision is taken at its stored threshold. Reports never carry DICOM tags or file names.
+Every image first passes the chest X-ray gate (:mod:`cxr_core.gate`); one that fails gets the decision
+"not assessed", no probability and no heatmap. Preprocessing is the model's own ``preprocess.json``; the probability
+is temperature-scaled with the model's stored temperature and the decision is taken at its stored threshold. The
+model's familiarity score (:mod:`cxr_core.familiarity`) comes from the same forward pass; an unfamiliar image keeps
+its probability but its certainty is never "clear". Reports never carry DICOM tags or file names.
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ import numpy as np
 from cxr_core.attention import AttentionShares, Box, attention_shares, attention_warning
 from cxr_core.calibration import apply_temperature
 from cxr_core.explain import METHODS, Explainer, to_original_shape
+from cxr_core.gate import Gate, GateNet, assess, load_gate_net
 from cxr_core.imaging import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, IMAGE_SUFFIXES, ImageReadError, read_xray, sha256_file
 from cxr_core.registry import LoadedModel
 
 CAUTION = "Research tool, not a diagnosis: a clinician must review every image."
 NO_CAM = "none"
+NOT_ASSESSED = "not assessed"
+DEFAULT_GATE = "default"
 Regions = Callable[[np.ndarray], tuple["np.ndarray | None", Sequence[Box]]]
 
 
@@ -31,21 +37,42 @@ class InferenceError(ValueError):
 
 @dataclass
 class Prediction:
-    """Everything shown or reported about one prediction."""
+    """Everything shown or reported about one prediction (``p_covid`` is None when the gate refused the image)."""
 
-    p_covid: float
+    p_covid: float | None
     label: str
     threshold: float
     positive: str
     uncertainty: str
     near_threshold: bool
-    model_input: np.ndarray
+    model_input: np.ndarray | None
+    gate: Gate
+    familiarity: dict[str, Any] | None = None
     method: str = NO_CAM
     target: str | None = None
     heatmap: np.ndarray | None = None
     shares: AttentionShares | None = None
     warning: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def assessed(self) -> bool:
+        """True when the gate let the image through and it has a probability."""
+        return self.p_covid is not None
+
+    @property
+    def familiar(self) -> bool | None:
+        """The familiarity verdict (None when the model has no familiarity fit or the image was not assessed)."""
+        return None if self.familiarity is None else bool(self.familiarity["familiar"])
+
+    @property
+    def certainty(self) -> str:
+        """One word: "not assessed", "unfamiliar", "uncertain" (near the threshold or no familiarity fit) or "clear"."""
+        if not self.assessed:
+            return NOT_ASSESSED
+        if self.familiar is False:
+            return "unfamiliar"
+        return "uncertain" if self.near_threshold or self.familiar is None else "clear"
 
 
 @dataclass
@@ -73,6 +100,11 @@ def _class_index(loaded: LoadedModel, name: str) -> int:
     return loaded.classes.index(name)
 
 
+def resolve_gate(gate_net: GateNet | None | str) -> GateNet | None:
+    """The gate net to use: the shipped/configured one for :data:`DEFAULT_GATE`, else the one given (None = off)."""
+    return load_gate_net() if isinstance(gate_net, str) else gate_net
+
+
 def predict_image(
     loaded: LoadedModel,
     gray: np.ndarray,
@@ -82,13 +114,26 @@ def predict_image(
     target: str | None = None,
     lung_mask: np.ndarray | None = None,
     boxes: Sequence[Box] = (),
+    gate_net: GateNet | None | str = DEFAULT_GATE,
+    dicom_tags: dict[str, str] | None = None,
 ) -> Prediction:
-    """Predict a 2-D uint8 image; explain class ``target`` (default: the decided class) unless ``cam`` is "none"."""
+    """Gate, then predict a 2-D uint8 image; explain class ``target`` (default: the decided class) unless ``cam`` is "none".
+
+    ``lung_mask`` (when the caller segmented the lungs already) is shared by the gate, a lung ROI and the
+    attention shares; ``dicom_tags`` are the safe header fields of a DICOM input.
+    """
     if cam != NO_CAM and cam not in METHODS:
         raise InferenceError(f"unknown explanation method {cam!r}; choose from {[NO_CAM, *METHODS]}")
     if cam != NO_CAM and explainer is None:
         raise InferenceError("an Explainer (built once per model) is needed for an explanation")
     start = time.perf_counter()
+    gate = assess(gray, resolve_gate(gate_net), dicom_tags=dicom_tags,
+                  lungs_empty=lung_mask is not None and not lung_mask.any())
+    gated = time.perf_counter()
+    if not gate.chest_xray:
+        return Prediction(p_covid=None, label=NOT_ASSESSED, threshold=float(loaded.threshold), positive=loaded.positive,
+                          uncertainty=gate.message, near_threshold=False, model_input=None, gate=gate, method=NO_CAM,
+                          timings_ms={"gate": round((gated - start) * 1000, 2)})
     box = None
     if loaded.preprocess.roi != "none":
         from cxr_core.lungs import lung_mask as segment_lungs
@@ -97,17 +142,19 @@ def predict_image(
         box = loaded.preprocess.roi_box(lung_mask)
     batch = loaded.prepare([gray], None if box is None else [lung_mask])
     prepared = time.perf_counter()
-    raw = explainer.probabilities(batch) if explainer is not None else loaded.predict_batch(batch)
+    features, raw = loaded.features_and_probs(batch, loaded.familiarity.features if loaded.familiarity else "penultimate")
     probs = apply_temperature(raw, loaded.temperature)[0]
     p = float(probs[loaded.positive_index])
     label = loaded.predict_label(p)
+    familiarity = loaded.familiarity.assess(features)[0] if loaded.familiarity is not None else None
     predicted = time.perf_counter()
     hint, near = uncertainty_hint(p, loaded.threshold)
     result = Prediction(
         p_covid=p, label=label, threshold=float(loaded.threshold), positive=loaded.positive, uncertainty=hint,
-        near_threshold=near, model_input=np.clip(batch[0, ..., 0], 0, 255).astype(np.uint8), method=cam,
+        near_threshold=near, model_input=np.clip(batch[0, ..., 0], 0, 255).astype(np.uint8), gate=gate,
+        familiarity=familiarity, method=cam,
     )
-    timings = {"preprocess": prepared - start, "predict": predicted - prepared}
+    timings = {"gate": gated - start, "preprocess": prepared - gated, "predict": predicted - prepared}
     if explainer is not None and cam != NO_CAM:
         result.target = target or label
         heat = explainer.explain(batch[0], _class_index(loaded, result.target), cam)
@@ -119,6 +166,33 @@ def predict_image(
     return result
 
 
+def unseen_source_rates(card: dict[str, Any]) -> dict[str, float] | None:
+    """From a card's leave-one-source-out results: the share of Normal images called COVID and of COVID images called
+    Normal on sources the model never saw (None when the recipe was not tested that way)."""
+    sources = (card.get("leave_one_source_out") or {}).get("sources") or {}
+    counts = {"normal": [0.0, 0], "covid": [0.0, 0]}
+    for row in sources.values():
+        for key, rate in (("normal", "specificity"), ("covid", "sensitivity")):
+            n = int(row.get(f"n_{key}") or 0)
+            if n and row.get(rate) is not None:
+                counts[key][0] += n * (1.0 - float(row[rate]))
+                counts[key][1] += n
+    if not counts["normal"][1] and not counts["covid"][1]:
+        return None
+    return {f"{key}_wrong": wrong / n if n else float("nan") for key, (wrong, n) in counts.items()}
+
+
+def unfamiliar_warning(card: dict[str, Any]) -> str:
+    """The plain-words warning shown with an unfamiliar image, with the model's measured figures when it has them."""
+    text = ("This image is unlike the images this model was trained on (another hospital, device or processing?). "
+            "Its probability is shown, but do not trust it.")
+    rates = unseen_source_rates(card)
+    if rates is None:
+        return text
+    return (f"{text} For hospitals this model never saw (leave-one-source-out), {rates['normal_wrong']:.0%} of Normal "
+            f"images were called COVID and {rates['covid_wrong']:.0%} of COVID images were called Normal.")
+
+
 def report_dict(
     prediction: Prediction, loaded: LoadedModel, sha256: str, explainer: Explainer | None = None
 ) -> dict[str, Any]:
@@ -128,10 +202,13 @@ def report_dict(
         "input_sha256": sha256,
         "model": {"name": loaded.name, "version": loaded.version},
         "preprocessing": loaded.preprocess.to_dict(),
-        "p_covid": round(prediction.p_covid, 6),
+        "gate": prediction.gate.to_dict(),
+        "familiarity": prediction.familiarity,
+        "p_covid": None if prediction.p_covid is None else round(prediction.p_covid, 6),
         "positive_class": prediction.positive,
         "label": prediction.label,
         "decision": prediction.label,
+        "certainty": prediction.certainty,
         "threshold": round(prediction.threshold, 6),
         "temperature": round(float(loaded.temperature), 6),
         "uncertainty": prediction.uncertainty,
@@ -176,11 +253,13 @@ def predict_paths(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_side: int = DEFAULT_MIN_SIDE,
     regions: Regions | None = None,
+    gate_net: GateNet | None | str = DEFAULT_GATE,
 ) -> Iterator[BatchItem]:
-    """Predict every file (folders expanded); unreadable files yield an item with ``error`` and the batch goes on.
+    """Gate and predict every file (folders expanded); unreadable files yield an item with ``error`` and the batch goes on.
 
     ``regions(gray) -> (lung_mask or None, marking boxes)`` adds lung and marking attention shares.
     """
+    gate_net = resolve_gate(gate_net)
     for path in collect_inputs(paths):
         try:
             xray = read_xray(path, max_pixels=max_pixels, min_side=min_side)
@@ -192,5 +271,6 @@ def predict_paths(
             yield BatchItem(path=path, error=f"cannot read file ({exc.strerror or type(exc).__name__})")
             continue
         mask, boxes = regions(xray.pixels) if regions is not None and cam != NO_CAM else (None, ())
-        prediction = predict_image(loaded, xray.pixels, explainer, cam, lung_mask=mask, boxes=boxes)
+        prediction = predict_image(loaded, xray.pixels, explainer, cam, lung_mask=mask, boxes=boxes, gate_net=gate_net,
+                                   dicom_tags=xray.dicom_tags)
         yield BatchItem(path=path, sha256=digest, prediction=prediction, gray=xray.pixels)

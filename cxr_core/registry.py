@@ -24,6 +24,8 @@ import numpy as np
 from cxr_core.atomic import read_json, write_json_atomic, write_text_atomic
 from cxr_core.calibration import DEFAULT_TARGET_SENSITIVITY, Calibration, apply_temperature
 from cxr_core.config import Config
+from cxr_core.familiarity import Familiarity, FamiliarityError
+from cxr_core.familiarity import load as load_familiarity
 from cxr_core.preprocess import PreprocessConfig, PreprocessError
 
 MODEL_FILE = "model.keras"
@@ -67,6 +69,35 @@ def _display_name(directory: Path, card: dict[str, Any]) -> str:
     return directory.parent.name if directory.name == "model" else directory.name
 
 
+FEATURE_KINDS = ("penultimate", "style")
+
+
+def _feature_function(model: Any, kind: str) -> Any:
+    """A compiled function from an input batch to ``(features, softmax)`` of a Keras model (see ``features_and_probs``)."""
+    import keras
+    import tensorflow as tf
+
+    if kind not in FEATURE_KINDS:
+        raise RegistryError(f"unknown feature kind {kind!r}; choose from {list(FEATURE_KINDS)}")
+    if kind == "penultimate":
+        head = next((layer for layer in model.layers if layer.name == "predictions"), model.layers[-1])
+        both = keras.Model(model.inputs, [head.input, model.outputs[0]])
+        return tf.function(lambda x: both(x, training=False), reduce_retracing=True)
+    pools = [layer.output for layer in model.layers
+             if isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D))][:2]
+    if not pools:
+        pools = [next(layer for layer in reversed(model.layers) if len(layer.input.shape) == 4).input]
+    taps = keras.Model(model.inputs, [*pools, model.outputs[0]])
+
+    def style(x: Any) -> Any:
+        """Channel means and standard deviations of the tapped maps, and the softmax."""
+        *maps, probs = taps(x, training=False)
+        stats = [f(m, axis=(1, 2)) for m in maps for f in (tf.reduce_mean, tf.math.reduce_std)]
+        return tf.concat(stats, axis=1), probs
+
+    return tf.function(style, reduce_retracing=True)
+
+
 @dataclass
 class LoadedModel:
     """A loaded registry model with everything needed to reproduce its training-time inference."""
@@ -82,6 +113,8 @@ class LoadedModel:
     path: Path
     card: dict[str, Any] = field(default_factory=dict)
     target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY
+    familiarity: Familiarity | None = None
+    _embed: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def positive(self) -> str:
@@ -107,6 +140,20 @@ class LoadedModel:
         if len(batch) == 0:
             return np.zeros((0, len(self.classes)), np.float64)
         return np.asarray(self.model(batch, training=False), dtype=np.float64)
+
+    def features_and_probs(self, batch: np.ndarray, kind: str = "penultimate") -> tuple[np.ndarray, np.ndarray]:
+        """Features ``(n, d)`` of one ``kind`` and uncalibrated softmax ``(n, k)`` from one compiled forward pass.
+
+        ``penultimate``: the input of the classification head. ``style``: the mean and standard deviation of every
+        channel of the first two pooled feature maps (image appearance more than content; the last feature map for
+        models with no pooling layer of their own).
+        """
+        if len(batch) == 0:
+            return np.zeros((0, 0)), np.zeros((0, len(self.classes)))
+        if kind not in self._embed:
+            self._embed[kind] = _feature_function(self.model, kind)
+        features, probs = self._embed[kind](np.asarray(batch, dtype=np.float32))
+        return np.asarray(features, np.float64).reshape(len(batch), -1), np.asarray(probs, np.float64)
 
     def predict_probs(
         self, gray_images: Sequence[np.ndarray], *, calibrated: bool = True, batch_size: int = 32
@@ -190,11 +237,16 @@ def load_model(path: str | Path) -> LoadedModel:
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise RegistryError(f"{model_file} could not be loaded in safe mode: {reason}") from exc
     _check_shapes(model, preprocess, classes, str(directory))
+    version = model_version(directory)
+    try:
+        familiarity = load_familiarity(directory, version)
+    except FamiliarityError as exc:
+        raise RegistryError(str(exc)) from exc
     return LoadedModel(
         model=model, preprocess=preprocess, classes=classes, positive_index=positive_index,
         temperature=calibration.temperature, threshold=calibration.threshold, name=_display_name(directory, card),
-        version=model_version(directory), path=directory, card=card,
-        target_sensitivity=calibration.target_sensitivity,
+        version=version, path=directory, card=card,
+        target_sensitivity=calibration.target_sensitivity, familiarity=familiarity,
     )
 
 

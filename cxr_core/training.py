@@ -597,8 +597,9 @@ def _export(run: Path, tc: TrainConfig, data: TrainingData, log: logging.Logger,
     import keras
 
     from cxr_core.calibration import calibrate
+    from cxr_core.familiarity import fit_model
     from cxr_core.model_card import base_card
-    from cxr_core.registry import save_model_dir
+    from cxr_core.registry import load_model, save_model_dir
 
     _notify(progress, "export", 0, 1)
     keras.mixed_precision.set_global_policy("float32")
@@ -617,6 +618,8 @@ def _export(run: Path, tc: TrainConfig, data: TrainingData, log: logging.Logger,
                                threshold=calibration.threshold, target_sensitivity=calibration.target_sensitivity,
                                card=card)
     log.info("calibration on validation: %s", calibration.to_dict())
+    fam = fit_model(load_model(model_dir), data.x_train, data.frame[data.frame["split"] == "train"], data.x_val)
+    log.info("familiarity (%s) fitted on %d training images", fam.method, fam.info["n_train"])
     train_seconds = metrics["train_seconds"].dropna() if "train_seconds" in metrics else pd.Series(dtype=float)
     return TrainResult(
         run, "done", epochs_run=int(metrics["epoch"].max()) if len(metrics) else 0, best_epoch=best_epoch,

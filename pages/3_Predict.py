@@ -11,7 +11,8 @@ import streamlit as st
 from cxr_core.attention import COLORMAPS, draw_boxes, outline, overlay, png_bytes
 from cxr_core.explain import METHODS, Explainer
 from cxr_core.imaging import IMAGE_SUFFIXES, ImageReadError, read_xray, sha256_bytes
-from cxr_core.inference import NO_CAM, Prediction, predict_image, report_dict
+from cxr_core.gate import GateModelError, GateNet, load_gate_net
+from cxr_core.inference import NO_CAM, Prediction, predict_image, report_dict, unfamiliar_warning
 from cxr_core.lungs import MODEL_FILE as LUNGS_MODEL_FILE, LungModelError, LungSegmenter, load_segmenter, lung_mask
 from cxr_core.lungs import model_dir as lungs_model_dir
 from cxr_core.markings import detect_markings
@@ -31,6 +32,12 @@ def cached_model(path: str, version: str) -> LoadedModel:
 def cached_explainer(path: str, version: str) -> Explainer:
     """The tf-keras-vis explainer of a model, built once per server and version (never per click)."""
     return Explainer(cached_model(path, version).model)
+
+
+@st.cache_resource(show_spinner="Loading the chest X-ray gate…")
+def cached_gate() -> GateNet | None:
+    """The chest X-ray gate net, loaded once per server (None when switched off with CXR_GATE_MODEL=off)."""
+    return load_gate_net()
 
 
 @st.cache_resource(show_spinner="Loading the lung segmenter…")
@@ -54,12 +61,14 @@ def cached_regions(sha256: str, lungs: bool, _gray: np.ndarray) -> tuple[np.ndar
 
 @st.cache_data(show_spinner="Predicting…", max_entries=64)
 def cached_prediction(
-    path: str, version: str, sha256: str, cam: str, target: str | None, lungs: bool, _gray: np.ndarray
+    path: str, version: str, sha256: str, cam: str, target: str | None, lungs: bool, _gray: np.ndarray,
+    _tags: dict[str, str] | None = None,
 ) -> Prediction:
-    """The prediction for one image (keyed by its sha256), so moving a display slider does not recompute it."""
+    """The gated prediction for one image (keyed by its sha256), so moving a display slider does not recompute it."""
     explainer = cached_explainer(path, version) if cam != NO_CAM else None
     mask, boxes = cached_regions(sha256, lungs, _gray) if cam != NO_CAM else (None, [])
-    return predict_image(cached_model(path, version), _gray, explainer, cam, target=target, lung_mask=mask, boxes=boxes)
+    return predict_image(cached_model(path, version), _gray, explainer, cam, target=target, lung_mask=mask, boxes=boxes,
+                         gate_net=cached_gate(), dicom_tags=_tags)
 
 
 @st.cache_data(ttl=15, show_spinner=False)
@@ -83,8 +92,8 @@ def choose_model() -> tuple[str, str]:
     return chosen.path, chosen.version
 
 
-def image_from_upload() -> tuple[np.ndarray, str] | None:
-    """The uploaded X-ray and its sha256; shows a clear message and returns None for an unusable file."""
+def image_from_upload() -> tuple[np.ndarray, str, dict[str, str]] | None:
+    """The uploaded X-ray, its sha256 and safe DICOM tags; shows a clear message and returns None for an unusable file."""
     suffixes = sorted({s.lstrip(".") for s in IMAGE_SUFFIXES})
     upload = st.file_uploader("X-ray image (PNG, JPEG or DICOM)", type=suffixes)
     if upload is None:
@@ -99,10 +108,10 @@ def image_from_upload() -> tuple[np.ndarray, str] | None:
     if xray.dicom_tags:
         with st.expander("DICOM header (patient identifiers masked)"):
             st.table({"tag": list(xray.dicom_tags), "value": list(xray.dicom_tags.values())})
-    return xray.pixels, sha256_bytes(data)
+    return xray.pixels, sha256_bytes(data), xray.dicom_tags
 
 
-def image_from_dataset(random_test: bool) -> tuple[np.ndarray, str] | None:
+def image_from_dataset(random_test: bool) -> tuple[np.ndarray, str, dict[str, str]] | None:
     """An image of the dataset picked by class/source/split filters, or a random test image."""
     index = dataset_index()
     if index is None:
@@ -129,21 +138,40 @@ def image_from_dataset(random_test: bool) -> tuple[np.ndarray, str] | None:
         row = rows[rows["path"] == st.selectbox("Image", rows["path"].tolist())].iloc[0]
     st.caption(f"`{row['path']}`: labelled {row['label']}, source {row['source']}, split {row['split']}")
     try:
-        return load_gray(str(index.abspath(row["path"]))), str(row["sha256"])
+        return load_gray(str(index.abspath(row["path"]))), str(row["sha256"]), {}
     except ImageReadError as exc:
         st.error(f"Cannot read this image: {exc.reason}.")
         return None
 
 
+def show_refusal(pred: Prediction, loaded: LoadedModel, gray: np.ndarray, sha256: str) -> None:
+    """The gate's refusal in plain words, the image, and the JSON report (no probability, no heatmap)."""
+    st.error(f"**Not assessed.** {pred.gate.message}.", icon=":material/block:")
+    st.caption(f"Gate score {pred.gate.score:.2f}: the model gives no probability for images the gate refuses.")
+    st.image(gray, caption=f"Original ({gray.shape[1]}x{gray.shape[0]})", width=360)
+    st.download_button("Download JSON report", json.dumps(report_dict(pred, loaded, sha256), indent=2),
+                       f"report_{sha256[:8]}.json", "application/json", on_click="ignore")
+
+
 def show_prediction(pred: Prediction, loaded: LoadedModel, gray: np.ndarray, sha256: str, lungs: bool) -> None:
-    """Original vs model input, probability and decision, overlay with its controls, warning and downloads."""
+    """Warnings first, then original vs model input, probability and decision, overlay with its controls, downloads."""
+    if not pred.assessed:
+        show_refusal(pred, loaded, gray, sha256)
+        return
+    if pred.familiar is False:
+        st.warning(f"**Unfamiliar image** (familiarity score {pred.familiarity['score']:.2f}, above 1 is unfamiliar; "
+                   f"nearest training source {pred.familiarity['nearest_source']}). {unfamiliar_warning(loaded.card)}",
+                   icon=":material/warning:")
+    elif pred.familiarity is None:
+        st.caption("This model has no familiarity fit (`cxr familiarity`), so nobody checked that it has seen images "
+                   "like this one.")
     left, right = st.columns(2)
     left.image(gray, caption=f"Original ({gray.shape[1]}x{gray.shape[0]})", width="stretch")
     right.image(pred.model_input, caption=f"Model input ({loaded.preprocess.method}, {loaded.preprocess.size} px)", width="stretch")
     cols = st.columns(3)
     cols[0].metric(f"P({pred.positive}), calibrated", f"{pred.p_covid:.1%}")
     cols[1].metric(f"Decision at threshold {pred.threshold:.2f}", pred.label)
-    cols[2].metric("Certainty", "uncertain" if pred.near_threshold else "clear")
+    cols[2].metric("Certainty", pred.certainty)
     st.caption(f"{pred.uncertainty}. {CAUTION}")
     report = report_dict(pred, loaded, sha256, cached_explainer(str(loaded.path), loaded.version) if pred.heatmap is not None else None)
     overlay_png = None
@@ -203,9 +231,14 @@ if lungs and cam != NO_CAM:
     cached_segmenter()
 if cam != NO_CAM:
     cached_explainer(model_path, version)
+try:
+    cached_gate()
+except GateModelError as exc:
+    st.error(f"The chest X-ray gate cannot be loaded: {exc}")
+    st.stop()
 picked = image_from_upload() if source == SOURCES[0] else image_from_dataset(source == SOURCES[2])
 if picked is not None:
-    gray, digest = picked
+    gray, digest, tags = picked
     target = None if target_choice == "predicted class" else target_choice
-    prediction = cached_prediction(model_path, version, digest, cam, target, lungs, gray)
+    prediction = cached_prediction(model_path, version, digest, cam, target, lungs, gray, tags)
     show_prediction(prediction, loaded, gray, digest, lungs)

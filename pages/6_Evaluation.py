@@ -112,6 +112,32 @@ def confounding_panel(model: LoadedModel, result: dict[str, Any]) -> None:
                 f"`cxr evaluate --model {model.path} --leave-one-source-out`.")
 
 
+def coverage_panel(result: dict[str, Any]) -> None:
+    """How many images the model may answer (gate, familiarity), its metrics on those, the risk-coverage curves."""
+    st.subheader("Coverage: which images get an answer")
+    cov = result.get("coverage")
+    if not cov:
+        st.info("This evaluation predates the gate and familiarity score: re-run `cxr evaluate` to see coverage.")
+        return
+    familiar = "n/a (no familiarity fit)" if cov["familiar"] is None else f"{cov['familiar']} / {cov['n']}"
+    cols = st.columns(4)
+    cols[0].metric("Pass the chest X-ray gate", f"{cov['gate_passed']} / {cov['n']}")
+    cols[1].metric("Also familiar to the model", familiar)
+    covered = cov["on_covered"]
+    for col, key in zip(cols[2:], ("sensitivity", "specificity")):
+        value, everyone = covered.get(key), cov["on_all"].get(key)
+        col.metric(f"{key.capitalize()} on those", "n/a" if value is None else f"{value:.3f}",
+                   None if value is None or everyone is None else f"{value - everyone:+.3f} vs all images")
+    if cov["gate_reasons"]:
+        st.caption("Refused by the gate: " + "; ".join(f"{reason} ({n})" for reason, n in cov["gate_reasons"].items()))
+    if not cov["familiarity_fitted"]:
+        st.caption("This model has no familiarity fit: `cxr familiarity --model DIR` adds one.")
+    st.plotly_chart(figures.risk_coverage_figure(cov["risk_coverage"]), key="risk-coverage")
+    st.caption("Read from the right: at coverage 1 every image is answered. Abstaining on images that fail the gate "
+               "and then on the least familiar (or least confident) ones should lower the error rate of the answers "
+               "that remain.")
+
+
 def error_gallery(model: LoadedModel, cases: pd.DataFrame, threshold: float) -> None:
     """The most confident false positives and false negatives with their Grad-CAM overlays."""
     st.subheader("Worst errors")
@@ -192,6 +218,7 @@ st.plotly_chart(figs["reliability"], key="reliability")
 st.caption(f"ECE before calibration {result.get('ece_uncalibrated') or 0:.3f}, after temperature scaling "
            f"(T = {result.get('temperature', 1):.2f}) {result.get('ece') or 0:.3f}.")
 
+coverage_panel(result)
 confounding_panel(model, result)
 error_gallery(model, cases, threshold)
 st.subheader("Model card")

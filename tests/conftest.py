@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = Path(os.environ.get("CXR_SAMPLE_DIR", REPO.parent / "shared" / "data" / "cxr-sample")).resolve()
 LUNG_MASKS_DIR = Path(os.environ.get("CXR_LUNG_MASKS_DIR", REPO.parent / "shared" / "data" / "lung-masks")).resolve()
 SHIPPED_LUNGS_DIR = REPO / "models" / "lungs"
+SHIPPED_GATE_DIR = REPO / "models" / "gate"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -39,6 +40,9 @@ CHROMIUM_ARGS = [
 _SKIPPED_FOR_DATA: list[str] = []
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The synthetic "X-rays" most tests draw are no real films, so the gate's content check is off unless a test
+# turns the shipped gate on (tests/test_gate*.py, the refusal page and browser tests).
+os.environ.setdefault("CXR_GATE_MODEL", "off")
 
 
 def _need(path: Path, what: str) -> Path:
@@ -128,8 +132,9 @@ def write_dataset(root: Path, n_per_class: int = 12, size: int = 96, seed: int =
 
 
 def dicom_bytes(gray: np.ndarray, photometric: str = "MONOCHROME2", patient_name: str = "Doe^Jane",
-                patient_id: str = "PID-0042") -> bytes:
-    """A 12-bit DICOM file of a grayscale image with patient identifiers; MONOCHROME1 stores inverted values."""
+                patient_id: str = "PID-0042", **tags: str) -> bytes:
+    """A 12-bit DX DICOM of a grayscale image with patient identifiers and any other ``tags`` (e.g. Modality="MR",
+    ViewPosition="LL"); MONOCHROME1 stores inverted values."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
@@ -144,6 +149,8 @@ def dicom_bytes(gray: np.ndarray, photometric: str = "MONOCHROME2", patient_name
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
     ds.PatientName, ds.PatientID, ds.Modality = patient_name, patient_id, "DX"
+    for key, value in tags.items():
+        setattr(ds, key, value)
     ds.Rows, ds.Columns = gray.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0

@@ -27,21 +27,26 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture
-def app(models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """The Predict page under AppTest with the tiny registry and no dataset; caches cleared first."""
+def open_page(models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str):
+    """The Predict page under AppTest with a registry, no dataset, caches cleared and extra environment ``env``."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    monkeypatch.setenv("CXR_MODELS_DIR", str(models_dir))
-    monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "no-data"))
+    for key, value in {"CXR_MODELS_DIR": str(models_dir), "CXR_HOME": str(tmp_path / "home"),
+                       "CXR_DATA_DIR": str(tmp_path / "no-data"), **env}.items():
+        monkeypatch.setenv(key, value)
     st.cache_resource.clear()
     st.cache_data.clear()
     at = AppTest.from_file(PAGE, default_timeout=120)
     at.run()
     assert not at.exception, at.exception
     return at
+
+
+@pytest.fixture
+def app(models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The Predict page under AppTest with the tiny registry and no dataset; caches cleared first."""
+    return open_page(models_dir, tmp_path, monkeypatch)
 
 
 def png(gray: np.ndarray) -> bytes:
@@ -209,3 +214,71 @@ def test_browser_upload_shows_prediction_overlay_and_downloads_report(
     report = json.loads(Path(info.value.path()).read_text())
     assert {"p_covid", "decision", "threshold", "input_sha256", "attention_shares"} <= set(report)
     assert report["explanation"]["method"] == "gradcam"
+
+
+@pytest.fixture
+def gated_app(models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The Predict page with the shipped chest X-ray gate switched on."""
+    from conftest import SHIPPED_GATE_DIR
+
+    return open_page(models_dir, tmp_path, monkeypatch, CXR_GATE_MODEL=str(SHIPPED_GATE_DIR))
+
+
+def test_a_non_xray_upload_is_refused_instead_of_given_a_probability(gated_app) -> None:
+    noise = np.random.default_rng(5).integers(0, 256, (256, 256)).astype(np.uint8)
+    at = upload(gated_app, "noise.png", png(noise))
+    assert any("Not assessed" in e.value and "does not look like a frontal chest X-ray" in e.value for e in at.error)
+    assert not any(m.label.startswith("P(COVID)") for m in at.metric)
+    assert [b.proto.label for b in at.get("download_button")] == ["Download JSON report"]
+
+
+def test_an_mr_dicom_and_an_inverted_film_are_refused_with_their_reasons(gated_app, sample_dir) -> None:
+    gray = read_image(sample_dir / "Normal" / "images" / "Normal-1.png")
+    at = upload(gated_app, "head.dcm", dicom_bytes(gray, Modality="MR"), "application/dicom")
+    assert any("MR image" in e.value for e in at.error) and not at.metric
+    at = upload(gated_app, "negative.png", png(255 - gray))
+    assert any("inverted" in e.value for e in at.error) and not at.metric
+    at = upload(gated_app, "chest.png", png(gray))
+    assert not at.error and any(m.label.startswith("P(COVID)") for m in at.metric)
+    certainty = next(m.value for m in at.metric if m.label == "Certainty")
+    assert certainty in {"uncertain", "unfamiliar", "clear"}
+
+
+@pytest.mark.browser
+def test_browser_refuses_a_photo_that_is_no_xray(streamlit_app, browser_page, models_dir, tmp_path) -> None:
+    from conftest import SHIPPED_GATE_DIR
+    from playwright.sync_api import expect
+    from skimage.data import chelsea
+
+    url = streamlit_app({"CXR_MODELS_DIR": str(models_dir), "CXR_DATA_DIR": str(tmp_path / "no-data"),
+                         "CXR_GATE_MODEL": str(SHIPPED_GATE_DIR)})
+    page = browser_page
+    page.goto(f"{url}/Predict")
+    page.get_by_text("Upload a chest X-ray").wait_for(timeout=90_000)
+    photo = tmp_path / "cat.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(chelsea(), cv2.COLOR_RGB2BGR))
+    page.locator("input[type=file]").set_input_files(str(photo))
+    page.get_by_text("Not assessed.").wait_for(timeout=60_000)
+    expect(page.get_by_text("does not look like a frontal chest X-ray")).to_be_visible()
+    expect(page.get_by_text("P(COVID), calibrated")).to_have_count(0)
+
+
+def test_an_unfamiliar_image_keeps_its_probability_but_is_never_clear(tmp_path, monkeypatch) -> None:
+    import pandas as pd
+
+    from conftest import synthetic_xray
+    from cxr_core.familiarity import fit_model
+    from cxr_core.registry import load_model
+
+    root = tmp_path / "registry"
+    model = load_model(make_model_dir(root / "default"))
+    rng = np.random.default_rng(4)
+    images = np.stack([model.preprocess.apply(synthetic_xray(rng, 96, covid=i % 2 == 0)) for i in range(40)])
+    rows = pd.DataFrame({"label": ["COVID", "Normal"] * 16, "source": ["covid-a", "normal-b"] * 16})
+    fit_model(model, images[:32], rows, images[32:])
+    at = open_page(root, tmp_path, monkeypatch)
+    stripes = np.tile((np.arange(96) // 4 % 2 * 255).astype(np.uint8), (96, 1))
+    at = upload(at, "stripes.png", png(stripes))
+    assert any(w.value.startswith("**Unfamiliar image**") for w in at.warning), texts(at)
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Certainty"] == "unfamiliar" and any(k.startswith("P(COVID)") for k in shown)

@@ -152,6 +152,10 @@ def test_promote_and_evaluate_a_trained_model(env: Path, trained_run: Callable[[
     table = at.dataframe[0].value if "metric" in at.dataframe[0].value else at.dataframe[1].value
     assert "roc_auc" in list(table["metric"])
     assert set({m.label: m.value for m in at.metric}) >= {"Sensitivity", "Specificity"}
+    shown = {m.label: m.value for m in at.metric}
+    assert any("Coverage" in s.value for s in at.subheader)
+    assert shown["Pass the chest X-ray gate"].split(" / ")[0] == shown["Pass the chest X-ray gate"].split(" / ")[1]
+    assert "/" in shown["Also familiar to the model"], "a trained run carries its familiarity fit"
     at.slider[0].set_value(0.0).run()
     everything_covid = {m.label: m.value for m in at.metric}
     assert (everything_covid["Sensitivity"], everything_covid["Specificity"]) == ("1.000", "0.000")

@@ -109,6 +109,7 @@ def test_exported_model_reloads_in_safe_mode_and_predicts_like_the_best_checkpoi
     assert 0 < loaded.threshold < 1 and loaded.temperature > 0
     card = json.loads((result.model_dir / "card.json").read_text())
     assert card["training"]["run_id"] == result.run_dir.name and card["architecture"] == "cxr_net"
+    assert loaded.familiarity is not None and loaded.familiarity.info["n_train"] > 0
 
 
 def test_cancel_request_stops_after_the_current_batch_and_the_run_resumes(make_cfg: Callable[..., Config],

@@ -10,6 +10,7 @@ from typing import Any
 from cxr_core.cli import CliError, index_or_fail
 from cxr_core.config import Config
 from cxr_core.eval_report import write_report
+from cxr_core.gate import GateModelError
 from cxr_core.evaluation import SPLIT_CHOICES, EvaluationError, evaluate
 from cxr_core.metrics import DEFAULT_BOOTSTRAP
 from cxr_core.progress import ProgressBar
@@ -34,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def _fmt(value: float | None) -> str:
+    """A metric with three decimals, or n/a."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def format_result(result: dict[str, Any]) -> str:
     """Human-readable summary of an evaluation."""
     ci = result["ci95"]
@@ -55,6 +61,13 @@ def format_result(result: dict[str, Any]) -> str:
     conf = result["confounding"]
     lines.append(f"  source alone predicts the label with accuracy {conf['source_only_accuracy']:.1%}: "
                  "see leave-one-source-out for the honest figure")
+    cov = result.get("coverage")
+    if cov:
+        covered = cov["on_covered"]
+        familiar = "no familiarity fit" if cov["familiar"] is None else f"{cov['familiar']} also familiar"
+        lines.append(f"  coverage: {cov['gate_passed']}/{cov['n']} pass the gate, {familiar}: {cov['covered']} answered "
+                     f"({cov['coverage']:.1%}); on those sensitivity {_fmt(covered.get('sensitivity'))}, "
+                     f"specificity {_fmt(covered.get('specificity'))}")
     loso = result.get("leave_one_source_out")
     if loso:
         lines.append("  leave-one-source-out: " + "; ".join(
@@ -85,8 +98,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 from cxr_core.loso import LosoOptions, leave_one_source_out
 
                 options = LosoOptions.for_model(model, size=args.loso_size, epochs=args.loso_epochs)
-                result["leave_one_source_out"] = leave_one_source_out(cfg, index, options, model_dir=model.path)
-        except (RegistryError, EvaluationError, ValueError) as exc:
+                result["leave_one_source_out"] = leave_one_source_out(
+                    cfg, index, options, model_dir=None if args.no_write else model.path)
+        except (RegistryError, EvaluationError, GateModelError, ValueError) as exc:
             raise CliError(str(exc).splitlines()[0]) from exc
     if not args.no_write:
         try:

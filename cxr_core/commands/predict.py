@@ -18,18 +18,19 @@ from cxr_core.attention import overlay, png_bytes
 from cxr_core.cli import CliError
 from cxr_core.config import Config
 from cxr_core.explain import METHODS, ExplainError, Explainer
+from cxr_core.gate import GateModelError, load_gate_net
 from cxr_core.inference import NO_CAM, BatchItem, Prediction, Regions, collect_inputs, predict_paths, report_dict
 from cxr_core.registry import RegistryError, default_model_dir, load_model
 
 CSV_COLUMNS = (
-    "path", "sha256", "p_covid", "decision", "threshold", "attention_thorax", "attention_lungs", "attention_markings",
-    "attention_warning", "overlay", "error",
+    "path", "sha256", "gate", "gate_reasons", "familiarity", "p_covid", "decision", "certainty", "threshold",
+    "attention_thorax", "attention_lungs", "attention_markings", "attention_warning", "overlay", "error",
 )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``predict`` sub-command."""
-    parser = sub.add_parser("predict", help="predict X-ray files or folders with a registered model, with Grad-CAM overlays")
+    parser = sub.add_parser("predict", help="gate and predict X-ray files or folders with a registered model, with Grad-CAM overlays")
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files (PNG, JPEG, DICOM, ...) or folders")
     parser.add_argument("--model", type=Path, help="model directory (default: the registry's default model)")
     parser.add_argument("--cam", choices=[*METHODS, NO_CAM], default="gradcam", help="explanation method (default gradcam)")
@@ -89,12 +90,29 @@ def _row(item: BatchItem, overlay_file: str) -> dict[str, Any]:
     pred = item.prediction
     if pred is None:
         return {"path": str(item.path), "error": item.error}
+    familiarity = "" if pred.familiarity is None else f"{pred.familiarity['score']:.4f}"
     return {
-        "path": str(item.path), "sha256": item.sha256, "p_covid": f"{pred.p_covid:.6f}", "decision": pred.label,
-        "threshold": f"{pred.threshold:.6f}",
+        "path": str(item.path), "sha256": item.sha256, "gate": "pass" if pred.gate.chest_xray else "fail",
+        "gate_reasons": " | ".join(pred.gate.reasons), "familiarity": familiarity,
+        "p_covid": "" if pred.p_covid is None else f"{pred.p_covid:.6f}", "decision": pred.label,
+        "certainty": pred.certainty, "threshold": f"{pred.threshold:.6f}",
         **{f"attention_{key}": _share(pred, key) for key in ("thorax", "lungs", "markings")},
         "attention_warning": "yes" if pred.warning else "", "overlay": overlay_file, "error": "",
     }
+
+
+def _text_line(report: dict[str, Any]) -> str:
+    """One human line per prediction: the refusal, or probability, decision, certainty and warnings."""
+    if report["p_covid"] is None:
+        return f"{report['path']}: not assessed: {'; '.join(report['gate']['reasons'])}"
+    shares = report["attention_shares"] or {}
+    thorax = f"  thorax attention {shares['thorax']:.0%}" if shares.get("thorax") is not None else ""
+    flag = "  WARNING: attention outside the chest" if report["attention_warning"] else ""
+    familiar = report["familiarity"]
+    unfamiliar = (f"  WARNING: unfamiliar to this model (score {familiar['score']:.2f}, nearest source "
+                  f"{familiar['nearest_source']})") if familiar and not familiar["familiar"] else ""
+    return (f"{report['path']}: p_covid {report['p_covid']:.3f} -> {report['decision']} (threshold "
+            f"{report['threshold']:.3f}, {report['certainty']}){thorax}{flag}{unfamiliar}")
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -116,7 +134,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     try:
         loaded = load_model(_model_dir(args, cfg))
         explainer = Explainer(loaded.model) if args.cam != NO_CAM else None
-    except (RegistryError, ExplainError) as exc:
+        gate_net = load_gate_net()
+    except (RegistryError, ExplainError, GateModelError) as exc:
         raise CliError(str(exc)) from exc
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -125,7 +144,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     errors: list[dict[str, str]] = []
     progress = tqdm(total=len(files), desc="predict", unit="img", file=sys.stderr, disable=len(files) < 2)
     regions = _regions(args.lungs, args.markings)
-    items = predict_paths(files, loaded, explainer, args.cam, max_pixels=cfg.max_pixels, min_side=cfg.min_side, regions=regions)
+    items = predict_paths(files, loaded, explainer, args.cam, max_pixels=cfg.max_pixels, min_side=cfg.min_side, regions=regions,
+                          gate_net=gate_net)
     for item in items:
         progress.update(1)
         if item.prediction is None:
@@ -153,10 +173,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         print(json.dumps(payload, indent=2))
         return 0
     for report in reports:
-        shares = report["attention_shares"] or {}
-        thorax = f"  thorax attention {shares['thorax']:.0%}" if shares.get("thorax") is not None else ""
-        flag = "  WARNING: attention outside the chest" if report["attention_warning"] else ""
-        print(f"{report['path']}: p_covid {report['p_covid']:.3f} -> {report['decision']} (threshold {report['threshold']:.3f}){thorax}{flag}")
-    summary = f"{len(reports)} predicted, {len(errors)} unreadable"
+        print(_text_line(report))
+    refused = sum(1 for r in reports if r["p_covid"] is None)
+    summary = f"{len(reports) - refused} predicted, {refused} not assessed, {len(errors)} unreadable"
     print(summary + (f"; results in {args.out / 'predictions.csv'}" if args.out is not None else ""), file=sys.stderr)
     return 0
