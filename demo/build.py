@@ -21,8 +21,8 @@ MAX_BYTES = 6 * 1024 * 1024
 # (source, label) -> (licence text the sample's manifest must carry, images wanted)
 SELECTION = {
     ("hannover", "COVID"): ("CC BY 3.0", 50),
-    ("nih-cxr14", "Normal"): ("unstated in repo; upstream NIH ChestX-ray14: unrestricted use, citation requested", 25),
-    ("kermany-pediatric", "Normal"): ("unstated in repo; upstream Kermany et al. 2018: CC BY 4.0", 25),
+    ("nih-cxr14", "Normal"): ("unstated in repo; upstream NIH ChestX-ray14: unrestricted use, citation requested", 35),
+    ("kermany-pediatric", "Normal"): ("unstated in repo; upstream Kermany et al. 2018: CC BY 4.0", 35),
 }
 CLASSES = ("COVID", "Normal")
 

@@ -52,7 +52,7 @@ def test_demo_size_manifest_and_licences() -> None:
     assert list(manifest.columns) == ["file", "label", "source", "source_repo", "original_path", "patient_id", "view",
                                       "license", "sha256"]
     pngs = sorted(p.relative_to(DEMO_DIR).as_posix() for p in DEMO_DIR.rglob("*.png"))
-    assert pngs == sorted(manifest["file"]) and len(pngs) >= 80
+    assert pngs == sorted(manifest["file"]) and len(pngs) == 100
     for row in manifest.itertuples():
         assert row.file.startswith(f"{row.label}/images/{row.label}-")
         assert ALLOWED[row.source, row.label] == row.license
@@ -80,7 +80,7 @@ def test_cli_says_it_uses_the_demo(nothing_configured: Path, capsys) -> None:
     assert main(["index"]) == 0
     out = capsys.readouterr()
     assert out.err.strip() == f"cxr index: using the demo dataset at {DEMO_DIR} (set CXR_DATA_DIR for your own)"
-    assert out.out.startswith(f"{DEMO_DIR}: 80 images") and "Cramér's V 1.00" in out.out
+    assert out.out.startswith(f"{DEMO_DIR}: 100 images") and "Cramér's V 1.00" in out.out
     assert main(["index", str(DEMO_DIR)]) == 0 and capsys.readouterr().err == "", "no notice for an explicit folder"
 
 
@@ -91,4 +91,4 @@ def test_home_page_explains_the_demo_and_its_confounding(nothing_configured: Pat
     assert any("demo dataset" in i.value and "CXR_DATA_DIR" in i.value for i in at.info)
     lesson = " ".join(m.value for m in at.markdown)
     assert "confounded on purpose" in lesson and "leave-one-source-out" in lesson and "not a flaw" in lesson
-    assert at.metric[0].value == "80"
+    assert at.metric[0].value == "100"

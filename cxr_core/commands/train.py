@@ -146,7 +146,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         if args.resume:
             result = resume(cfg, args.resume, epochs=args.epochs, progress=bars)
         else:
-            tc = config_from_args(args)
+            tc = config_from_args(args).validate()
             index_or_fail(cfg, tc.data_dir)
             result = train(cfg, tc, run_dir=args.run_dir, progress=bars)
     except (TrainingError, ArchitectureError, PipelineError, PreprocessError, FileExistsError) as exc:

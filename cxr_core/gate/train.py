@@ -219,7 +219,7 @@ def write_card(out_dir: Path, card: dict[str, Any]) -> None:
     lines += ["", "Negatives accepted by family: " + ", ".join(
         f"{f} {1 - r:.3f}" for f, r in val["other_by_family"].items()) + ".", "",
         "## Limits", "",
-        "It has never seen a lateral film, a chest CT scout, or an X-ray of another body part; the DICOM header "
-        "checks and the lung segmenter cover some of those. Results on real non-X-ray pictures: `bench/results/gate.md`.",
+        "It has never seen a lateral film, a chest CT scout, or a real X-ray of another body part (only crude drawn "
+        "ones: limb bones, skull rings); the DICOM header checks cover some of those. Results on real non-X-ray pictures: `bench/results/gate.md`.",
     ]
     write_text_atomic(out_dir / "card.md", "\n".join(lines) + "\n")
