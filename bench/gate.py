@@ -13,7 +13,8 @@ Parts (results merged into ``bench/results/gate.json`` + ``.md``):
 - ``familiarity``: for every source, the default model's recipe retrained without it (``cxr_core.loso``, runs
   reused), every familiarity method fitted on that model's training split and calibrated on its validation split,
   then AUROC of held-out-source images against in-distribution test images of the other sources. The method with
-  the highest mean AUROC is the default (rule fixed before the first run; a tie goes to ``mahalanobis``). ``style_knn`` joined the candidates after that first run had measured the other two.
+  the highest mean AUROC is the default (rule fixed before the first run; a tie goes to ``mahalanobis``).
+  ``style_knn`` joined the candidates after that first run had measured the other two.
 - ``cost``: milliseconds per image of the gate net, the familiarity score (features come from the prediction's own
   forward pass), the lung segmenter, and the whole prediction with and without gate and familiarity.
 

@@ -3,13 +3,13 @@
 Usage: ``.venv/bin/python bench/repair.py [--data ../shared/data/cxr-sample] [--n 40]``
 
 Clean films: validation-split images of the sample on which the markings detector finds nothing (the mask's
-parameters were chosen on test-split films). On each, synthetic markings (arrows, ellipses, boxes, scribbles, captions; ``cxr_core.markings_synth``, no corner letters or
-distractors, so the clean film is the ground truth everywhere outside the markings) are drawn, then repaired by
-every method of ``cxr_core.repair`` twice: under the true overlay mask (dilated by the default margin) and under
-the mask ``marking_mask`` detects. Reported per method and mask: PSNR and SSIM inside the overlay pixels against the
-clean film (and the unrepaired film's, for the gain), the change in the default model's P(COVID) against the clean
-film, and milliseconds per repair. Also: the share of overlay pixels the detected mask covers (target >= 90 %), and
-the share of a clean film's pixels it masks.
+parameters were chosen on test-split films). On each, synthetic markings (arrows, ellipses, boxes, scribbles,
+captions; ``cxr_core.markings_synth``, no corner letters or distractors, so the clean film is the ground truth
+everywhere outside the markings) are drawn, then repaired by every method of ``cxr_core.repair`` twice: under the
+true overlay mask (dilated by the default margin) and under the mask ``marking_mask`` detects. Reported per method
+and mask: PSNR and SSIM inside the overlay pixels against the clean film (and the unrepaired film's, for the gain),
+the change in the default model's P(COVID) against the clean film, and milliseconds per repair. Also: the share of
+overlay pixels the detected mask covers (target >= 90 %), and the share of a clean film's pixels it masks.
 
 Rule fixed before the first run: the default method is the one with the highest mean PSNR gain under the detected
 mask; within 0.1 dB of it, the fastest.

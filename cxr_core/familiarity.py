@@ -1,4 +1,4 @@
-"""Familiarity: has this model seen images like this one? A distance in the model's own penultimate features.
+"""Familiarity: has this model seen images like this one? A distance in the model's own features to its training images.
 
 Fitted once per model on the features of its *training* split and stored in the model directory
 (``familiarity.json`` + ``familiarity.npz``, tied to the model's version). Three scores are available:
