@@ -169,33 +169,48 @@ def augment_batch(layers: Any, images: Any, seed: Any) -> Any:
     return images
 
 
-def _epoch_order(labels: np.ndarray, seed: Any, balanced: bool) -> Any:
+def sampling_groups(labels: np.ndarray, sources: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per image its group index and per group its class: one group per class, or (``sources``) per (class, source)."""
+    keys = list(zip(labels.tolist(), [""] * len(labels) if sources is None else [str(s) for s in sources]))
+    groups = sorted(set(keys))
+    index = {key: i for i, key in enumerate(groups)}
+    return np.array([index[k] for k in keys], np.int32), np.array([g[0] for g in groups], np.int32)
+
+
+def _epoch_order(labels: np.ndarray, seed: Any, balanced: bool, sources: np.ndarray | None = None) -> Any:
     """The image indices of one epoch, drawn from the stateless ``seed``: a permutation, or (``balanced``) as many
-    draws with replacement with both classes equally likely."""
+    draws with replacement with both classes equally likely and, with ``sources``, within a class every source
+    equally likely."""
     import tensorflow as tf
 
     n = len(labels)
     if not balanced:
         return tf.argsort(tf.random.stateless_uniform([n], seed=seed))
-    counts = np.bincount(labels, minlength=len(CLASSES))
-    by_class = tf.constant(np.argsort(labels, kind="stable").astype(np.int32))
+    group_of, group_class = sampling_groups(labels, sources)
+    counts = np.bincount(group_of, minlength=len(group_class))
+    per_class = np.bincount(group_class, minlength=len(CLASSES))
+    weights = 1.0 / (len(CLASSES) * per_class[group_class])
+    by_group = tf.constant(np.argsort(group_of, kind="stable").astype(np.int32))
     offsets = tf.constant((np.cumsum(counts) - counts).astype(np.int32))
-    classes = tf.random.stateless_uniform([n], seed=tf.random.experimental.stateless_fold_in(seed, 1), minval=0,
-                                          maxval=len(CLASSES), dtype=tf.int32)
+    logits = tf.math.log(tf.constant(weights[None, :], tf.float32))
+    groups = tf.reshape(tf.random.stateless_categorical(logits, n, seed=tf.random.experimental.stateless_fold_in(seed, 1),
+                                                        dtype=tf.int32), [n])
     within = tf.random.stateless_uniform([n], seed=tf.random.experimental.stateless_fold_in(seed, 2))
-    picks = tf.cast(within * tf.gather(tf.constant(counts, tf.float32), classes), tf.int32)
-    return tf.gather(by_class, tf.gather(offsets, classes) + picks)
+    picks = tf.cast(within * tf.gather(tf.constant(counts, tf.float32), groups), tf.int32)
+    return tf.gather(by_group, tf.gather(offsets, groups) + picks)
 
 
 def make_dataset(images: np.ndarray, labels: np.ndarray, *, batch: int, training: bool, seed: int,
-                 augment: Augmentation | None = None, balanced: bool = False, epochs: range | None = None) -> Any:
+                 augment: Augmentation | None = None, balanced: bool = False, sources: np.ndarray | None = None,
+                 epochs: range | None = None) -> Any:
     """A batched, prefetched ``tf.data.Dataset`` of ``(float32 (b,s,s,1) raw 0-255, one-hot (b,2))``.
 
     Training datasets are shuffled and augmented with stateless seeds derived from ``(seed, epoch)`` only, so epoch
     k holds the same batches whether or not the process trained epochs before it (a resumed run sees exactly what an
     uninterrupted one would). With ``epochs`` the dataset holds the batches of those epochs back to back (train
     with ``steps_per_epoch``); without, every pass over it is a new epoch keyed by a seeded per-pass random number.
-    ``balanced`` draws both classes with equal probability (same number of images per epoch as the data holds).
+    ``balanced`` draws both classes with equal probability (same number of images per epoch as the data holds);
+    with ``sources`` (one name per image) every source of a class is, within that class, equally likely too.
     """
     import tensorflow as tf
 
@@ -217,7 +232,7 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, *, batch: int, training
     def epoch_batches(key: Any) -> Any:
         """The batches of the epoch keyed ``key``: (epoch seed, batch number, image indices)."""
         epoch_seed = tf.stack([tf.constant(seed, tf.int64), tf.cast(key, tf.int64)])
-        order = tf.data.Dataset.from_tensor_slices(_epoch_order(labels, epoch_seed, balanced)).batch(batch)
+        order = tf.data.Dataset.from_tensor_slices(_epoch_order(labels, epoch_seed, balanced, sources)).batch(batch)
         return order.enumerate().map(lambda i, index: (epoch_seed, i, index))
 
     def load(epoch_seed: Any, i: Any, index: Any) -> tuple[Any, Any]:

@@ -32,7 +32,8 @@ from cxr_core.pipeline import (Augmentation, class_weights, labels_of, load_arra
 from cxr_core.preprocess import PreprocessConfig
 
 PIPELINES = ("ours", "paper")
-SAMPLINGS = ("class_weight", "balanced", "none")
+SAMPLINGS = ("class_weight", "balanced", "source_balanced", "none")
+TRAIN_CONFIG_FILE = "train_config.json"
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 MONITORS = {"val_auc": "max", "val_loss": "min"}
 HEARTBEAT_SECONDS = 2.0
@@ -91,8 +92,8 @@ class TrainConfig:
             (self.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}, got {self.strategy!r}"),
             (self.monitor in MONITORS, f"monitor must be one of {sorted(MONITORS)}, got {self.monitor!r}"),
             (self.sampling in SAMPLINGS, f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}"),
-            (not (self.pipeline == "paper" and self.sampling == "balanced"),
-             "balanced sampling is available with --pipeline ours only"),
+            (not (self.pipeline == "paper" and self.sampling in ("balanced", "source_balanced")),
+             f"{self.sampling} sampling is available with --pipeline ours only"),
             (self.batch_log_every >= 1, "batch_log_every must be at least 1"),
             (0 < self.target_sensitivity <= 1, "target sensitivity must be in (0, 1]"),
             (not set(self.hparams) - set(arch.hparams), f"{self.arch} takes hyperparameters {sorted(arch.hparams)}"),
@@ -130,6 +131,31 @@ class TrainConfig:
         """Rebuild from :meth:`to_dict` output; unknown keys are ignored (older runs)."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def read_train_config(path: str | Path) -> TrainConfig:
+    """The TrainConfig saved in ``path``: a model's ``train_config.json`` or a run's ``config.json`` (its ``train``).
+
+    A missing or unreadable file, or one with options this version does not know, is one-line :class:`TrainingError`.
+    """
+    path = Path(path).expanduser()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise TrainingError(f"no configuration file at {path}") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TrainingError(f"{path} is not a readable JSON configuration: {exc}") from exc
+    if isinstance(data, dict) and isinstance(data.get("train"), dict):
+        data = data["train"]
+    if not isinstance(data, dict):
+        raise TrainingError(f"{path} does not hold a training configuration (a JSON object)")
+    unknown = sorted(set(data) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise TrainingError(f"{path}: unknown training options {unknown}")
+    try:
+        return TrainConfig(**data)
+    except TypeError as exc:
+        raise TrainingError(f"{path}: {exc}") from exc
 
 
 @dataclass
@@ -587,8 +613,11 @@ def input_data(data: TrainingData, tc: TrainConfig, start_epoch: int = 0) -> tup
     if tc.pipeline == "paper":
         return (paper_iterator(data.x_train, data.y_train, batch=tc.batch, training=True, seed=seed, augment=augment),
                 paper_iterator(data.x_val, data.y_val, batch=tc.batch, training=False, seed=seed), steps)
+    train_rows = data.frame[data.frame["split"] == "train"]
+    sources = train_rows["source"].astype(str).to_numpy() if tc.sampling == "source_balanced" else None
     train_data = make_dataset(data.x_train, data.y_train, batch=tc.batch, training=True, seed=seed, augment=augment,
-                              balanced=tc.sampling == "balanced", epochs=range(start_epoch, tc.epochs))
+                              balanced=tc.sampling in ("balanced", "source_balanced"), sources=sources,
+                              epochs=range(start_epoch, tc.epochs))
     return train_data, make_dataset(data.x_val, data.y_val, batch=tc.batch, training=False, seed=seed), steps
 
 
@@ -617,6 +646,8 @@ def _export(run: Path, tc: TrainConfig, data: TrainingData, log: logging.Logger,
     model_dir = save_model_dir(run / rundir.MODEL_DIR, model, data.preprocess, temperature=calibration.temperature,
                                threshold=calibration.threshold, target_sensitivity=calibration.target_sensitivity,
                                card=card)
+    recipe = {**tc.to_dict(), "data_dir": None}
+    rundir.write_json_safe(model_dir / TRAIN_CONFIG_FILE, recipe)
     log.info("calibration on validation: %s", calibration.to_dict())
     fam = fit_model(load_model(model_dir), data.x_train, data.frame[data.frame["split"] == "train"], data.x_val)
     log.info("familiarity (%s) fitted on %d training images", fam.method, fam.info["n_train"])

@@ -9,12 +9,17 @@ import streamlit as st
 from cxr_core import figures, jobs
 from cxr_core.architectures import ARCHITECTURES
 from cxr_core.normalise import METHODS
+from cxr_core.preprocess import ROI_MODES
+from cxr_core.training import STRATEGIES
 from cxr_core.pipeline import Augmentation
 from cxr_core.rundir import log_tail, read_batches, read_metrics
 from pages.common import config, dataset_index, no_dataset_message
 
 REFRESH_SECONDS = 3
-SAMPLINGS = {"class weights (inverse frequency)": "class_weight", "balanced sampling": "balanced", "none": "none"}
+SAMPLINGS = {"class weights (inverse frequency)": "class_weight", "balanced sampling": "balanced",
+             "source-balanced sampling (classes, then sources within a class)": "source_balanced", "none": "none"}
+ROI_LABELS = {"none": "none (whole film)", "lung_crop": "lung_crop (crop to the lungs)",
+              "lung_mask": "lung_mask (blank everything outside the lungs)"}
 
 cfg = config()
 jobs.ensure_worker(cfg)
@@ -55,6 +60,12 @@ def training_form(n_train: int) -> tuple[dict[str, Any], int]:
     method = c3.selectbox("Normalisation", sorted(METHODS), index=sorted(METHODS).index("clahe"),
                           help="\n\n".join(f"**{m}**: {METHODS[m].summary}" for m in sorted(METHODS)))
     params = method_params(method)
+    c1, c2, c3 = st.columns(3)
+    roi = c1.selectbox("Region of interest", ROI_MODES, format_func=ROI_LABELS.get,
+                       help="lung_crop and lung_mask use the lung segmenter of models/lungs")
+    strategy = c2.selectbox("Distribution strategy", STRATEGIES, help="auto: mirrored over several GPUs, else default")
+    weights = c3.text_input("Pre-trained weights", value="", disabled=spec.pretrained is None, key=f"weights-{arch}",
+                            help="vgg19_frozen and densenet121 only: empty = imagenet, or a weights file path")
     c1, c2, c3, c4 = st.columns(4)
     epochs = c1.number_input("Epochs", value=30, step=1, help="maximum epochs; early stopping may end sooner")
     batch = c2.number_input("Batch size", value=32, step=1)
@@ -63,6 +74,7 @@ def training_form(n_train: int) -> tuple[dict[str, Any], int]:
     c1, c2, c3, c4 = st.columns(4)
     sampling = SAMPLINGS[c1.selectbox("Class imbalance", list(SAMPLINGS))]
     mixed = c2.toggle("Mixed precision (bf16)", value=False)
+    ema = c2.toggle("EMA of weights", value=True, help="validate and keep a moving average of the weights")
     seed = c3.number_input("Seed", value=int(cfg.seed), step=1)
     limit = c4.number_input("Limit training images (0 = all)", value=0, step=16,
                             help="smoke runs: train on this many images only")
@@ -83,9 +95,8 @@ def training_form(n_train: int) -> tuple[dict[str, Any], int]:
         "arch": arch, "size": int(size), "method": method, "epochs": int(epochs), "batch": int(batch), "lr": float(lr),
         "patience": int(patience), "seed": int(seed), "augment": augment, **strengths,
         "mixed_precision": mixed, "limit": int(limit) or None, "method_params": params or None,
+        "roi": roi, "strategy": strategy, "ema": ema, "sampling": sampling, "weights": weights.strip() or None,
     }
-    request.update({"class_weights": None if sampling == "balanced" else sampling == "class_weight",
-                    "balanced": sampling == "balanced" or None})
     return request, min(n_train, int(limit)) if limit > 0 else n_train
 
 

@@ -67,6 +67,8 @@ def test_training_form_refuses_negative_lr_and_zero_epochs(env: Path) -> None:
     assert not at.exception
     assert any(m.label == "Parameters" and m.value not in ("n/a", "") for m in at.metric)
     assert any("0 excluded" in m.value for m in at.markdown)
+    labels = {w.label for kind in (at.selectbox, at.toggle, at.text_input) for w in kind}
+    assert {"Region of interest", "Distribution strategy", "Pre-trained weights", "EMA of weights"} <= labels
     at.number_input(key="size-cxr_net").set_value(64)
     click(at, "Measure time per epoch")
     estimate = next(m.value for m in at.metric if m.label == "Estimated time per epoch")
@@ -243,10 +245,11 @@ def see(page: Page, text: str | re.Pattern[str], why: str, timeout: float = PAGE
 @pytest.mark.browser
 @pytest.mark.slow
 def test_train_watch_promote_evaluate_in_chromium(streamlit_app, browser_page: Page, tmp_path: Path) -> None:
-    """Launch a tiny run from the Training page, watch the curve grow without reloading, promote it, evaluate it."""
+    """Launch a tiny lung-masked run from the Training page, watch the curve grow live, promote it, evaluate it."""
     # 100 images per class make an epoch last about a second on an idle machine, so the 3 s refresh sees the curve grow
     data, home = write_dataset(tmp_path / "data", n_per_class=100, size=64), tmp_path / "home"
-    url = streamlit_app({"CXR_DATA_DIR": str(data), "CXR_HOME": str(home), "CXR_MODELS_DIR": str(tmp_path / "models")})
+    url = streamlit_app({"CXR_DATA_DIR": str(data), "CXR_HOME": str(home), "CXR_MODELS_DIR": str(tmp_path / "models"),
+                         "CXR_LUNGS_MODEL": str(REPO / "models" / "lungs")})
 
     def server_log() -> str:
         """The alerts on the page and the end of the server log."""
@@ -262,6 +265,11 @@ def test_train_watch_promote_evaluate_in_chromium(streamlit_app, browser_page: P
         field.fill(str(value))
         field.press("Enter")
         settle(page, PAGE_MS)
+    roi = page.locator('[data-testid="stSelectbox"]').filter(has_text="Region of interest")
+    roi.get_by_role("combobox").click()
+    page.get_by_role("option", name="lung_mask (blank everything outside the lungs)").click()
+    settle(page, PAGE_MS)
+    form["roi"] = ("Region of interest", "lung_mask")
     page.get_by_role("button", name="Launch training").click()
     see(page, re.compile(r"launched\.|Not launched"), "the launch got no answer", diagnose=server_log)
     assert page.get_by_text("Not launched").count() == 0, server_log()
@@ -289,6 +297,8 @@ def test_train_watch_promote_evaluate_in_chromium(streamlit_app, browser_page: P
     page.close()
     page = fresh
     assert wait_for_run(run, TRAIN_SECONDS) == "done", describe_run(run)
+    model = json.loads((run / "model" / "train_config.json").read_text())
+    assert model["roi"] == "lung_mask" and json.loads((run / "model" / "preprocess.json").read_text())["roi"] == "lung_mask"
     page.goto(f"{url}/Training")
     see(page, "✅ done", "the reopened Training page does not show the finished run",
         diagnose=lambda: describe_run(run) + "\n" + server_log())

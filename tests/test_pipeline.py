@@ -117,6 +117,20 @@ def test_balanced_sampling_draws_both_classes_about_equally() -> None:
     assert 0.4 < labels.mean() < 0.6
 
 
+def test_source_balanced_sampling_gives_every_source_of_a_class_the_same_share() -> None:
+    from cxr_core.pipeline import _epoch_order
+
+    sources = np.array(["a"] * 10 + ["b"] * 190 + ["c"] * 5 + ["d"] * 250 + ["e"] * 45)
+    labels = np.array([0] * 200 + [1] * 300, np.int32)
+    picks = np.concatenate([_epoch_order(labels, np.array([7, k]), True, sources).numpy() for k in range(40)])
+    share = {s: float(np.mean(sources[picks] == s)) for s in "abcde"}
+    assert share["a"] == pytest.approx(0.25, abs=0.02) and share["b"] == pytest.approx(0.25, abs=0.02)
+    for s in "cde":
+        assert share[s] == pytest.approx(1 / 6, abs=0.02)
+    again = _epoch_order(labels, np.array([7, 3]), True, sources).numpy()
+    np.testing.assert_array_equal(again, _epoch_order(labels, np.array([7, 3]), True, sources).numpy())
+
+
 def test_paper_pipeline_sees_every_image_each_epoch() -> None:
     x, y = _images(n=70)
     iterator = paper_iterator(x, y, batch=32, training=True, seed=0, augment=Augmentation())

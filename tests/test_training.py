@@ -80,12 +80,21 @@ def test_cli_smoke_run_writes_the_whole_run_directory_in_under_a_minute(tmp_path
     assert json.loads((run / "model" / "classes.json").read_text())["classes"] == ["COVID", "Normal"]
     assert json.loads((run / "model" / "preprocess.json").read_text())["size"] == 64
     assert [r.id for r in jobs.list_runs(Config(home=tmp_path / "home", data_dir=data))] == [run.name]
+    recipe = json.loads((run / "model" / "train_config.json").read_text())
+    first = json.loads((run / "config.json").read_text())["train"]
+    assert recipe == {**first, "data_dir": None}
+    again = _cxr(["train", "--config", str(run / "model" / "train_config.json"), "--sampling", "source_balanced",
+                  "--hflip", "--run-dir", str(tmp_path / "again"), "--json"], _env(tmp_path, data))
+    assert again.returncode == 0, again.stderr[-2000:]
+    second = json.loads((tmp_path / "again" / "config.json").read_text())["train"]
+    assert second == {**first, "sampling": "source_balanced", "augmentation": {**first["augmentation"], "flip": True}}
 
 
 def test_bad_requests_are_one_line_cli_errors(tmp_path: Path, data: Path) -> None:
     env = _env(tmp_path, data)
     for args, expected in ((["--epochs", "0"], "epochs must be at least 1"), (["--lr", "-1"], "learning rate"),
-                           (["--method", "magic"], "unknown normalisation method")):
+                           (["--method", "magic"], "unknown normalisation method"),
+                           (["--config", str(tmp_path / "nowhere.json")], "no configuration file")):
         result = _cxr(["train", "--size", "64", *args], env)
         assert result.returncode == 2
         assert expected in result.stderr and "Traceback" not in result.stderr
@@ -240,3 +249,25 @@ def test_tune_saves_a_results_table_and_resumes_without_repeating_trials(make_cf
     again = tune(cfg, search, on_trial=started.append)
     assert len(started) == count
     assert sorted(again["trial"]) == sorted(first["trial"])
+
+
+def test_the_shipped_default_model_carries_its_recipe() -> None:
+    """models/default/train_config.json reads back and describes the preprocessing the shipped model uses."""
+    from cxr_core.training import read_train_config
+
+    tc = read_train_config(REPO / "models" / "default" / "train_config.json").validate()
+    assert tc.preprocess().to_dict() == json.loads((REPO / "models" / "default" / "preprocess.json").read_text())
+    assert tc.data_dir is None and tc.seed == 1
+
+
+def test_a_config_file_with_unknown_options_is_refused(tmp_path: Path) -> None:
+    """A configuration naming options this version does not know is one line naming them."""
+    from cxr_core.training import read_train_config
+
+    path = tmp_path / "train_config.json"
+    path.write_text(json.dumps({"arch": "cxr_net", "colour": "red"}))
+    with pytest.raises(TrainingError, match=r"unknown training options \['colour'\]"):
+        read_train_config(path)
+    path.write_text("{not json")
+    with pytest.raises(TrainingError, match="not a readable JSON"):
+        read_train_config(path)

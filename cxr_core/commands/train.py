@@ -16,7 +16,8 @@ from cxr_core.cli import CliError, index_or_fail
 from cxr_core.config import Config
 from cxr_core.pipeline import Augmentation, PipelineError
 from cxr_core.preprocess import ROI_MODES, PreprocessError
-from cxr_core.training import PIPELINES, STRATEGIES, TrainConfig, TrainingError, TrainResult, resume, train
+from cxr_core.training import (PIPELINES, SAMPLINGS, STRATEGIES, TRAIN_CONFIG_FILE, TrainConfig, TrainingError,
+                               TrainResult, read_train_config, resume, train)
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -47,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="random seed (default: the configured seed)")
     p.add_argument("--patience", type=int, default=8, help="early-stopping patience in epochs (default 8)")
     p.add_argument("--monitor", default="val_auc", choices=["val_auc", "val_loss"], help="early stopping / best model")
-    p.add_argument("--mixed-precision", action="store_true", help="bfloat16 mixed precision")
+    p.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=False,
+                   help="bfloat16 mixed precision (default off)")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
                    help="validate and keep an exponential moving average of the weights (Polyak averaging; default on)")
     p.add_argument("--pipeline", default="ours", choices=PIPELINES, help="tf.data (ours) or the paper's ImageDataGenerator")
@@ -55,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     weighting.add_argument("--class-weights", "--class-weight", action=argparse.BooleanOptionalAction, default=True,
                            help="inverse-frequency class weights (default on)")
     weighting.add_argument("--balanced", action="store_true", help="balanced sampling instead of class weights")
+    weighting.add_argument("--sampling", choices=SAMPLINGS,
+                           help="class_weight, balanced (classes equally likely), source_balanced (classes equally "
+                                "likely and, within a class, every source equally likely) or none")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True, help="augmentation (default on)")
     p.add_argument("--rotation", type=float, default=defaults.rotation, help="max rotation in degrees (default 15)")
     p.add_argument("--zoom", type=float, default=defaults.zoom, help="max zoom fraction (default 0.2)")
@@ -64,27 +69,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hparams", type=_json_object, default={}, help="architecture hyperparameters as JSON, e.g. '{\"width\": 48}'")
     p.add_argument("--weights", help="pre-trained weights file (vgg19_frozen, densenet121); 'imagenet' downloads")
     p.add_argument("--strategy", default="auto", choices=STRATEGIES, help="distribution strategy (default auto)")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help=f"start from a saved configuration ({TRAIN_CONFIG_FILE} of a model, or a run's config.json); "
+                        "options given here override it")
     p.add_argument("--run-dir", type=Path, help="run directory (default: a new folder under the work dir's runs/)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run from its latest checkpoint")
     p.add_argument("--json", action="store_true", help="print one JSON object with the result on stdout")
+    for action in p._actions:  # noqa: SLF001 - only options given on the command line override --config
+        if action.dest not in ("help", "json"):
+            action.default = argparse.SUPPRESS
     p.set_defaults(handler=run)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig described by the parsed arguments."""
-    weights = args.weights
-    if weights is None and args.arch in ("vgg19_frozen", "densenet121"):
-        weights = "imagenet"
-    sampling = "balanced" if args.balanced else ("class_weight" if args.class_weights else "none")
-    return TrainConfig(
-        arch=args.arch, epochs=30 if args.epochs is None else args.epochs, size=args.size, method=args.method,
-        method_params=args.method_params,
-        roi=args.roi,
-        lr=args.lr, batch=args.batch, limit=args.limit, seed=args.seed, patience=args.patience, monitor=args.monitor,
-        mixed_precision=args.mixed_precision, ema=args.ema, pipeline=args.pipeline, sampling=sampling, augment=args.augment,
-        augmentation=asdict(Augmentation(args.rotation, args.zoom, args.shift, args.shear, args.hflip)),
-        hparams=args.hparams, weights=weights, data_dir=str(args.data) if args.data else None, strategy=args.strategy,
-    )
+SAME_NAMED = ("arch", "epochs", "size", "method", "method_params", "roi", "lr", "batch", "limit", "seed", "patience",
+              "monitor", "mixed_precision", "ema", "pipeline", "augment", "hparams", "weights", "strategy")
+AUGMENTATION_FLAGS = {"rotation": "rotation", "zoom": "zoom", "shift": "shift", "shear": "shear", "hflip": "flip"}
+
+
+def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    """The TrainConfig of ``base`` (default: TrainConfig's defaults) with every option given on the command line."""
+    given = vars(args)
+    values = (base or TrainConfig()).to_dict()
+    values.update({name: given[name] for name in SAME_NAMED if name in given})
+    if "data" in given:
+        values["data_dir"] = str(given["data"])
+    if given.get("sampling"):
+        values["sampling"] = given["sampling"]
+    elif given.get("balanced"):
+        values["sampling"] = "balanced"
+    elif "class_weights" in given:
+        values["sampling"] = "class_weight" if given["class_weights"] else "none"
+    augmentation = {**Augmentation().to_dict(), **values.get("augmentation", {})}
+    augmentation.update({key: given[flag] for flag, key in AUGMENTATION_FLAGS.items() if flag in given})
+    values["augmentation"] = asdict(Augmentation(**augmentation))
+    tc = TrainConfig.from_dict(values)
+    if tc.weights is None and "weights" not in given and tc.arch in ARCHITECTURES and ARCHITECTURES[tc.arch].pretrained:
+        tc.weights = "imagenet"
+    return tc
 
 
 class Bars:
@@ -143,12 +164,13 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     """Train or resume and print where the run and its model are."""
     bars = Bars()
     try:
-        if args.resume:
-            result = resume(cfg, args.resume, epochs=args.epochs, progress=bars)
+        if getattr(args, "resume", None):
+            result = resume(cfg, args.resume, epochs=getattr(args, "epochs", None), progress=bars)
         else:
-            tc = config_from_args(args).validate()
+            base = read_train_config(args.config) if getattr(args, "config", None) else None
+            tc = config_from_args(args, base).validate()
             index_or_fail(cfg, tc.data_dir)
-            result = train(cfg, tc, run_dir=args.run_dir, progress=bars)
+            result = train(cfg, tc, run_dir=getattr(args, "run_dir", None), progress=bars)
     except (TrainingError, ArchitectureError, PipelineError, PreprocessError, FileExistsError) as exc:
         raise CliError(str(exc)) from exc
     finally:
