@@ -25,6 +25,7 @@ from cxr_core.imaging import read_image
 from cxr_core.lungs import LungSegmenter, dilate, load_segmenter
 
 AUDIT_FILE = "audit.json"
+AUDITS_DIR = "audits"
 STAT_BORDER = 0.05
 HIST_BINS = 32
 
@@ -319,13 +320,24 @@ def run_audit(
 
 
 def save_audit(model_dir: str | Path, result: dict[str, Any]) -> Path:
-    """Write ``audit.json`` into the model directory and copy it into the card's ``shortcut_audit`` section."""
-    from cxr_core.model_card import read_card, write_card
+    """Store an audit with the model, per dataset and split, as evaluations are; returns the file written.
+
+    The model's own test-split audit is ``audit.json`` and the card's ``shortcut_audit`` (the headline, and what
+    "Why this model is the default" compares). An audit of another dataset or split goes to
+    ``audits/<dataset>-<split>/audit.json`` and is listed under the card's ``other_audits``, leaving those in place.
+    """
+    from cxr_core.model_card import card_with_other_audit, is_own_result, read_card, result_key, write_card
 
     directory = Path(model_dir)
-    path = write_json_atomic(directory / AUDIT_FILE, result)
     card = read_card(directory)
+    if is_own_result(card, result["data_dir"], result["split"]):
+        path = write_json_atomic(directory / AUDIT_FILE, result)
+        if card:
+            write_card(directory, {**card, "shortcut_audit": result})
+        return path
+    key = result_key(result["data_dir"], result["split"])
+    path = write_json_atomic(directory / AUDITS_DIR / key / AUDIT_FILE, result)
     if card:
-        write_card(directory, {**card, "shortcut_audit": result})
+        write_card(directory, card_with_other_audit(card, key, result))
     return path
 

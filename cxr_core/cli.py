@@ -7,6 +7,7 @@ import importlib
 import os
 import pkgutil
 import sys
+import typing
 from typing import Any, Callable, Sequence
 
 from cxr_core import __version__, commands
@@ -48,9 +49,17 @@ def trainer_budget(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
             "seed": cfg.seed if args.seed is None else args.seed, "limit": args.limit}
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line naming the command and where its help is."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        """Exit 2 with ``cxr train: error: ... (see cxr train --help)``."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The root parser with every discovered sub-command registered."""
-    parser = argparse.ArgumentParser(prog="cxr", description="CXR Review: chest X-ray curation, training and review.")
+    parser = Parser(prog="cxr", description="CXR Review: chest X-ray curation, training and review.")
     parser.add_argument("--version", action="version", version=f"cxr {__version__}")
     parser.add_argument("--home", help="work dir for caches, index, ledger and runs (default $CXR_HOME or .cxr/)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

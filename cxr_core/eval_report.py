@@ -9,13 +9,13 @@ figure specs (``plotly.io.from_json``): the dashboard draws them, and they work 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Mapping
 
 from cxr_core.atomic import write_text_atomic
 from cxr_core.model_card import (
-    card_metrics, card_with_evaluation, card_with_external, card_with_loso, metrics_markdown, read_card, write_card,
+    card_metrics, card_with_evaluation, card_with_external, card_with_loso, is_own_result, metrics_markdown, read_card,
+    result_key, write_card,
 )
 from cxr_core.registry import EVALUATION_FILE
 from cxr_core.rundir import write_json_safe
@@ -108,24 +108,12 @@ def figures(result: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def slug(text: str) -> str:
-    """A file-name-safe slug."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "dataset"
-
-
-def is_own_evaluation(card: Mapping[str, Any], result: Mapping[str, Any]) -> bool:
-    """True for the test split of the dataset the model was trained on (or of any dataset when that is unknown)."""
-    trained_on = (card.get("training") or {}).get("data_dir")
-    same_data = not trained_on or Path(str(trained_on)).resolve() == Path(result["data"]["dir"]).resolve()
-    return result.get("split") == "test" and same_data
-
-
 def write_report(model_dir: str | Path, result: Mapping[str, Any]) -> Path:
     """Write JSON, Markdown and figures for an evaluation and refresh the model card; returns the report folder."""
     model_dir = Path(model_dir)
     card = read_card(model_dir)
-    own = is_own_evaluation(card, result)
-    key = f"{slug(Path(result['data']['dir']).name)}-{result['split']}"
+    own = is_own_result(card, result["data"]["dir"], result["split"])
+    key = result_key(result["data"]["dir"], result["split"])
     target = model_dir if own else model_dir / EVALUATIONS_DIR / key
     write_json_safe(target / EVALUATION_FILE, dict(result))
     write_text_atomic(target / "evaluation.md", render_markdown(result))

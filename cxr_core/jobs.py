@@ -1,7 +1,7 @@
 """Background training jobs: a file-locked queue of run directories, a detached worker, liveness, cancel and resume.
 
-Design: a launch creates ``runs/<id>/job.json`` (the exact ``cxr train ... --run-dir DIR`` command line, queue
-``state`` = ``queued``) while holding an exclusive ``fcntl.flock`` on ``<home>/jobs/queue.lock``, then spawns a
+Design: a launch creates ``runs/<id>/job.json`` (the request, its full ``TrainConfig`` as ``train``, the command
+``cxr train --config job.json --run-dir DIR``, queue ``state`` = ``queued``) while holding an exclusive ``fcntl.flock`` on ``<home>/jobs/queue.lock``, then spawns a
 detached queue worker (``python -m cxr_core.jobs worker``, ``start_new_session=True``). At most one worker lives at
 a time (it holds ``<home>/jobs/worker.lock`` while it runs; another one exits at once). Under the queue lock the
 worker starts the oldest queued runs while fewer than ``max_parallel`` runs are alive, each as its own detached
@@ -35,6 +35,7 @@ import pandas as pd
 
 from cxr_core.atomic import write_json_atomic
 from cxr_core.config import Config, load_config
+from cxr_core.train_config import TrainConfig, config_from_options
 from cxr_core.rundir import (
     ACTIVE,
     JOB_FILE,
@@ -271,107 +272,23 @@ def progress(status: Mapping[str, Any], metrics: pd.DataFrame | None = None) -> 
     return fraction, eta
 
 
-TRAIN_FLAGS: dict[str, str] = {
-    "data": "--data",
-    "arch": "--arch",
-    "epochs": "--epochs",
-    "size": "--size",
-    "method": "--method",
-    "method_params": "--method-params",
-    "lr": "--lr",
-    "batch": "--batch",
-    "limit": "--limit",
-    "seed": "--seed",
-    "augment": "--augment",
-    "rotation": "--rotation",
-    "zoom": "--zoom",
-    "shift": "--shift",
-    "shear": "--shear",
-    "hflip": "--hflip",
-    "sampling": "--sampling",
-    "roi": "--roi",
-    "ema": "--ema",
-    "weights": "--weights",
-    "strategy": "--strategy",
-    "patience": "--patience",
-    "monitor": "--monitor",
-    "hparams": "--hparams",
-    "mixed_precision": "--mixed-precision",
-    "pipeline": "--pipeline",
-}
+def request_config(request: Mapping[str, Any]) -> tuple[dict[str, Any], TrainConfig]:
+    """A training request (flat option names, as the Training page sends them) cleaned and as a validated config.
 
-
-def train_parser_flags() -> dict[str, argparse.Action]:
-    """The options ``cxr train`` accepts (option string -> argparse action), read from the live CLI parser."""
-    from cxr_core.cli import build_parser
-
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
-    train = sub.choices.get("train")
-    if train is None:
-        return {}
-    return {opt: action for action in train._actions for opt in action.option_strings}  # noqa: SLF001
+    Empty values mean the option's default. :class:`JobError` names the first problem.
+    """
+    clean = {k: v for k, v in request.items() if v is not None and v != "" and v != {}}
+    if not clean.get("arch"):
+        raise JobError("choose an architecture")
+    try:
+        return clean, config_from_options(clean).validate()
+    except ValueError as exc:
+        raise JobError(str(exc)) from exc
 
 
 def validate_request(request: Mapping[str, Any]) -> dict[str, Any]:
-    """Check a training request (form values) and return it cleaned; :class:`JobError` names the first problem."""
-    clean = {k: v for k, v in request.items() if v is not None and v != ""}
-    if not clean.get("arch"):
-        raise JobError("choose an architecture")
-    for name in ("epochs", "batch", "size"):
-        if name in clean and (not isinstance(clean[name], int) or isinstance(clean[name], bool) or clean[name] <= 0):
-            raise JobError(f"{name} must be a positive whole number, got {clean[name]!r}")
-    if "epochs" not in clean:
-        raise JobError("epochs must be given")
-    if "lr" in clean and (not isinstance(clean["lr"], (int, float)) or not 0 < float(clean["lr"]) < 1):
-        raise JobError(f"learning rate must be a number between 0 and 1 (exclusive), got {clean['lr']!r}")
-    if "limit" in clean and (not isinstance(clean["limit"], int) or clean["limit"] < 4):
-        raise JobError(f"limit must be at least 4 images, got {clean['limit']!r}")
-    if "patience" in clean and (not isinstance(clean["patience"], int) or clean["patience"] < 1):
-        raise JobError(f"early-stopping patience must be at least 1 epoch, got {clean['patience']!r}")
-    unknown = set(clean) - set(TRAIN_FLAGS)
-    if unknown:
-        raise JobError(f"unknown training options {sorted(unknown)}")
-    return clean
-
-
-def _bool_flag(flag: str, value: bool, accepted: Mapping[str, argparse.Action]) -> list[str]:
-    """The arguments that switch ``flag`` on or off, as far as the parser in ``accepted`` allows."""
-    negative = "--no-" + flag[2:]
-    if not accepted:
-        return [flag if value else negative]
-    action = accepted.get(flag)
-    if value and action is not None:
-        return [flag]
-    if not value and negative in accepted:
-        return [negative]
-    if not value and action is not None and action.nargs == 0 and not action.default:
-        return []
-    raise JobError(f"cxr train cannot switch {'on' if value else 'off'} {flag}")
-
-
-def build_train_argv(request: Mapping[str, Any], run_dir: Path, opts: JobOptions = JobOptions(),
-                     accepted: Mapping[str, argparse.Action] | None = None) -> list[str]:
-    """The ``python -m cxr_core train ... --run-dir DIR`` command line for a validated request.
-
-    Options the installed ``cxr train`` does not accept are refused with :class:`JobError` (never silently dropped);
-    booleans become ``--flag``/``--no-flag`` according to what the parser offers.
-    """
-    accepted = train_parser_flags() if accepted is None else accepted
-    argv = [opts.python, *opts.train_command]
-    for key, value in request.items():
-        flag = TRAIN_FLAGS[key]
-        if isinstance(value, bool):
-            argv += _bool_flag(flag, value, accepted)
-            continue
-        if accepted and flag not in accepted:
-            raise JobError(f"cxr train does not support {flag} yet")
-        choices = accepted[flag].choices if accepted else None
-        if choices and value not in choices:
-            raise JobError(f"{key} must be one of {sorted(choices)}, got {value!r}")
-        text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
-        argv += [flag, text]
-    return argv + ["--run-dir", str(run_dir)]
+    """Check a training request and return it cleaned; :class:`JobError` names the first problem."""
+    return request_config(request)[0]
 
 
 def _child_env(cfg: Config) -> dict[str, str]:
@@ -383,17 +300,21 @@ def _child_env(cfg: Config) -> dict[str, str]:
     return env
 
 
-def launch(cfg: Config, request: Mapping[str, Any], opts: JobOptions = JobOptions(),
-           accepted: Mapping[str, argparse.Action] | None = None) -> Path:
-    """Queue a training run (validated request -> run dir with a queued ``job.json``) and make sure a worker runs it."""
-    clean = validate_request(request)
+def launch(cfg: Config, request: Mapping[str, Any], opts: JobOptions = JobOptions()) -> Path:
+    """Queue a training run and make sure a worker runs it.
+
+    The run dir's ``job.json`` holds the request, the full ``TrainConfig.to_dict()`` as ``train``, and the command
+    ``cxr train --config job.json --run-dir RUN``, so the worker builds the config from that file.
+    """
+    clean, tc = request_config(request)
     cfg.runs_dir.mkdir(parents=True, exist_ok=True)
     with queue_lock(cfg):
-        run_dir = cfg.runs_dir / new_run_id(str(clean["arch"]))
+        run_dir = cfg.runs_dir / new_run_id(tc.arch)
         run_dir.mkdir()
-        argv = build_train_argv(clean, run_dir, opts, accepted)
-        write_json_atomic(run_dir / JOB_FILE, {"request": clean, "argv": argv, "kind": "train", "state": "queued",
-                                               "queued": utc_now(), "queued_ns": time.time_ns(), "pid": None})
+        argv = [opts.python, *opts.train_command, "--config", str(run_dir / JOB_FILE), "--run-dir", str(run_dir)]
+        write_json_atomic(run_dir / JOB_FILE, {"request": clean, "train": tc.to_dict(), "argv": argv, "kind": "train",
+                                               "state": "queued", "queued": utc_now(), "queued_ns": time.time_ns(),
+                                               "pid": None})
     spawn_worker(cfg, opts)
     return run_dir
 

@@ -25,7 +25,7 @@ from sklearn.metrics import accuracy_score
 from cxr_core.calibration import apply_temperature
 from cxr_core.config import Config
 from cxr_core.dataset_index import DatasetIndex
-from cxr_core.eval_report import slug
+from cxr_core.model_card import slug
 from cxr_core.metrics import rank_metrics, subgroup_table
 from cxr_core.registry import LoadedModel, load_model
 

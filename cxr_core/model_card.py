@@ -13,6 +13,7 @@ that :func:`write_card` derives from them and this model's own ``shortcut_audit`
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -130,6 +131,31 @@ def card_with_external(card: Mapping[str, Any], key: str, evaluation: Mapping[st
     external[key]["data_dir"] = evaluation.get("data", {}).get("dir")
     updated["external_evaluations"] = external
     return updated
+
+
+def slug(text: str) -> str:
+    """A file-name-safe slug."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "dataset"
+
+
+def result_key(data_dir: str | Path, split: str) -> str:
+    """``<dataset folder>-<split>``: where a result on other data is kept (``evaluations/``, ``audits/``)."""
+    return f"{slug(Path(data_dir).name)}-{split}"
+
+
+def is_own_result(card: Mapping[str, Any], data_dir: str | Path, split: str) -> bool:
+    """True for the test split of the dataset the model was trained on (or of any dataset when that is unknown)."""
+    trained_on = (card.get("training") or {}).get("data_dir")
+    same_data = not trained_on or Path(str(trained_on)).resolve() == Path(data_dir).resolve()
+    return split == "test" and same_data
+
+
+def card_with_other_audit(card: Mapping[str, Any], key: str, audit: Mapping[str, Any]) -> dict[str, Any]:
+    """The card with a summary of an audit on another dataset or split under ``other_audits`` (``audit.json`` and
+    ``shortcut_audit`` stay the model's own test-split audit)."""
+    others = dict(card.get("other_audits") or {})
+    others[key] = {k: audit.get(k) for k in AUDIT_KEYS}
+    return {**dict(card), "other_audits": others}
 
 
 def card_with_loso(card: Mapping[str, Any], loso: Mapping[str, Any]) -> dict[str, Any]:
@@ -400,6 +426,14 @@ def render_markdown(card: Mapping[str, Any]) -> str:
     lines += ["", "## Shortcut audit", ""]
     audit = card.get("shortcut_audit")
     lines += _audit_md(audit) if audit else ["Not audited yet: `cxr audit`."]
+    others = card.get("other_audits") or {}
+    if others:
+        lines += ["", "### Audits on other datasets", "", "| dataset | n | AUC | lungs blanked | lungs only | "
+                  "Grad-CAM in lungs | verdict |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {key} | {row.get('n')} | {_fmt(row.get('auc'))} | {_fmt(row.get('auc_lungs_blanked'))} | "
+                  f"{_fmt(row.get('auc_lungs_only'))} | {_fmt(row.get('lung_attention_mean'))} | "
+                  f"{row.get('verdict_level') or '–'} |" for key, row in others.items()]
+        lines += ["", "Full results: `audits/<dataset>-<split>/audit.json`."]
     if has_selection(card):
         lines += ["", "## Why this model is the default", ""] + _selection_md(card)
     return "\n".join(lines) + "\n"

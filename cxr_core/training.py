@@ -30,132 +30,16 @@ from cxr_core.keras_files import save_keras_atomically
 from cxr_core.pipeline import (Augmentation, class_weights, labels_of, load_arrays, make_dataset, paper_iterator,
                                select_images)
 from cxr_core.preprocess import PreprocessConfig
+from cxr_core.train_config import (MONITORS, TRAIN_CONFIG_FILE, TrainConfig, TrainingError, check_cluster,
+                                   read_train_config)
 
-PIPELINES = ("ours", "paper")
-SAMPLINGS = ("class_weight", "balanced", "source_balanced", "none")
-TRAIN_CONFIG_FILE = "train_config.json"
-STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
-MONITORS = {"val_auc": "max", "val_loss": "min"}
 HEARTBEAT_SECONDS = 2.0
 METRICS_FILE_COLUMNS = rundir.METRICS_COLUMNS + ("train_seconds",)
 Progress = Callable[[str, int, int, Mapping[str, Any]], None]
 
 
-class TrainingError(ValueError):
-    """A training request is invalid or a run cannot be resumed; ``str(exc)`` is one clear line."""
-
-
 class TrainingCancelled(Exception):
     """Raised inside training when ``cancel.request`` appears in the run directory."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (saved as ``config.json["train"]``; resume reads it back)."""
-
-    arch: str = "cxr_net"
-    epochs: int = 30
-    size: int | None = None
-    method: str = "clahe"
-    method_params: dict[str, Any] = field(default_factory=dict)
-    resize: str = "squash"
-    roi: str = "none"
-    lr: float | None = None
-    batch: int = 32
-    limit: int | None = None
-    seed: int | None = None
-    patience: int = 8
-    lr_patience: int = 3
-    monitor: str = "val_auc"
-    mixed_precision: bool = False
-    ema: bool = True
-    pipeline: str = "ours"
-    sampling: str = "class_weight"
-    augment: bool = True
-    augmentation: dict[str, Any] = field(default_factory=lambda: Augmentation().to_dict())
-    hparams: dict[str, Any] = field(default_factory=dict)
-    weights: str | None = None
-    data_dir: str | None = None
-    strategy: str = "auto"
-    batch_log_every: int = 5
-    target_sensitivity: float = 0.95
-
-    def validate(self) -> "TrainConfig":
-        """Check every field (one-line :class:`TrainingError`); returns self."""
-        arch = get_architecture(self.arch)
-        checks = [
-            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
-            (self.batch >= 1, f"batch must be at least 1, got {self.batch}"),
-            (self.lr is None or self.lr > 0, f"learning rate must be positive, got {self.lr}"),
-            (self.patience >= 1 and self.lr_patience >= 1, "patience values must be at least 1"),
-            (self.pipeline in PIPELINES, f"pipeline must be one of {PIPELINES}, got {self.pipeline!r}"),
-            (self.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}, got {self.strategy!r}"),
-            (self.monitor in MONITORS, f"monitor must be one of {sorted(MONITORS)}, got {self.monitor!r}"),
-            (self.sampling in SAMPLINGS, f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}"),
-            (not (self.pipeline == "paper" and self.sampling in ("balanced", "source_balanced")),
-             f"{self.sampling} sampling is available with --pipeline ours only"),
-            (self.batch_log_every >= 1, "batch_log_every must be at least 1"),
-            (0 < self.target_sensitivity <= 1, "target sensitivity must be in (0, 1]"),
-            (not set(self.hparams) - set(arch.hparams), f"{self.arch} takes hyperparameters {sorted(arch.hparams)}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise TrainingError(message)
-        Augmentation(**self.augmentation)
-        self.preprocess()
-        if self.strategy == "multi_worker":
-            check_cluster()
-        return self
-
-    @property
-    def image_size(self) -> int:
-        """The input size: ``size`` or the architecture's default."""
-        return int(self.size or get_architecture(self.arch).default_size)
-
-    @property
-    def learning_rate(self) -> float:
-        """The learning rate: ``lr`` or the architecture's default."""
-        return float(self.lr or get_architecture(self.arch).default_lr)
-
-    def preprocess(self) -> PreprocessConfig:
-        """The PreprocessConfig applied to every image (saved with the model)."""
-        return PreprocessConfig(method=self.method, params=tuple(self.method_params.items()), size=self.image_size,
-                                resize=self.resize, roi=self.roi)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
-        """Rebuild from :meth:`to_dict` output; unknown keys are ignored (older runs)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def read_train_config(path: str | Path) -> TrainConfig:
-    """The TrainConfig saved in ``path``: a model's ``train_config.json`` or a run's ``config.json`` (its ``train``).
-
-    A missing or unreadable file, or one with options this version does not know, is one-line :class:`TrainingError`.
-    """
-    path = Path(path).expanduser()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise TrainingError(f"no configuration file at {path}") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TrainingError(f"{path} is not a readable JSON configuration: {exc}") from exc
-    if isinstance(data, dict) and isinstance(data.get("train"), dict):
-        data = data["train"]
-    if not isinstance(data, dict):
-        raise TrainingError(f"{path} does not hold a training configuration (a JSON object)")
-    unknown = sorted(set(data) - {f.name for f in fields(TrainConfig)})
-    if unknown:
-        raise TrainingError(f"{path}: unknown training options {unknown}")
-    try:
-        return TrainConfig(**data)
-    except TypeError as exc:
-        raise TrainingError(f"{path}: {exc}") from exc
 
 
 @dataclass
@@ -217,22 +101,6 @@ def prepare_data(cfg: Config, tc: TrainConfig, frame: pd.DataFrame | None = None
         arrays[split] = (load_arrays(rows, data_dir, pp, cfg=cfg, workers=cfg.workers, progress=report), labels_of(rows))
         done += len(rows)
     return TrainingData(frame, pp, *arrays["train"], *arrays["val"])
-
-
-def check_cluster(env: Mapping[str, str] | None = None) -> int:
-    """The number of workers (chief included) in ``TF_CONFIG``; :class:`TrainingError` when there is no valid one."""
-    text = (os.environ if env is None else env).get("TF_CONFIG", "")
-    if not text:
-        raise TrainingError("--strategy multi_worker needs the TF_CONFIG environment variable (cluster and task)")
-    try:
-        config = json.loads(text)
-        workers = sum(len(config["cluster"].get(job) or []) for job in ("chief", "worker"))
-        config["task"]["type"], int(config["task"]["index"])
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise TrainingError(f"TF_CONFIG is not a JSON object with cluster and task: {exc}") from exc
-    if workers < 1:
-        raise TrainingError("TF_CONFIG lists no chief or worker")
-    return workers
 
 
 def fit_across_workers(model: Any) -> None:

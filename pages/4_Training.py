@@ -9,17 +9,12 @@ import streamlit as st
 from cxr_core import figures, jobs
 from cxr_core.architectures import ARCHITECTURES
 from cxr_core.normalise import METHODS
-from cxr_core.preprocess import ROI_MODES
-from cxr_core.training import STRATEGIES
-from cxr_core.pipeline import Augmentation
+from cxr_core.train_config import train_options
 from cxr_core.rundir import log_tail, read_batches, read_metrics
 from pages.common import config, dataset_index, no_dataset_message
+from pages.option_form import option_widget, options_form
 
 REFRESH_SECONDS = 3
-SAMPLINGS = {"class weights (inverse frequency)": "class_weight", "balanced sampling": "balanced",
-             "source-balanced sampling (classes, then sources within a class)": "source_balanced", "none": "none"}
-ROI_LABELS = {"none": "none (whole film)", "lung_crop": "lung_crop (crop to the lungs)",
-              "lung_mask": "lung_mask (blank everything outside the lungs)"}
 
 cfg = config()
 jobs.ensure_worker(cfg)
@@ -37,7 +32,7 @@ def parameter_count(arch: str, size: int) -> int | str:
 
 
 def method_params(method: str) -> dict[str, Any]:
-    """Number inputs for the normalisation method's parameters (its defaults pre-filled)."""
+    """Number inputs for the normalisation method's parameters (its defaults pre-filled); the changed ones."""
     values: dict[str, Any] = {}
     defaults = METHODS[method].defaults
     cols = st.columns(max(len(defaults), 1))
@@ -50,67 +45,34 @@ def method_params(method: str) -> dict[str, Any]:
 
 
 def training_form(n_train: int) -> tuple[dict[str, Any], int]:
-    """The run settings as a request for :func:`cxr_core.jobs.launch` (not yet validated) and the training images."""
-    arch_names = sorted(ARCHITECTURES)
-    c1, c2, c3 = st.columns(3)
-    arch = c1.selectbox("Architecture", arch_names, index=arch_names.index("cxr_net") if "cxr_net" in arch_names else 0,
-                        help="\n\n".join(f"**{a}**: {ARCHITECTURES[a].summary}" for a in arch_names))
-    spec = ARCHITECTURES[arch]
-    size = c2.number_input("Image size (px)", value=int(spec.default_size), step=16, key=f"size-{arch}")
-    method = c3.selectbox("Normalisation", sorted(METHODS), index=sorted(METHODS).index("clahe"),
-                          help="\n\n".join(f"**{m}**: {METHODS[m].summary}" for m in sorted(METHODS)))
-    params = method_params(method)
-    c1, c2, c3 = st.columns(3)
-    roi = c1.selectbox("Region of interest", ROI_MODES, format_func=ROI_LABELS.get,
-                       help="lung_crop and lung_mask use the lung segmenter of models/lungs")
-    strategy = c2.selectbox("Distribution strategy", STRATEGIES, help="auto: mirrored over several GPUs, else default")
-    weights = c3.text_input("Pre-trained weights", value="", disabled=spec.pretrained is None, key=f"weights-{arch}",
-                            help="vgg19_frozen and densenet121 only: empty = imagenet, or a weights file path")
-    c1, c2, c3, c4 = st.columns(4)
-    epochs = c1.number_input("Epochs", value=30, step=1, help="maximum epochs; early stopping may end sooner")
-    batch = c2.number_input("Batch size", value=32, step=1)
-    lr = c3.number_input("Learning rate", value=float(spec.default_lr), step=1e-4, format="%.5f", key=f"lr-{arch}")
-    patience = c4.number_input("Early-stopping patience (epochs)", value=8, step=1)
-    c1, c2, c3, c4 = st.columns(4)
-    sampling = SAMPLINGS[c1.selectbox("Class imbalance", list(SAMPLINGS))]
-    mixed = c2.toggle("Mixed precision (bf16)", value=False)
-    ema = c2.toggle("EMA of weights", value=True, help="validate and keep a moving average of the weights")
-    seed = c3.number_input("Seed", value=int(cfg.seed), step=1)
-    limit = c4.number_input("Limit training images (0 = all)", value=0, step=16,
-                            help="smoke runs: train on this many images only")
-    aug_defaults = Augmentation()
-    augment = st.toggle("Augmentation", value=True)
-    strengths: dict[str, Any] = {}
-    if augment:
-        c1, c2, c3, c4, c5 = st.columns(5)
-        strengths = {
-            "rotation": c1.number_input("rotation (deg)", value=aug_defaults.rotation, step=1.0),
-            "zoom": c2.number_input("zoom", value=aug_defaults.zoom, step=0.05),
-            "shift": c3.number_input("shift", value=aug_defaults.shift, step=0.05),
-            "shear": c4.number_input("shear", value=aug_defaults.shear, step=0.05),
-            "hflip": c5.toggle("horizontal flip", value=aug_defaults.flip,
-                               help="off by default: chest X-rays are not left-right symmetric"),
-        }
-    request: dict[str, Any] = {
-        "arch": arch, "size": int(size), "method": method, "epochs": int(epochs), "batch": int(batch), "lr": float(lr),
-        "patience": int(patience), "seed": int(seed), "augment": augment, **strengths,
-        "mixed_precision": mixed, "limit": int(limit) or None, "method_params": params or None,
-        "roi": roi, "strategy": strategy, "ema": ema, "sampling": sampling, "weights": weights.strip() or None,
-    }
-    return request, min(n_train, int(limit)) if limit > 0 else n_train
+    """The run settings (every option of the page's TrainConfig specs) as a request for :func:`jobs.launch`."""
+    specs = {spec.name: spec for spec in train_options() if spec.option.on_page}
+    arch = option_widget(st, specs.pop("arch"), "cxr_net",
+                         help_text="\n\n".join(f"**{a}**: {ARCHITECTURES[a].summary}" for a in sorted(ARCHITECTURES)))
+    arch_spec = ARCHITECTURES[arch]
+    values = {"size": int(arch_spec.default_size), "lr": float(arch_spec.default_lr), "seed": int(cfg.seed)}
+    keys = {name: f"{name}-{arch}" for name in ("size", "lr", "weights")}
+    helps = {"method": "\n\n".join(f"**{m}**: {METHODS[m].summary}" for m in sorted(METHODS))}
+    disabled = frozenset() if arch_spec.pretrained else frozenset({"weights"})
+    request = {"arch": arch, **options_form(list(specs.values()), values, keys, helps, disabled,
+                                            custom={"method_params": lambda chosen: method_params(chosen["method"])})}
+    limit = request.get("limit")
+    return request, min(n_train, int(limit)) if limit else n_train
 
 
 def size_and_speed(request: dict[str, Any], images: int) -> None:
     """Parameter count and (on demand) the measured time per epoch of the chosen settings on ``images`` images."""
-    count = parameter_count(request["arch"], request["size"]) if request["size"] > 0 else "size must be positive"
+    size = request.get("size") or ARCHITECTURES[request["arch"]].default_size
+    count = parameter_count(request["arch"], size) if size > 0 else "size must be positive"
     c1, c2, c3 = st.columns(3)
     c1.metric("Parameters", f"{count:,}" if isinstance(count, int) else "n/a", help=None if isinstance(count, int) else count)
-    key = (request["arch"], request["size"], request["batch"], images)
+    batch = max(int(request.get("batch") or 1), 1)
+    key = (request["arch"], size, batch, images)
     estimate = st.session_state.get("estimate", {}).get(key)
     if c3.button("Measure time per epoch", help="times a few training steps of this model on random images"):
         try:
             with st.spinner("Timing a few training steps…"):
-                estimate = jobs.estimate_epoch_seconds(request["arch"], request["size"], max(request["batch"], 1), images)
+                estimate = jobs.estimate_epoch_seconds(request["arch"], size, batch, images)
             st.session_state.setdefault("estimate", {})[key] = estimate
         except ValueError as exc:
             st.error(str(exc))

@@ -97,6 +97,31 @@ def test_audit_exposes_a_corner_shortcut(tmp_path: Path, make_cfg) -> None:
     assert json.loads(path.read_text())["auc"] == result["auc"]
 
 
+def test_an_audit_on_other_data_leaves_the_models_own_audit(tmp_path: Path) -> None:
+    """The own test-split audit is audit.json and the card's headline; another dataset's goes beside it."""
+    from cxr_core.model_card import base_card, read_card, write_card
+
+    model_dir, own_data, other_data = tmp_path / "model", tmp_path / "sample", tmp_path / "hospital b"
+    write_card(model_dir, base_card("m", "cxr_net", 10, {}, training={"data_dir": str(own_data)}))
+
+    def audit(data: Path, split: str, auc: float) -> dict:
+        """A minimal audit result."""
+        return {"data_dir": str(data), "split": split, "n": 40, "auc": auc, "auc_lungs_blanked": 0.6,
+                "verdict_level": "mixed", "verdict": "mixed"}
+
+    assert save_audit(model_dir, audit(own_data, "test", 0.97)) == model_dir / "audit.json"
+    other = save_audit(model_dir, audit(other_data, "test", 0.61))
+    val = save_audit(model_dir, audit(own_data, "val", 0.95))
+    assert other == model_dir / "audits" / "hospital-b-test" / "audit.json" and json.loads(other.read_text())["auc"] == 0.61
+    assert val == model_dir / "audits" / "sample-val" / "audit.json"
+    assert json.loads((model_dir / "audit.json").read_text())["auc"] == 0.97
+    card = read_card(model_dir)
+    assert card["shortcut_audit"]["auc"] == 0.97
+    assert {k: v["auc"] for k, v in card["other_audits"].items()} == {"hospital-b-test": 0.61, "sample-val": 0.95}
+    markdown = (model_dir / "card.md").read_text()
+    assert "### Audits on other datasets" in markdown and "| hospital-b-test | 40 | 0.610 |" in markdown
+
+
 def test_cxr_audit_refuses_a_missing_model(tmp_path: Path, capsys) -> None:
     from cxr_core.cli import main
 

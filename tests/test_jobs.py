@@ -39,9 +39,10 @@ def status(run, **fields):
     write(path, data)
 
 p = argparse.ArgumentParser()
-p.add_argument("--run-dir"); p.add_argument("--resume"); p.add_argument("--epochs", type=int, default=2)
-p.add_argument("--arch"); p.add_argument("--batch", type=int, default=4)
+p.add_argument("--run-dir"); p.add_argument("--resume"); p.add_argument("--config")
 args, _ = p.parse_known_args()
+train = json.loads(Path(args.config).read_text())["train"] if args.config else {"arch": None, "epochs": 2, "batch": 4}
+args.arch, args.epochs, args.batch = train["arch"], train["epochs"], train["batch"]
 sleep = float(os.environ.get("FAKE_SLEEP", "0.2")); batches = 4
 if os.environ.get("FAKE_CRASH"):
     raise RuntimeError("fake trainer exploded on purpose")
@@ -83,7 +84,6 @@ def fake(tmp_path: Path, make_cfg: Callable[..., Config], monkeypatch: pytest.Mo
     script = tmp_path / "fake_train.py"
     script.write_text(FAKE_TRAINER)
     monkeypatch.setenv("FAKE_SLEEP", "0.15")
-    monkeypatch.setattr(jobs, "train_parser_flags", dict)
     return make_cfg(), jobs.JobOptions(train_command=(str(script),), poll_seconds=0.2)
 
 
@@ -116,25 +116,32 @@ def test_validation_refuses_bad_requests() -> None:
         jobs.validate_request({"arch": "cxr_net", "epochs": 0})
     with pytest.raises(jobs.JobError, match="unknown"):
         jobs.validate_request({"arch": "cxr_net", "epochs": 1, "colour": "red"})
+    with pytest.raises(jobs.JobError, match="epochs must be a whole number"):
+        jobs.validate_request({"arch": "cxr_net", "epochs": "3"})
+    with pytest.raises(jobs.JobError, match=r"roi must be one of \['none', 'lung_crop', 'lung_mask'\]"):
+        jobs.validate_request({"arch": "cxr_net", "epochs": 1, "roi": "lungs"})
     assert jobs.validate_request({"arch": "cxr_net", "epochs": 1, "lr": 1e-3, "seed": None}) == {
         "arch": "cxr_net", "epochs": 1, "lr": 1e-3}
 
 
-def test_argv_refuses_flags_train_does_not_know(tmp_path: Path) -> None:
-    """A request option the installed ``cxr train`` lacks is refused, never silently dropped."""
-    import argparse
+def test_job_carries_the_config_and_the_worker_builds_it(fake: tuple[Config, jobs.JobOptions]) -> None:
+    """job.json holds TrainConfig.to_dict() as ``train``; the command reads it back with --config."""
+    from cxr_core.commands.train import config_from_args
+    from cxr_core.cli import build_parser
+    from cxr_core.train_config import TrainConfig, read_train_config
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--arch", choices=["x", "y"])
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
-    accepted = {o: a for a in parser._actions for o in a.option_strings}
-    argv = jobs.build_train_argv({"arch": "x", "epochs": 2, "augment": False}, tmp_path, accepted=accepted)
-    assert argv[-7:] == ["--arch", "x", "--epochs", "2", "--no-augment", "--run-dir", str(tmp_path)]
-    with pytest.raises(jobs.JobError, match="arch must be one of"):
-        jobs.build_train_argv({"arch": "z", "epochs": 2}, tmp_path, accepted=accepted)
-    with pytest.raises(jobs.JobError, match="--lr"):
-        jobs.build_train_argv({"arch": "x", "epochs": 2, "lr": 0.1}, tmp_path, accepted=accepted)
+    cfg, opts = fake
+    request = {"arch": "cxr_net", "epochs": 2, "roi": "lung_mask", "ema": False, "hflip": True, "sampling": "balanced"}
+    run = jobs.launch(cfg, request, opts)
+    job = json.loads((run / "job.json").read_text())
+    expected = TrainConfig(epochs=2, roi="lung_mask", ema=False, sampling="balanced")
+    expected.augmentation["flip"] = True
+    assert job["train"] == expected.to_dict() and job["request"] == request
+    assert job["argv"][-4:] == ["--config", str(run / "job.json"), "--run-dir", str(run)]
+    args = build_parser().parse_args(["train", *job["argv"][-4:], "--epochs", "5"])
+    assert config_from_args(args, read_train_config(args.config)) == TrainConfig.from_dict({**expected.to_dict(),
+                                                                                          "epochs": 5})
+    wait_for(lambda: state(run) == "done", what="run done")
 
 
 def test_liveness_judges_dead_pid_and_stale_heartbeat() -> None:
@@ -157,8 +164,8 @@ def test_queue_runs_one_at_a_time_and_finishes(fake: tuple[Config, jobs.JobOptio
     """Two launches: one runs, one waits; metrics.csv grows; both end done; the worker exits."""
     cfg, opts = fake
     monkeypatch.setenv("FAKE_SLEEP", "0.5")
-    first = jobs.launch(cfg, {"arch": "fake", "epochs": 2}, opts)
-    second = jobs.launch(cfg, {"arch": "fake", "epochs": 2}, opts)
+    first = jobs.launch(cfg, {"arch": "cxr_net", "epochs": 2}, opts)
+    second = jobs.launch(cfg, {"arch": "cxr_net", "epochs": 2}, opts)
     assert state(second) == "queued"
     wait_for(lambda: state(first) == "done", what="first run done")
     wait_for(lambda: state(second) == "done", what="second run done")
@@ -168,7 +175,7 @@ def test_queue_runs_one_at_a_time_and_finishes(fake: tuple[Config, jobs.JobOptio
     wait_for(lambda: not jobs.worker_alive(cfg), what="worker exit")
     summary = jobs.list_runs(cfg)
     assert [r.status for r in summary] == ["done", "done"] and summary[0].id == second.name
-    assert summary[1].best_val_auc == pytest.approx(0.7) and summary[1].arch == "fake"
+    assert summary[1].best_val_auc == pytest.approx(0.7) and summary[1].arch == "cxr_net"
 
 
 def test_two_simultaneous_launches_start_one_run(fake: tuple[Config, jobs.JobOptions],
@@ -181,7 +188,7 @@ def test_two_simultaneous_launches_start_one_run(fake: tuple[Config, jobs.JobOpt
         f"cfg = Config(data_dir={str(cfg.data_dir)!r}, home={str(cfg.home)!r}, models_dir={str(cfg.models_dir)!r});"
         f"opts = jobs.JobOptions(train_command=({opts.train_command[0]!r},), poll_seconds=0.2);"
         "time.sleep(max(0.0, float(sys.argv[1]) - time.time()));"
-        "print(jobs.launch(cfg, {'arch': 'fake', 'epochs': 2}, opts, accepted={}))"
+        "print(jobs.launch(cfg, {'arch': 'cxr_net', 'epochs': 2}, opts))"
     )
     at = f"{time.time() + 10:.3f}"
     procs = [subprocess.Popen([sys.executable, "-c", code, at], cwd=REPO, stdout=subprocess.PIPE) for _ in range(2)]
@@ -195,7 +202,7 @@ def test_two_simultaneous_launches_start_one_run(fake: tuple[Config, jobs.JobOpt
 def test_kill_9_reads_interrupted_then_resume_finishes(fake: tuple[Config, jobs.JobOptions]) -> None:
     """kill -9 of the training process: interrupted (not running forever); resume continues to done."""
     cfg, opts = fake
-    run = jobs.launch(cfg, {"arch": "fake", "epochs": 3}, opts)
+    run = jobs.launch(cfg, {"arch": "cxr_net", "epochs": 3}, opts)
     wait_for(lambda: metric_rows(run) >= 1, what="first epoch")
     os.kill(int(jobs.read_status(run)["pid"]), signal.SIGKILL)
     wait_for(lambda: state(run) == "interrupted", what="interrupted")
@@ -212,7 +219,7 @@ def test_crash_shows_failed_with_traceback(fake: tuple[Config, jobs.JobOptions],
     """A trainer that crashes before writing its status ends as failed with the end of its traceback."""
     cfg, opts = fake
     monkeypatch.setenv("FAKE_CRASH", "1")
-    run = jobs.launch(cfg, {"arch": "fake", "epochs": 1}, opts)
+    run = jobs.launch(cfg, {"arch": "cxr_net", "epochs": 1}, opts)
     wait_for(lambda: state(run) == "failed", what="failed")
     assert "exploded on purpose" in jobs.summarize(run).error
 
@@ -221,8 +228,8 @@ def test_cancel_running_and_queued(fake: tuple[Config, jobs.JobOptions], monkeyp
     """Cancel stops a running run after its batch (cancelled) and takes a queued one out of the queue."""
     cfg, opts = fake
     monkeypatch.setenv("FAKE_SLEEP", "0.5")
-    first = jobs.launch(cfg, {"arch": "fake", "epochs": 50}, opts)
-    second = jobs.launch(cfg, {"arch": "fake", "epochs": 50}, opts)
+    first = jobs.launch(cfg, {"arch": "cxr_net", "epochs": 50}, opts)
+    second = jobs.launch(cfg, {"arch": "cxr_net", "epochs": 50}, opts)
     wait_for(lambda: state(first) == "running", what="start")
     assert jobs.cancel(cfg, second.name, opts).startswith("removed")
     assert state(second) == "cancelled"
@@ -260,16 +267,9 @@ def test_progress_and_eta() -> None:
     assert jobs.progress({"status": "done", "epochs": 4}) == (1.0, 0.0)
 
 
-def _real_train_available() -> bool:
-    """True when ``cxr train`` is registered in the CLI."""
-    return "--run-dir" in jobs.train_parser_flags()
-
-
 @pytest.mark.slow
 def test_real_tiny_run_queued_running_done_kill_resume(tmp_path: Path, make_cfg: Callable[..., Config]) -> None:
     """The real ``cxr train`` (64 px, 120 images, 2 epochs): queued -> running -> done, then kill -9 and resume."""
-    if not _real_train_available():
-        pytest.skip("cxr train is not registered yet")
     # 60 images per class: an epoch lasts long enough on an idle machine for the poll below to see one metrics row
     data = write_dataset(tmp_path / "data", n_per_class=60, size=64)
     cfg = make_cfg(data_dir=data)

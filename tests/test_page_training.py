@@ -83,6 +83,26 @@ def test_training_form_refuses_negative_lr_and_zero_epochs(env: Path) -> None:
     assert not (env / "home" / "runs").exists() or not any((env / "home" / "runs").iterdir())
 
 
+def test_every_training_option_is_on_the_cli_and_the_page(env: Path) -> None:
+    """Each TrainConfig option spec is a ``cxr train`` flag, and each page option a widget with its label."""
+    from cxr_core.commands.train import config_from_args
+    from cxr_core.cli import build_parser
+    from cxr_core.train_config import TrainConfig, train_options
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")  # noqa: SLF001 - argparse has no public API
+    flags = {opt for action in sub.choices["train"]._actions for opt in action.option_strings}  # noqa: SLF001
+    specs = train_options()
+    assert {spec.flag for spec in specs} <= flags
+    assert config_from_args(build_parser().parse_args(["train"])) == TrainConfig()
+    at = page("4_Training.py").run()
+    assert not at.exception
+    kinds = (at.selectbox, at.toggle, at.text_input, at.number_input)
+    labels = {w.label for kind in kinds for w in kind}
+    on_page = {spec.option.label for spec in specs if spec.option.on_page and spec.name != "method_params"}
+    assert on_page <= labels, on_page - labels
+    assert "clahe: clip_limit" in labels
+
+
 def test_training_live_view_of_a_running_run(env: Path) -> None:
     """A running run shows its status, progress, curves, best checkpoint, log and a Cancel button."""
     fake_run(env / "home", "20261128-010000-cxr_net-abcd", "running", 2)

@@ -93,7 +93,7 @@ def test_cli_smoke_run_writes_the_whole_run_directory_in_under_a_minute(tmp_path
 def test_bad_requests_are_one_line_cli_errors(tmp_path: Path, data: Path) -> None:
     env = _env(tmp_path, data)
     for args, expected in ((["--epochs", "0"], "epochs must be at least 1"), (["--lr", "-1"], "learning rate"),
-                           (["--method", "magic"], "unknown normalisation method"),
+                           (["--method", "magic"], "argument --method: invalid choice: 'magic'"),
                            (["--config", str(tmp_path / "nowhere.json")], "no configuration file")):
         result = _cxr(["train", "--size", "64", *args], env)
         assert result.returncode == 2

@@ -5,19 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from tqdm import tqdm
 
-from cxr_core.architectures import ARCHITECTURES, ArchitectureError
+from cxr_core.architectures import ArchitectureError
 from cxr_core.cli import CliError, index_or_fail
 from cxr_core.config import Config
-from cxr_core.pipeline import Augmentation, PipelineError
-from cxr_core.preprocess import ROI_MODES, PreprocessError
-from cxr_core.training import (PIPELINES, SAMPLINGS, STRATEGIES, TRAIN_CONFIG_FILE, TrainConfig, TrainingError,
-                               TrainResult, read_train_config, resume, train)
+from cxr_core.pipeline import PipelineError
+from cxr_core.preprocess import PreprocessError
+from cxr_core.train_config import (TRAIN_CONFIG_FILE, OptionSpec, TrainConfig, TrainingError, config_from_options,
+                                   read_train_config, train_options)
+
+if TYPE_CHECKING:
+    from cxr_core.training import TrainResult
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -31,81 +33,46 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def _default_text(spec: OptionSpec) -> str:
+    """`` (default X)`` for the help of an option whose default is worth stating."""
+    if isinstance(spec.default, bool):
+        return f" (default {'on' if spec.default else 'off'})"
+    return "" if spec.default in (None, {}, "") else f" (default {spec.default})"
+
+
+def add_option_arguments(parser: argparse.ArgumentParser, specs: list[OptionSpec]) -> None:
+    """One argument per option spec; none has a default, so only options given override ``--config``."""
+    for spec in specs:
+        kwargs: dict[str, Any] = {"dest": spec.name, "default": argparse.SUPPRESS,
+                                  "help": spec.option.help + _default_text(spec)}
+        if spec.kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif spec.kind is dict:
+            kwargs.update(type=_json_object, metavar="JSON")
+        else:
+            kwargs.update(type=spec.kind, choices=spec.choices)
+        parser.add_argument(spec.flag, **kwargs)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``train`` sub-command."""
-    defaults = Augmentation()
+    """Add the ``train`` sub-command: one argument per :func:`~cxr_core.train_config.train_options` entry."""
     p = sub.add_parser("train", help="train a classifier into a run directory (checkpoints, live status, resume)")
-    p.add_argument("--data", type=Path, help="dataset folder (default: the configured data dir)")
-    p.add_argument("--arch", default="cxr_net", choices=sorted(ARCHITECTURES), help="architecture (default cxr_net)")
-    p.add_argument("--epochs", type=int, help="maximum epochs (default 30; with --resume: train on to this many)")
-    p.add_argument("--size", type=int, help="image size in px (default: the architecture's, 224 for cxr_net)")
-    p.add_argument("--method", default="clahe", help="normalisation method (default clahe)")
-    p.add_argument("--method-params", type=_json_object, default={}, help="normalisation parameters as JSON")
-    p.add_argument("--roi", default="none", choices=ROI_MODES, help="region of interest: none, lung_crop or lung_mask (default none)")
-    p.add_argument("--lr", type=float, help="Adam learning rate (default: the architecture's)")
-    p.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
-    p.add_argument("--limit", type=int, help="train on N images only (smoke runs; val/test capped at max(16, N/4))")
-    p.add_argument("--seed", type=int, help="random seed (default: the configured seed)")
-    p.add_argument("--patience", type=int, default=8, help="early-stopping patience in epochs (default 8)")
-    p.add_argument("--monitor", default="val_auc", choices=["val_auc", "val_loss"], help="early stopping / best model")
-    p.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=False,
-                   help="bfloat16 mixed precision (default off)")
-    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True,
-                   help="validate and keep an exponential moving average of the weights (Polyak averaging; default on)")
-    p.add_argument("--pipeline", default="ours", choices=PIPELINES, help="tf.data (ours) or the paper's ImageDataGenerator")
-    weighting = p.add_mutually_exclusive_group()
-    weighting.add_argument("--class-weights", "--class-weight", action=argparse.BooleanOptionalAction, default=True,
-                           help="inverse-frequency class weights (default on)")
-    weighting.add_argument("--balanced", action="store_true", help="balanced sampling instead of class weights")
-    weighting.add_argument("--sampling", choices=SAMPLINGS,
-                           help="class_weight, balanced (classes equally likely), source_balanced (classes equally "
-                                "likely and, within a class, every source equally likely) or none")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True, help="augmentation (default on)")
-    p.add_argument("--rotation", type=float, default=defaults.rotation, help="max rotation in degrees (default 15)")
-    p.add_argument("--zoom", type=float, default=defaults.zoom, help="max zoom fraction (default 0.2)")
-    p.add_argument("--shift", type=float, default=defaults.shift, help="max shift fraction (default 0.2)")
-    p.add_argument("--shear", type=float, default=defaults.shear, help="max shear fraction (default 0.2)")
-    p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=False, help="horizontal flips (default off)")
-    p.add_argument("--hparams", type=_json_object, default={}, help="architecture hyperparameters as JSON, e.g. '{\"width\": 48}'")
-    p.add_argument("--weights", help="pre-trained weights file (vgg19_frozen, densenet121); 'imagenet' downloads")
-    p.add_argument("--strategy", default="auto", choices=STRATEGIES, help="distribution strategy (default auto)")
-    p.add_argument("--config", type=Path, metavar="FILE",
-                   help=f"start from a saved configuration ({TRAIN_CONFIG_FILE} of a model, or a run's config.json); "
-                        "options given here override it")
-    p.add_argument("--run-dir", type=Path, help="run directory (default: a new folder under the work dir's runs/)")
-    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run from its latest checkpoint")
+    add_option_arguments(p, train_options())
+    p.add_argument("--config", type=Path, metavar="FILE", default=argparse.SUPPRESS,
+                   help=f"start from a saved configuration ({TRAIN_CONFIG_FILE} of a model, a run's config.json or "
+                        "a job's job.json); options given here override it")
+    p.add_argument("--run-dir", type=Path, default=argparse.SUPPRESS,
+                   help="run directory (default: a new folder under the work dir's runs/)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", default=argparse.SUPPRESS,
+                   help="continue this run from its latest checkpoint")
     p.add_argument("--json", action="store_true", help="print one JSON object with the result on stdout")
-    for action in p._actions:  # noqa: SLF001 - only options given on the command line override --config
-        if action.dest not in ("help", "json"):
-            action.default = argparse.SUPPRESS
     p.set_defaults(handler=run)
-
-
-SAME_NAMED = ("arch", "epochs", "size", "method", "method_params", "roi", "lr", "batch", "limit", "seed", "patience",
-              "monitor", "mixed_precision", "ema", "pipeline", "augment", "hparams", "weights", "strategy")
-AUGMENTATION_FLAGS = {"rotation": "rotation", "zoom": "zoom", "shift": "shift", "shear": "shear", "hflip": "flip"}
 
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
     """The TrainConfig of ``base`` (default: TrainConfig's defaults) with every option given on the command line."""
-    given = vars(args)
-    values = (base or TrainConfig()).to_dict()
-    values.update({name: given[name] for name in SAME_NAMED if name in given})
-    if "data" in given:
-        values["data_dir"] = str(given["data"])
-    if given.get("sampling"):
-        values["sampling"] = given["sampling"]
-    elif given.get("balanced"):
-        values["sampling"] = "balanced"
-    elif "class_weights" in given:
-        values["sampling"] = "class_weight" if given["class_weights"] else "none"
-    augmentation = {**Augmentation().to_dict(), **values.get("augmentation", {})}
-    augmentation.update({key: given[flag] for flag, key in AUGMENTATION_FLAGS.items() if flag in given})
-    values["augmentation"] = asdict(Augmentation(**augmentation))
-    tc = TrainConfig.from_dict(values)
-    if tc.weights is None and "weights" not in given and tc.arch in ARCHITECTURES and ARCHITECTURES[tc.arch].pretrained:
-        tc.weights = "imagenet"
-    return tc
+    names = {spec.name for spec in train_options()}
+    return config_from_options({k: v for k, v in vars(args).items() if k in names}, base)
 
 
 class Bars:
@@ -162,6 +129,8 @@ def _summary(result: TrainResult) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Train or resume and print where the run and its model are."""
+    from cxr_core.training import resume, train
+
     bars = Bars()
     try:
         if getattr(args, "resume", None):
