@@ -27,7 +27,7 @@ import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -38,6 +38,8 @@ from cxr_core.config import Config
 from cxr_core.imaging import ImageReadError, read_image, sha256_file
 from cxr_core.normalise import resolve_params
 from cxr_core.preprocess import PreprocessConfig, PreprocessError
+from cxr_core.processes import pid_alive
+from cxr_core.progress import Progress
 
 if TYPE_CHECKING:
     from cxr_core.dataset_index import DatasetIndex
@@ -48,7 +50,6 @@ TMP_DIR = ".tmp"
 SOURCE_KEY = "cxr-source-sha256"
 MIN_TASKS_PER_WORKER = 32
 """A process pool is only worth its start-up (about a second) with at least this many images per worker."""
-Progress = Callable[[int, int], None]
 
 
 def canonical(pcfg: PreprocessConfig) -> PreprocessConfig:
@@ -80,17 +81,6 @@ def encode_png(gray: np.ndarray, source_sha256: str) -> bytes:
     data = buffer.tobytes()
     end_of_ihdr = 8 + 8 + 13 + 4
     return data[:end_of_ihdr] + chunk + data[end_of_ihdr:]
-
-
-def _pid_alive(pid: int) -> bool:
-    """True when a process with this id exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -137,7 +127,7 @@ class PreprocessCache:
             write_json_atomic(self.root / CONFIG_FILE, {"digest": self.config.digest(), "preprocess": self.config.to_dict()})
         for tmp in (self.root / TMP_DIR).iterdir():
             pid = tmp.name.split("-", 1)[0]
-            if not pid.isdigit() or not _pid_alive(int(pid)):
+            if not pid.isdigit() or not pid_alive(int(pid)):
                 tmp.unlink(missing_ok=True)
 
     def cached(self, path: str | Path, sha256: str) -> np.ndarray | None:

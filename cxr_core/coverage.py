@@ -8,7 +8,7 @@ answers left (Geifman & El-Yaniv 2017).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,8 +18,8 @@ from cxr_core.config import Config
 from cxr_core.gate import Gate, GateNet, assess
 from cxr_core.imaging import ImageReadError, read_xray
 from cxr_core.metrics import threshold_metrics
+from cxr_core.progress import Progress
 
-Progress = Callable[[int, int], None]
 
 
 def gate_dataset(cfg: Config, data_dir: Path, rows: pd.DataFrame, net: GateNet | None,

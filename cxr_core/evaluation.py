@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,8 +29,8 @@ from cxr_core.metrics import (
 )
 from cxr_core.pipeline import load_arrays
 from cxr_core.registry import LoadedModel
+from cxr_core.progress import Progress
 
-Progress = Callable[[int, int], None]
 SPLIT_CHOICES = ("test", "val", "train", "all")
 HEADLINE = ("roc_auc", "pr_auc", "accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "ece")
 

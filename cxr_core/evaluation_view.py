@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,8 +22,8 @@ from cxr_core.evaluation import evaluate, raw_predictions, select_rows
 from cxr_core.metrics import DEFAULT_BOOTSTRAP, threshold_metrics
 from cxr_core.registry import LoadedModel, model_version
 from cxr_core.rundir import write_json_safe
+from cxr_core.progress import Progress
 
-Progress = Callable[[int, int], None]
 
 
 def _fingerprint(rows: pd.DataFrame) -> str:

@@ -7,7 +7,7 @@ import json
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,8 +20,8 @@ from cxr_core.lung_cache import load_lung_flags, lung_flag_score
 from cxr_core.markings import DEFAULT_OPTIONS, DEFAULT_THRESHOLD, detect_markings
 from cxr_core.quality import quality_measures
 from cxr_core.thumbnails import save_thumbnail, thumbnail_path
+from cxr_core.progress import Progress
 
-Progress = Callable[[int, int], None]
 CACHE_VERSION = "flags-1-" + hashlib.sha256(json.dumps(asdict(DEFAULT_OPTIONS), sort_keys=True).encode()).hexdigest()[:12]
 QUALITY_FLAGS = ("low_contrast", "over_exposed", "under_exposed")
 

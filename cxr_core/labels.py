@@ -17,13 +17,14 @@ import secrets
 import shutil
 from collections import Counter
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import cv2
 import pandas as pd
 
 from cxr_core.config import Config
 from cxr_core.imaging import IMAGE_SUFFIXES, ImageReadError, is_dicom_bytes, read_image
+from cxr_core.progress import Progress
 
 if TYPE_CHECKING:
     from cxr_core.dataset_index import DatasetIndex
@@ -35,7 +36,6 @@ IDENTITY_COLUMNS = ("view_position", "dicom_patient", "dicom_source")
 EXPORT_COLUMNS = ("file", "label", "source", "patient_id")
 LATERAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL", "L", "LLAT", "RLAT", "XTABLE LATERAL"})
 _HEADER_TAGS = ["PatientID", "InstitutionName", "StationName", "ViewPosition", "ViewCodeSequence"]
-Progress = Callable[[int, int], None]
 
 
 class LabelsError(ValueError):

@@ -16,6 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from cxr_core.config import LUNGS_MODEL_ENV, Config, load_config
+from cxr_core.imaging import sha256_file
 from cxr_core.keras_files import load_keras_safely
 
 MODEL_FILE = "model.keras"
@@ -104,7 +105,7 @@ class LungSegmenter:
         self.size = size
         self.path = path
         self.checks = checks
-        self.digest = _file_digest(path / MODEL_FILE) if path else "in-memory"
+        self.digest = sha256_file(path / MODEL_FILE)[:12] if path else "in-memory"
 
     def probabilities(self, images: Sequence[np.ndarray], batch_size: int = 16) -> np.ndarray:
         """Lung probability maps at model resolution, shape (n, size, size)."""
@@ -126,11 +127,6 @@ class LungSegmenter:
                 LungSegmentation(full, float(full.mean()), components, uncertain, plausibility_flags(small, prob, self.checks))
             )
         return results
-
-
-def _file_digest(path: Path) -> str:
-    """Short SHA-256 of a file (keys caches to the exact model)."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 def model_dir(path: str | Path | None = None, cfg: Config | None = None) -> Path:

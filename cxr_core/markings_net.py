@@ -9,7 +9,6 @@ above a threshold, joined into connected groups, are the regions. It is trained 
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from cxr_core.imaging import sha256_file
 from cxr_core.keras_files import load_keras_safely
 
 MARKINGS_MODEL_ENV = "CXR_MARKINGS_MODEL"
@@ -113,7 +113,7 @@ def model_dir(path: str | Path | None = None) -> Path:
 def model_digest(path: str | Path | None = None) -> str:
     """Short SHA-256 of the model file (keys caches of scores to the exact model), or "none" when it is missing."""
     file = model_dir(path) / MODEL_FILE
-    return hashlib.sha256(file.read_bytes()).hexdigest()[:12] if file.is_file() else "none"
+    return sha256_file(file)[:12] if file.is_file() else "none"
 
 
 @functools.lru_cache(maxsize=2)

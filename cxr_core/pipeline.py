@@ -13,7 +13,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,9 +23,9 @@ from cxr_core.batch_preprocess import PreprocessCache
 from cxr_core.config import Config
 from cxr_core.imaging import read_image
 from cxr_core.preprocess import PreprocessConfig
+from cxr_core.progress import Progress
 
 SPLIT_COLUMNS = ("path", "label", "source", "patient_id", "sha256", "split")
-Progress = Callable[[int, int], None]
 
 
 class PipelineError(ValueError):

@@ -5,9 +5,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from tqdm import tqdm
+
+Progress = Callable[[int, int], None]
+"""A ``progress(done, total)`` callback: every long library call takes one."""
+StageProgress = Callable[[str, int, int, Mapping[str, Any]], None]
+"""A ``progress(stage, done, total, info)`` callback of work in stages (training: load, batch, epoch)."""
 
 
 @dataclass(frozen=True)

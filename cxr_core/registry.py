@@ -7,7 +7,6 @@ A model directory holds ``model.keras`` (functional model, input ``(size, size, 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -26,6 +25,7 @@ from cxr_core.calibration import DEFAULT_TARGET_SENSITIVITY, Calibration, apply_
 from cxr_core.config import Config
 from cxr_core.familiarity import Familiarity, FamiliarityError
 from cxr_core.familiarity import load as load_familiarity
+from cxr_core.imaging import sha256_file
 from cxr_core.preprocess import PreprocessConfig, PreprocessError
 
 MODEL_FILE = "model.keras"
@@ -47,11 +47,7 @@ class RegistryError(ValueError):
 
 def model_version(directory: str | Path) -> str:
     """The model's version: the first 12 hex digits of the sha256 of its ``model.keras``."""
-    digest = hashlib.sha256()
-    with open(Path(directory) / MODEL_FILE, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:VERSION_LENGTH]
+    return sha256_file(Path(directory) / MODEL_FILE)[:VERSION_LENGTH]
 
 
 def _read_json_file(path: Path, default: Any) -> Any:

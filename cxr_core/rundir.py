@@ -24,6 +24,7 @@ import pandas as pd
 from cxr_core import atomic
 from cxr_core.atomic import write_text_atomic
 from cxr_core.config import Config
+from cxr_core.processes import pid_alive
 
 STATUS_FILE = "status.json"
 CONFIG_FILE = "config.json"
@@ -130,26 +131,6 @@ def parse_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
-
-
-def pid_alive(pid: Any) -> bool:
-    """True when ``pid`` is a live (not zombie) process; on Linux it must also be a Python process."""
-    try:
-        pid = int(pid)
-        os.kill(pid, 0)
-    except PermissionError:
-        return True
-    except (TypeError, ValueError, OSError):
-        return False
-    proc = Path(f"/proc/{pid}")
-    if not proc.exists():
-        return pid > 0
-    try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except (OSError, IndexError):
-        return False
-    return pid > 0 and state not in {"Z", "X"} and ("python" in cmdline.lower() or "cxr" in cmdline)
 
 
 def stale_reason(status: Mapping[str, Any], heartbeat_timeout: float | None = None,

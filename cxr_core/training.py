@@ -10,13 +10,12 @@ same split (``split.csv``) with a continuous ``metrics.csv``.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import socket
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -24,18 +23,17 @@ import numpy as np
 import pandas as pd
 
 from cxr_core import __version__, rundir
-from cxr_core.architectures import CLASSES, build_model, get_architecture, set_batchnorm_statistics
+from cxr_core.architectures import CLASSES, build_model, set_batchnorm_statistics
 from cxr_core.config import Config
 from cxr_core.keras_files import save_keras_atomically
 from cxr_core.pipeline import (Augmentation, class_weights, labels_of, load_arrays, make_dataset, paper_iterator,
                                select_images)
 from cxr_core.preprocess import PreprocessConfig
-from cxr_core.train_config import (MONITORS, TRAIN_CONFIG_FILE, TrainConfig, TrainingError, check_cluster,
-                                   read_train_config)
+from cxr_core.progress import StageProgress as Progress
+from cxr_core.train_config import MONITORS, TRAIN_CONFIG_FILE, TrainConfig, TrainingError, check_cluster
 
 HEARTBEAT_SECONDS = 2.0
 METRICS_FILE_COLUMNS = rundir.METRICS_COLUMNS + ("train_seconds",)
-Progress = Callable[[str, int, int, Mapping[str, Any]], None]
 
 
 class TrainingCancelled(Exception):

@@ -253,7 +253,7 @@ def test_tune_saves_a_results_table_and_resumes_without_repeating_trials(make_cf
 
 def test_the_shipped_default_model_carries_its_recipe() -> None:
     """models/default/train_config.json reads back and describes the preprocessing the shipped model uses."""
-    from cxr_core.training import read_train_config
+    from cxr_core.train_config import read_train_config
 
     tc = read_train_config(REPO / "models" / "default" / "train_config.json").validate()
     assert tc.preprocess().to_dict() == json.loads((REPO / "models" / "default" / "preprocess.json").read_text())
@@ -262,7 +262,7 @@ def test_the_shipped_default_model_carries_its_recipe() -> None:
 
 def test_a_config_file_with_unknown_options_is_refused(tmp_path: Path) -> None:
     """A configuration naming options this version does not know is one line naming them."""
-    from cxr_core.training import read_train_config
+    from cxr_core.train_config import read_train_config
 
     path = tmp_path / "train_config.json"
     path.write_text(json.dumps({"arch": "cxr_net", "colour": "red"}))

@@ -8,7 +8,6 @@ X-rays and on procedural negatives only (:mod:`cxr_core.gate.negatives`, :mod:`c
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from cxr_core.imaging import sha256_file
 from cxr_core.keras_files import load_keras_safely
 
 GATE_MODEL_ENV = "CXR_GATE_MODEL"
@@ -99,7 +99,7 @@ def _load(directory: Path) -> GateNet:
                               f"train one with `cxr train-gate`, or set {GATE_MODEL_ENV}=off to skip the content check")
     card = directory / CARD_FILE
     threshold = float(json.loads(card.read_text(encoding="utf-8")).get("threshold", 0.5)) if card.is_file() else 0.5
-    return GateNet(model, threshold, hashlib.sha256((directory / MODEL_FILE).read_bytes()).hexdigest()[:12])
+    return GateNet(model, threshold, sha256_file(directory / MODEL_FILE)[:12])
 
 
 def load_gate_net(path: str | Path | None = None) -> GateNet | None:
