@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from cxr_core.atomic import write_json_atomic
+from cxr_core.clock import utc_now
 from cxr_core.imaging import read_image
 from cxr_core.lungs import LungSegmenter, dilate, load_segmenter
 
@@ -314,7 +314,7 @@ def run_audit(
     }
     result["auc_lungs_blanked_drop"] = None if auc is None or result["auc_lungs_blanked"] is None else round(auc - result["auc_lungs_blanked"], 4)
     result["verdict_level"], result["verdict"] = verdict(result)
-    result["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    result["created"] = utc_now()
     result["seconds"] = round(time.time() - started, 1)
     return result
 

@@ -9,7 +9,6 @@ model version and image sha256 under ``cfg.cache_dir/predictions``, so re-evalua
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from cxr_core.atomic import read_json, write_json_atomic
+from cxr_core.clock import utc_now
 from cxr_core.calibration import apply_temperature
 from cxr_core.config import Config
 from cxr_core.coverage import coverage_report, gate_dataset
@@ -170,7 +170,7 @@ def evaluate(
                   "architecture": model.card.get("architecture") or model.model.name,
                   "parameters": int(model.model.count_params()), "classes": list(model.classes),
                   "positive": model.positive},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now(),
     }
     for row in result["by_source"].values():
         row[f"n_{model.positive.lower()}"] = row.pop("n_positive")

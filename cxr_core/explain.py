@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
-METHODS: dict[str, str] = {
+CAM_METHODS: dict[str, str] = {
     "gradcam": "Grad-CAM",
     "gradcampp": "Grad-CAM++",
     "scorecam": "Score-CAM (bounded)",
@@ -219,7 +219,7 @@ class Explainer:
         from tf_keras_vis.utils.scores import CategoricalScore
 
         if method not in self._tools:
-            raise ExplainError(f"unknown explanation method {method!r}; choose from {sorted(METHODS)}")
+            raise ExplainError(f"unknown explanation method {method!r}; choose from {sorted(CAM_METHODS)}")
         x = np.asarray(model_input, dtype=np.float32).reshape((1, *self.input_shape))
         score = CategoricalScore([int(target)])
         tool = self._tools[method]

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from cxr_core.atomic import write_json_atomic
+from cxr_core.clock import utc_now
 
 FAMILIARITY_JSON = "familiarity.json"
 FAMILIARITY_NPZ = "familiarity.npz"
@@ -135,7 +135,7 @@ def save(fam: Familiarity, directory: Path, model_version: str, **info: Any) -> 
         "method": fam.method, "threshold": fam.threshold, "false_alarm_rate": fam.false_alarm_rate,
         "sources": list(fam.sources), "model_version": model_version, "features": fam.features,
         "knn_k": KNN_K if fam.method in NEIGHBOUR_METHODS else None,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **fam.info, **info,
+        "created": utc_now(), **fam.info, **info,
     })
 
 

@@ -9,7 +9,6 @@ its probability but its certainty is never "clear". Reports never carry DICOM ta
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,9 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from cxr_core.attention import AttentionShares, Box, attention_shares, attention_warning
+from cxr_core.clock import utc_now
 from cxr_core.calibration import apply_temperature
-from cxr_core.explain import METHODS, Explainer, to_original_shape
+from cxr_core.explain import CAM_METHODS, Explainer, to_original_shape
 from cxr_core.gate import Gate, GateNet, assess, load_gate_net
 from cxr_core.imaging import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, IMAGE_SUFFIXES, ImageReadError, read_xray, sha256_file
 from cxr_core.registry import LoadedModel
@@ -122,8 +122,8 @@ def predict_image(
     ``lung_mask`` (when the caller segmented the lungs already) is shared by the gate, a lung ROI and the
     attention shares; ``dicom_tags`` are the safe header fields of a DICOM input.
     """
-    if cam != NO_CAM and cam not in METHODS:
-        raise InferenceError(f"unknown explanation method {cam!r}; choose from {[NO_CAM, *METHODS]}")
+    if cam != NO_CAM and cam not in CAM_METHODS:
+        raise InferenceError(f"unknown explanation method {cam!r}; choose from {[NO_CAM, *CAM_METHODS]}")
     if cam != NO_CAM and explainer is None:
         raise InferenceError("an Explainer (built once per model) is needed for an explanation")
     start = time.perf_counter()
@@ -214,7 +214,7 @@ def report_dict(
         "uncertainty": prediction.uncertainty,
         "explanation": {
             "method": prediction.method,
-            "name": METHODS.get(prediction.method, "none"),
+            "name": CAM_METHODS.get(prediction.method, "none"),
             "target_class": prediction.target,
             "layer": explainer.layer_name if explainer is not None and prediction.method != NO_CAM else None,
             "library": explainer.implementation(prediction.method) if explainer is not None else None,
@@ -222,7 +222,7 @@ def report_dict(
         "attention_shares": shares,
         "attention_warning": prediction.warning,
         "caution": CAUTION,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now(),
     }
 
 

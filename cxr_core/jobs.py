@@ -33,6 +33,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import pandas as pd
 
 from cxr_core.atomic import write_json_atomic
+from cxr_core.clock import utc_now
 from cxr_core.config import Config, load_config
 from cxr_core.train_config import TrainConfig, config_from_options
 from cxr_core.rundir import (
@@ -53,7 +54,6 @@ from cxr_core.rundir import (
     run_dirs,
     stale_reason,
     update_status,
-    utc_now,
 )
 
 RESUMABLE = frozenset({"cancelled", "failed", "interrupted"})
@@ -160,8 +160,9 @@ def judge_status(raw: Mapping[str, Any], job: Mapping[str, Any] | None = None, o
     return status
 
 
-def read_status(run_dir: Path, opts: JobOptions = JobOptions()) -> dict[str, Any]:
-    """The run's effective status (see :func:`judge_status`)."""
+def effective_status(run_dir: Path, opts: JobOptions = JobOptions()) -> dict[str, Any]:
+    """The run's effective status: ``status.json`` judged with ``job.json`` for liveness (see :func:`judge_status`);
+    :func:`cxr_core.rundir.read_status` is the file as written."""
     run_dir = Path(run_dir)
     return judge_status(read_json(run_dir / STATUS_FILE), read_json(run_dir / JOB_FILE), opts)
 
@@ -196,7 +197,7 @@ def _float_or_none(value: Any) -> float | None:
 def summarize(run_dir: Path, opts: JobOptions = JobOptions()) -> RunSummary:
     """A :class:`RunSummary` for one run directory."""
     run_dir = Path(run_dir)
-    status = read_status(run_dir, opts)
+    status = effective_status(run_dir, opts)
     config = run_config(run_dir)
     started, finished = parse_time(status.get("started")), parse_time(status.get("finished"))
     end = finished or (datetime.now(timezone.utc) if status["status"] == "running" else parse_time(status.get("updated")))
@@ -323,7 +324,7 @@ def _locked_run(cfg: Config, run: str | Path, opts: JobOptions) -> Iterator[tupl
     """Find the run, then hold the queue lock while the caller acts on it and its effective status."""
     run_dir = find_run(cfg, run)
     with queue_lock(cfg):
-        yield run_dir, read_status(run_dir, opts)
+        yield run_dir, effective_status(run_dir, opts)
 
 
 def resume(cfg: Config, run: str | Path, opts: JobOptions = JobOptions()) -> Path:
@@ -374,7 +375,7 @@ def promote(cfg: Config, run: str | Path, name: str, make_default: bool = False)
     run_dir = find_run(cfg, run)
     model_dir = run_dir / MODEL_DIR
     if not (model_dir / "model.keras").is_file():
-        raise JobError(f"run {run_dir.name} has no finished model to promote (status {read_status(run_dir)['status']})")
+        raise JobError(f"run {run_dir.name} has no finished model to promote (status {effective_status(run_dir)['status']})")
     try:
         return Path(registry.register_model(model_dir, cfg, name, make_default=make_default))
     except (registry.RegistryError, OSError) as exc:
@@ -469,7 +470,7 @@ def run_worker(cfg: Config, opts: JobOptions = JobOptions()) -> int:
                 print(f"[{utc_now()}] {run_dir.name} exited with {proc.returncode}: {final}", flush=True)
                 del children[run_dir]
         with queue_lock(cfg):
-            states = {p: read_status(p, opts)["status"] for p in run_dirs(cfg)}
+            states = {p: effective_status(p, opts)["status"] for p in run_dirs(cfg)}
             queued = [p for p, s in states.items() if s == "queued" and p not in children]
             busy = set(children) | {p for p, s in states.items() if s == "running"}
             free = max(opts.max_parallel - len(busy), 0)

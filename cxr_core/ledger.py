@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
+from cxr_core.clock import utc_now
 from cxr_core.config import Config
 from cxr_core.imaging import sha256_file
 
@@ -71,11 +72,6 @@ class ImportReport:
     added: int = 0
     duplicates: int = 0
     errors: list[str] = field(default_factory=list)
-
-
-def utc_now() -> str:
-    """The current UTC time as a sortable ISO 8601 string with microseconds."""
-    return datetime.now(timezone.utc).strftime(_TS_FORMAT)
 
 
 def normalise_timestamp(text: str) -> str:
@@ -187,7 +183,7 @@ class Ledger:
         for sha256, path in images:
             validate(sha256, path, decision, reason, reviewer)
         with self._write() as conn:
-            ts = utc_now()
+            ts = normalise_timestamp(utc_now("microseconds"))
             return [
                 self._insert(conn, {"sha256": sha, "path": rel, "decision": decision, "reason": reason,
                                     "note": note or "", "reviewer": reviewer.strip(), "ts": ts})
@@ -208,7 +204,7 @@ class Ledger:
             if history[0]["id"] != decision_id:
                 raise LedgerError(f"decision #{decision_id} is not the latest for {row['path']}; undo the newer one first")
             before = history[1] if len(history) > 1 else None
-            values = {"sha256": row["sha256"], "path": row["path"], "reviewer": reviewer.strip(), "ts": utc_now(),
+            values = {"sha256": row["sha256"], "path": row["path"], "reviewer": reviewer.strip(), "ts": normalise_timestamp(utc_now("microseconds")),
                       "undoes": decision_id, "decision": "restore", "reason": "", "note": ""}
             if before is not None:
                 values.update(decision=before["decision"], reason=before["reason"], note=before["note"])

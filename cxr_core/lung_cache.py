@@ -19,7 +19,7 @@ from cxr_core.lungs import LungSegmentation, LungSegmenter, load_segmenter
 FLAGS_FILE = "lung_flags.csv"
 FLAG_COLUMNS = ["sha256", "path", "data_dir", "flags", "area_fraction", "components", "model"]
 # Curation score of each lung flag (an image scores its most severe reason; unknown reasons score 1) and its meaning.
-REASONS: dict[str, tuple[float, str]] = {
+LUNG_FLAG_REASONS: dict[str, tuple[float, str]] = {
     "empty": (1.0, "no lung field found"),
     "area_low": (0.9, "lung area implausibly small"),
     "area_high": (0.9, "lung area implausibly large"),
@@ -145,12 +145,12 @@ def lung_flags_version(cfg: Config) -> str:
 
 def lung_flag_score(flags: str) -> float:
     """Curation score of a ``;``-joined lung flag string: its most severe reason, 0 when there is none."""
-    return max((REASONS.get(name, (1.0, ""))[0] for name in flags.split(";") if name), default=0.0)
+    return max((LUNG_FLAG_REASONS.get(name, (1.0, ""))[0] for name in flags.split(";") if name), default=0.0)
 
 
 def describe_lung_flags(flags: str, area_fraction: float | None = None) -> str:
     """Plain words for a ``;``-joined lung flag string, e.g. "only one lung found (one_lung); lung area 6% of the image"."""
-    words = [f"{REASONS[name][1]} ({name})" if name in REASONS else name for name in flags.split(";") if name]
+    words = [f"{LUNG_FLAG_REASONS[name][1]} ({name})" if name in LUNG_FLAG_REASONS else name for name in flags.split(";") if name]
     if words and area_fraction is not None and np.isfinite(area_fraction):
         words.append(f"lung area {area_fraction:.0%} of the image")
     return "; ".join(words)

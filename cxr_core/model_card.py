@@ -15,11 +15,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from cxr_core.atomic import read_json, write_json_atomic, write_text_atomic
+from cxr_core.clock import utc_now
 
 INTENDED_USE = (
     "Research and decision support, not diagnosis. A second reader for chest X-ray review by a qualified "
@@ -66,7 +66,7 @@ def base_card(
     """A new card with the fixed sections filled in; evaluation and audits are added later."""
     return {
         "name": name,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now(),
         "architecture": architecture,
         "parameters": int(parameters),
         "preprocess": dict(preprocess),
@@ -278,7 +278,7 @@ def card_with_selection(card: Mapping[str, Any], alternatives: Sequence[str | Pa
             raise ValueError(f"{other['dir']} was audited on {other['data_dir']} ({other['split']}), this model on "
                              f"{own.get('data_dir')} ({own.get('split')}): not comparable")
     selection = {"rule": asdict(rule), "alternatives": others, "notes": list(notes),
-                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                 "created": utc_now()}
     return {**dict(card), "selection": selection}
 
 

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 
 from cxr_core import atomic
+from cxr_core.clock import utc_now
 from cxr_core.atomic import write_text_atomic
 from cxr_core.config import Config
 from cxr_core.processes import pid_alive
@@ -40,11 +41,6 @@ METRICS_COLUMNS = ("epoch", "loss", "accuracy", "auc", "val_loss", "val_accuracy
 BATCHES_COLUMNS = ("epoch", "batch", "step", "loss", "accuracy")
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 ACTIVE = ("queued", "running")
-
-
-def utc_now() -> str:
-    """The current UTC time as ISO 8601 with seconds precision."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def new_run_id(arch: str) -> str:

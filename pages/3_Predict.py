@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 
 from cxr_core.attention import COLORMAPS, draw_boxes, outline, overlay, png_bytes
-from cxr_core.explain import METHODS, Explainer
+from cxr_core.explain import CAM_METHODS, Explainer
 from cxr_core.imaging import IMAGE_SUFFIXES, ImageReadError, read_xray, sha256_bytes
 from cxr_core.gate import GateModelError, GateNet, load_gate_net
 from cxr_core.inference import NO_CAM, Prediction, predict_image, report_dict, unfamiliar_warning
@@ -186,7 +186,7 @@ def show_prediction(pred: Prediction, loaded: LoadedModel, gray: np.ndarray, sha
         blended = draw_boxes(blended, boxes)
         plain, heat = st.columns(2)
         plain.image(gray, caption="Plain image", width="stretch")
-        heat.image(blended, caption=f"{METHODS[pred.method]} for class {pred.target}", width="stretch")
+        heat.image(blended, caption=f"{CAM_METHODS[pred.method]} for class {pred.target}", width="stretch")
         overlay_png = png_bytes(blended)
         shares = pred.shares
         if pred.warning:
@@ -219,7 +219,7 @@ except RegistryError as exc:
 
 source = st.radio("Image", SOURCES, horizontal=True)
 options = st.columns(2)
-cam = options[0].selectbox("Explanation", [*METHODS, NO_CAM], format_func=lambda m: METHODS.get(m, "none"))
+cam = options[0].selectbox("Explanation", [*CAM_METHODS, NO_CAM], format_func=lambda m: CAM_METHODS.get(m, "none"))
 target_choice = options[1].selectbox("Explain class", ["predicted class", *loaded.classes])
 has_segmenter = (lungs_model_dir() / LUNGS_MODEL_FILE).is_file()
 lungs = st.checkbox(

@@ -115,7 +115,7 @@ def live_view(run_id: str) -> None:
         st.info("This run no longer exists (deleted?).")
         return
     summary = jobs.summarize(run_dir)
-    status = jobs.read_status(run_dir)
+    status = jobs.effective_status(run_dir)
     metrics, batches = read_metrics(run_dir).dropna(how="all"), read_batches(run_dir).dropna(how="all")
     fraction, eta = jobs.progress(status, metrics)
     label = {"running": "🟢 running", "queued": "⏳ queued", "done": "✅ done", "failed": "❌ failed",

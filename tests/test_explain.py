@@ -11,7 +11,7 @@ from tiny_models import TINY_SIZE, build_tiny_model, train_briefly
 
 keras = pytest.importorskip("keras")
 
-from cxr_core.explain import METHODS, ExplainError, Explainer, find_target_layer, rescale01, to_original_shape  # noqa: E402
+from cxr_core.explain import CAM_METHODS, ExplainError, Explainer, find_target_layer, rescale01, to_original_shape  # noqa: E402
 from cxr_core.imaging import read_image  # noqa: E402
 from cxr_core.preprocess import PreprocessConfig  # noqa: E402
 
@@ -74,7 +74,7 @@ def test_gradcam_on_real_xray_has_image_shape_range_and_depends_on_class(explain
     assert np.abs(covid - normal).mean() > 0.01, "Grad-CAM does not depend on the target class"
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", sorted(CAM_METHODS))
 def test_every_method_returns_a_unit_range_map_quickly(explainer, real_input, method: str) -> None:
     _, model_input = real_input
     start = time.perf_counter()

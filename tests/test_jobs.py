@@ -105,7 +105,7 @@ def metric_rows(run_dir: Path) -> int:
 
 def state(run_dir: Path, opts: jobs.JobOptions = jobs.JobOptions()) -> str:
     """The effective status of a run."""
-    return str(jobs.read_status(run_dir, opts)["status"])
+    return str(jobs.effective_status(run_dir, opts)["status"])
 
 
 def test_validation_refuses_bad_requests() -> None:
@@ -204,7 +204,7 @@ def test_kill_9_reads_interrupted_then_resume_finishes(fake: tuple[Config, jobs.
     cfg, opts = fake
     run = jobs.launch(cfg, {"arch": "cxr_net", "epochs": 3}, opts)
     wait_for(lambda: metric_rows(run) >= 1, what="first epoch")
-    os.kill(int(jobs.read_status(run)["pid"]), signal.SIGKILL)
+    os.kill(int(jobs.effective_status(run)["pid"]), signal.SIGKILL)
     wait_for(lambda: state(run) == "interrupted", what="interrupted")
     wait_for(lambda: json.loads((run / "status.json").read_text())["status"] == "interrupted", what="recorded end")
     with pytest.raises(jobs.JobError, match="only queued or running"):
@@ -288,7 +288,7 @@ def test_real_tiny_run_queued_running_done_kill_resume(tmp_path: Path, make_cfg:
     killed = jobs.launch(cfg, {**request, "epochs": 3}, opts)
     wait_for(lambda: metric_rows(killed) >= 1 and (killed / "checkpoints" / "best.keras").exists(), timeout=300,
              what="first epoch (metrics and checkpoints) of the run to kill")
-    os.kill(int(jobs.read_status(killed)["pid"]), signal.SIGKILL)
+    os.kill(int(jobs.effective_status(killed)["pid"]), signal.SIGKILL)
     wait_for(lambda: state(killed) == "interrupted", what="interrupted")
     jobs.resume(cfg, killed.name, opts)
     wait_for(lambda: (now := state(killed)) in jobs.TERMINAL and now != "interrupted", timeout=300, what="resume")

@@ -201,7 +201,7 @@ def test_promote_and_evaluate_a_trained_model(env: Path, trained_run: Callable[[
 
 def describe_run(run: Path) -> str:
     """What the job runner knows about a run: its status and job state, then the ends of the worker and run logs."""
-    status, job = jobs.read_status(run), read_json(run / "job.json")
+    status, job = jobs.effective_status(run), read_json(run / "job.json")
     worker_log = run.parents[1] / "jobs" / "worker.log"
     worker = worker_log.read_text(errors="replace")[-1500:] if worker_log.exists() else "(no worker log)"
     return (f"run {run.name}: status {status['status']} {status.get('note', '')}, job state {job.get('state')}, "
@@ -212,7 +212,7 @@ def describe_run(run: Path) -> str:
 def wait_for_run(run: Path, seconds: float, until: frozenset[str] = jobs.TERMINAL) -> str:
     """Poll the run's status until it is one of ``until``; fail with the runner's state after ``seconds``."""
     deadline = time.monotonic() + seconds
-    while (status := jobs.read_status(run)["status"]) not in until:
+    while (status := jobs.effective_status(run)["status"]) not in until:
         if time.monotonic() > deadline:
             pytest.fail(f"run still {status} after {seconds:.0f} s (waiting for {sorted(until)})\n{describe_run(run)}",
                         pytrace=False)
@@ -304,7 +304,7 @@ def test_train_watch_promote_evaluate_in_chromium(streamlit_app, browser_page: P
     seen: list[int] = []
     deadline = time.monotonic() + TRAIN_SECONDS
     while len({p for p in seen if p > 0}) < 2:
-        status = jobs.read_status(run)["status"]
+        status = jobs.effective_status(run)["status"]
         seen.append(curve_points(page))
         if status in jobs.TERMINAL or time.monotonic() > deadline:
             break

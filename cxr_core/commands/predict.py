@@ -17,7 +17,7 @@ from cxr_core.atomic import write_text_atomic
 from cxr_core.attention import overlay, png_bytes
 from cxr_core.cli import CliError
 from cxr_core.config import Config
-from cxr_core.explain import METHODS, ExplainError, Explainer
+from cxr_core.explain import CAM_METHODS, ExplainError, Explainer
 from cxr_core.gate import GateModelError, load_gate_net
 from cxr_core.inference import NO_CAM, BatchItem, Prediction, Regions, collect_inputs, predict_paths, report_dict
 from cxr_core.registry import RegistryError, default_model_dir, load_model
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("predict", help="gate and predict X-ray files or folders with a registered model, with Grad-CAM overlays")
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files (PNG, JPEG, DICOM, ...) or folders")
     parser.add_argument("--model", type=Path, help="model directory (default: the registry's default model)")
-    parser.add_argument("--cam", choices=[*METHODS, NO_CAM], default="gradcam", help="explanation method (default gradcam)")
+    parser.add_argument("--cam", choices=[*CAM_METHODS, NO_CAM], default="gradcam", help="explanation method (default gradcam)")
     parser.add_argument("--out", type=Path, help="write predictions.csv and overlay PNGs into this folder")
     parser.add_argument("--alpha", type=float, default=0.4, help="overlay opacity in [0, 1] (default 0.4)")
     parser.add_argument("--lungs", action="store_true", help="also measure attention inside the lungs (needs models/lungs)")
