@@ -18,26 +18,40 @@ from cxr_core.imaging import sha256_file
 DECISIONS = ("discard", "keep", "restore")
 REASONS = ("markings", "poor quality", "wrong view", "duplicate", "wrong label", "other")
 CSV_COLUMNS = ("sha256", "path", "decision", "reason", "note", "reviewer", "timestamp")
-SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS decisions (
+_V1_DECISIONS = ("discard", "keep", "restore")
+_V1_REASONS = ("markings", "poor quality", "wrong view", "duplicate", "wrong label", "other")
+_COLUMNS = """
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     sha256 TEXT NOT NULL CHECK (length(sha256) = 64),
     path TEXT NOT NULL,
-    decision TEXT NOT NULL CHECK (decision IN ({", ".join(repr(d) for d in DECISIONS)})),
-    reason TEXT NOT NULL DEFAULT '' CHECK (reason IN ('', {", ".join(repr(r) for r in REASONS)})),
+    decision TEXT NOT NULL{decision_check},
+    reason TEXT NOT NULL DEFAULT ''{reason_check},
     note TEXT NOT NULL DEFAULT '',
     reviewer TEXT NOT NULL,
     ts TEXT NOT NULL,
     undoes INTEGER REFERENCES decisions(id),
     CHECK (decision != 'discard' OR reason != '')
-);
-CREATE INDEX IF NOT EXISTS decisions_by_image ON decisions (sha256, ts, id);
 """
+_INDEX = "CREATE INDEX IF NOT EXISTS decisions_by_image ON decisions (sha256, ts, id)"
+MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("the decisions table, decisions and reasons fixed by CHECK constraints (release 1)", (
+        "CREATE TABLE IF NOT EXISTS decisions (" + _COLUMNS.format(
+            decision_check=f" CHECK (decision IN ({', '.join(repr(d) for d in _V1_DECISIONS)}))",
+            reason_check=f" CHECK (reason IN ('', {', '.join(repr(r) for r in _V1_REASONS)}))") + ")",
+        _INDEX)),
+    ("decisions and reasons checked by the library, so a new one needs no table change", (
+        "CREATE TABLE decisions_v2 (" + _COLUMNS.format(decision_check="", reason_check="") + ")",
+        "INSERT INTO decisions_v2 SELECT id, sha256, path, decision, reason, note, reviewer, ts, undoes FROM decisions",
+        "DROP TABLE decisions",
+        "ALTER TABLE decisions_v2 RENAME TO decisions",
+        _INDEX)),
+)
+"""Schema migrations in order: migration ``i`` takes a ledger from ``user_version`` i to i + 1."""
+SCHEMA_VERSION = len(MIGRATIONS)
 
 _LATEST = """
 SELECT * FROM (
@@ -122,18 +136,29 @@ class Ledger:
     """The curation ledger at ``path``; every write is one ``BEGIN IMMEDIATE`` transaction."""
 
     def __init__(self, path: str | Path, timeout: float = BUSY_TIMEOUT_S) -> None:
-        """Open the ledger, creating the database (WAL mode) and its table on first use; an existing one is not written."""
+        """Open the ledger: create it (WAL mode) on first use, migrate an older one (:data:`MIGRATIONS`) keeping every
+        row; an up-to-date one is not written, and one from a newer release is refused."""
         self.path = Path(path)
         self.timeout = timeout
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(_connect(self.path, create=True, timeout=timeout)) as conn:
-            if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == SCHEMA_VERSION:
                 return
+            if version > SCHEMA_VERSION:
+                raise LedgerError(f"{self.path} has ledger schema {version}, newer than this release's "
+                                  f"{SCHEMA_VERSION}: upgrade CXR Review to open it")
             conn.execute("PRAGMA journal_mode = WAL")
             with self._transaction(conn):
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self._migrate(conn)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Apply every migration the ledger lacks, inside the caller's transaction (all or nothing)."""
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for _, statements in MIGRATIONS[version:]:
+            for statement in statements:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @staticmethod
     @contextmanager

@@ -206,3 +206,45 @@ def test_opening_an_existing_ledger_writes_nothing(make_cfg: Callable[..., Confi
     before = [(p.stat().st_mtime_ns, p.stat().st_size) for p in files if p.exists()]
     open_ledger(cfg).latest()
     assert [(p.stat().st_mtime_ns, p.stat().st_size) for p in files if p.exists()] == before
+
+
+def test_a_release_one_ledger_migrates_keeping_every_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ledger written by release 1 (CHECK-constrained reasons) opens, keeps its rows and accepts a new reason."""
+    from cxr_core import ledger as ledger_module
+
+    path = tmp_path / "ledger.sqlite"
+    old = sqlite3.connect(path)
+    for statement in ledger_module.MIGRATIONS[0][1]:
+        old.execute(statement)
+    rows = [("a" * 64, "COVID/images/a.png", "discard", "markings", "", "ana", "2026-11-28T01:00:00.000000Z", None),
+            ("b" * 64, "Normal/images/b.png", "keep", "", "looks fine", "ben", "2026-11-28T01:00:01.000000Z", None)]
+    old.executemany("INSERT INTO decisions (sha256, path, decision, reason, note, reviewer, ts, undoes) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    with pytest.raises(sqlite3.IntegrityError):
+        old.execute("INSERT INTO decisions (sha256, path, decision, reason, reviewer, ts) VALUES (?, ?, ?, ?, ?, ?)",
+                    ("c" * 64, "c.png", "discard", "a new reason", "x", "2026-11-28T01:00:02.000000Z"))
+    old.execute("PRAGMA user_version = 1")
+    old.commit()
+    old.close()
+
+    ledger = Ledger(path)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == ledger_module.SCHEMA_VERSION == 2
+    assert [(d.sha256, d.decision, d.reason, d.note, d.reviewer) for d in ledger.history()][::-1] == [
+        (r[0], r[2], r[3], r[4], r[5]) for r in rows]
+    assert ledger.discarded() == {"a" * 64}
+    monkeypatch.setattr(ledger_module, "REASONS", (*ledger_module.REASONS, "a new reason"))
+    ledger.record("c" * 64, "c.png", "discard", reason="a new reason", reviewer="x")
+    assert ledger.discarded() == {"a" * 64, "c" * 64}
+
+
+def test_a_ledger_from_a_newer_release_is_refused(tmp_path: Path) -> None:
+    """A ledger whose schema is newer than this release is refused with one line, and not written."""
+    path = tmp_path / "ledger.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(LedgerError, match="schema 99, newer than this release's 2"):
+        Ledger(path)
+    assert path.read_bytes() == before
