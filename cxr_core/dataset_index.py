@@ -149,14 +149,13 @@ class DatasetIndex:
 
 def confounding(rows: pd.DataFrame) -> dict[str, Any]:
     """Label x source counts, Cramér's V between them, and the accuracy of guessing the label from source alone."""
-    from scipy.stats import chi2_contingency
+    from scipy.stats.contingency import association
 
     table = pd.crosstab(rows["source"], rows["label"])
     n = int(table.to_numpy().sum())
     cramers_v = 0.0
     if n and min(table.shape) > 1:
-        chi2 = chi2_contingency(table.to_numpy(), correction=False)[0]
-        cramers_v = float(np.sqrt(chi2 / (n * (min(table.shape) - 1))))
+        cramers_v = float(association(table.to_numpy(), method="cramer", correction=False))
     accuracy = float(table.max(axis=1).sum() / n) if n else 0.0
     return {
         "table": {str(src): {str(lbl): int(v) for lbl, v in row.items()} for src, row in table.iterrows()},

@@ -111,11 +111,14 @@ def load_arrays(frame: pd.DataFrame, data_dir: Path, preprocess: PreprocessConfi
 
 
 def class_weights(labels: np.ndarray) -> dict[int, float]:
-    """Inverse-frequency class weights ``n / (k * n_c)`` (balanced classes get 1.0)."""
-    counts = np.bincount(labels, minlength=len(CLASSES)).astype(float)
+    """Inverse-frequency class weights ``n / (k * n_c)`` (scikit-learn's "balanced"; balanced classes get 1.0)."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    counts = np.bincount(labels, minlength=len(CLASSES))
     if (counts == 0).any():
-        raise PipelineError(f"every class needs training images; counts {dict(zip(CLASSES, counts.astype(int)))}")
-    return {i: float(len(labels) / (len(CLASSES) * c)) for i, c in enumerate(counts)}
+        raise PipelineError(f"every class needs training images; counts {dict(zip(CLASSES, counts.tolist()))}")
+    weights = compute_class_weight("balanced", classes=np.arange(len(CLASSES)), y=labels)
+    return {i: float(w) for i, w in enumerate(weights)}
 
 
 def augmentation_layers(aug: Augmentation, seed: int) -> Any:

@@ -9,35 +9,28 @@ import pandas as pd
 SPLIT_NAMES = ("train", "val", "test")
 
 
-class _UnionFind:
-    """Disjoint sets over hashable keys."""
-
-    def __init__(self) -> None:
-        """Start with no sets."""
-        self.parent: dict[str, str] = {}
-
-    def find(self, key: str) -> str:
-        """Representative of ``key``'s set (path-halving)."""
-        self.parent.setdefault(key, key)
-        while self.parent[key] != key:
-            self.parent[key] = self.parent[self.parent[key]]
-            key = self.parent[key]
-        return key
-
-    def union(self, a: str, b: str) -> None:
-        """Merge the sets of ``a`` and ``b`` (the smaller key becomes the representative)."""
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            low, high = sorted((ra, rb))
-            self.parent[high] = low
-
-
 def patient_groups(frame: pd.DataFrame) -> pd.Series:
-    """Group key per row: patients joined whenever they share an identical image (same sha256)."""
-    sets = _UnionFind()
+    """Group key per row: patients joined whenever they share an identical image (same sha256).
+
+    The key is the smallest member of the group (``h:<sha256>`` before ``p:<patient>``), independent of merge order,
+    so a group's key, and with it its seeded place in the split, stays stable.
+    """
+    from scipy.cluster.hierarchy import DisjointSet
+
+    sets = DisjointSet()
     for patient, sha in zip(frame["patient_id"], frame["sha256"]):
-        sets.union(f"p:{patient}", f"h:{sha}" if sha else f"p:{patient}")
-    return pd.Series([sets.find(f"p:{p}") for p in frame["patient_id"]], index=frame.index)
+        sets.add(f"p:{patient}")
+        if sha:
+            sets.add(f"h:{sha}")
+            sets.merge(f"p:{patient}", f"h:{sha}")
+    smallest: dict[str, str] = {}
+    keys = []
+    for patient in frame["patient_id"]:
+        root = sets[f"p:{patient}"]
+        if root not in smallest:
+            smallest[root] = min(sets.subset(root))
+        keys.append(smallest[root])
+    return pd.Series(keys, index=frame.index)
 
 
 def _rank(seed: int, key: str) -> str:
