@@ -1,19 +1,26 @@
-"""The ``cxr`` command line: discovers every module in :mod:`cxr_core.commands` and dispatches to it."""
+"""The ``cxr`` command line: builds the parser from :data:`cxr_core.commands.COMMANDS` and dispatches.
+
+Only the module of the command being run is imported (with its libraries), so ``cxr --help`` and every command start
+without loading TensorFlow, scikit-learn or pandas unless they need them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import os
-import pkgutil
 import sys
 import typing
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from cxr_core import __version__, commands
+from cxr_core.commands import COMMANDS
 from cxr_core.config import Config, ConfigError, load_config
-from cxr_core.dataset_index import DatasetError, DatasetIndex, Progress, load_index
-from cxr_core.progress import TrainerBudget
+from cxr_core.errors import DatasetError
+
+if TYPE_CHECKING:
+    from cxr_core.dataset_index import DatasetIndex
+    from cxr_core.progress import Progress, TrainerBudget
 
 Handler = Callable[[argparse.Namespace, Config], int]
 
@@ -24,6 +31,8 @@ class CliError(Exception):
 
 def index_or_fail(cfg: Config, data_dir: str | os.PathLike[str] | None, progress: Progress | None = None) -> DatasetIndex:
     """Load the dataset index for a command, turning dataset problems into a one-line CLI error."""
+    from cxr_core.dataset_index import load_index
+
     try:
         return load_index(cfg, data_dir, progress=progress)
     except DatasetError as exc:
@@ -57,16 +66,34 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The root parser with every discovered sub-command registered."""
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv`` (after the global options), None when there is none."""
+    rest = list(argv)
+    while rest:
+        token = rest.pop(0)
+        if token == "--home":
+            rest = rest[1:]
+        elif not token.startswith("-"):
+            return token if token in COMMANDS else None
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The root parser: every command fully registered, or with ``argv`` only the command it names (the others
+    listed by name and help, their modules not imported)."""
     parser = Parser(prog="cxr", description="CXR Review: chest X-ray curation, training and review.")
     parser.add_argument("--version", action="version", version=f"cxr {__version__}")
     parser.add_argument("--home", help="work dir for caches, index, ledger and runs (default $CXR_HOME or .cxr/)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{commands.__name__}.{info.name}")
-        module.register(sub)
+    chosen = None if argv is None else chosen_command(argv)
+    wanted = list(COMMANDS) if argv is None else [chosen] if chosen else []
+    modules = dict.fromkeys(COMMANDS[name][0] for name in wanted)
+    for module in modules:
+        importlib.import_module(f"{commands.__name__}.{module}").register(sub)
+    for name, (_, text) in COMMANDS.items():
+        if name not in sub.choices:
+            sub.add_parser(name, help=text)
     for command in sub.choices.values():
         command.add_argument("--home", default=argparse.SUPPRESS, help="work dir (default $CXR_HOME or .cxr/)")
     return parser
@@ -80,8 +107,8 @@ def _uses_configured_data(args: argparse.Namespace) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, build the config and run the chosen command; returns the exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         cfg = load_config(home=args.home)
         if cfg.uses_demo and _uses_configured_data(args):

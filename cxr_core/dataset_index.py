@@ -30,6 +30,7 @@ import pandas as pd
 
 from cxr_core import ledger
 from cxr_core.config import Config
+from cxr_core.errors import DatasetError
 from cxr_core.hashing import near_pairs, phash
 from cxr_core.imaging import IMAGE_SUFFIXES, ImageReadError, read_xray, sha256_file
 from cxr_core.labels import (
@@ -42,10 +43,6 @@ MANIFEST = "manifest.csv"
 READ_COLUMNS = ["sha256", "phash", "width", "height", "error", *IDENTITY_COLUMNS, "salt_id"]
 FILE_COLUMNS = ["path", "label", "size_bytes", "mtime_ns", *READ_COLUMNS]
 SPLITS = ("train", "val", "test")
-
-
-class DatasetError(ValueError):
-    """The dataset folder cannot be indexed (missing, no class folders or labels, a bad label CSV, no readable image)."""
 
 
 @dataclass

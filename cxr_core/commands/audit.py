@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from cxr_core.commands import command_help
 from cxr_core.audit import AuditError, AuditOptions, run_audit, save_audit
 from cxr_core.cli import CliError
 from cxr_core.config import Config
@@ -18,7 +19,7 @@ from cxr_core.registry import RegistryError, default_model_dir, load_model
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``audit`` sub-command."""
     d = AuditOptions()
-    p = sub.add_parser("audit", help="shortcut audit: AUC with lungs blanked / lungs only, Grad-CAM mass in the lungs, no-CNN baseline")
+    p = sub.add_parser("audit", help=command_help("audit"))
     p.add_argument("--model", help="model dir or registered name (default: the default model)")
     p.add_argument("--data", type=Path, help="dataset folder (default: the configured data dir)")
     p.add_argument("--split", choices=SPLIT_CHOICES, default=d.split, help="images to audit (default test)")

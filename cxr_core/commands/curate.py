@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+from cxr_core.commands import command_help
 from cxr_core.cli import CliError
 from cxr_core.config import Config
 from cxr_core.ledger import REASONS, Decision, LedgerError, decision_dicts, identify_image, open_ledger
@@ -15,17 +16,15 @@ from cxr_core.ledger import REASONS, Decision, LedgerError, decision_dicts, iden
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``discard``, ``keep``, ``restore`` and ``ledger`` sub-commands."""
-    for name, text in (("discard", "exclude an image from training and evaluation (reversible)"),
-                       ("keep", "record that an image was reviewed and kept"),
-                       ("restore", "undo the discard of an image")):
-        p = sub.add_parser(name, help=text)
+    for name in ("discard", "keep", "restore"):
+        p = sub.add_parser(name, help=command_help(name))
         p.add_argument("path", type=Path, help="image file (absolute, or relative to the cwd or the data dir)")
         if name == "discard":
             p.add_argument("--reason", required=True, choices=REASONS, help="why the image is discarded")
         p.add_argument("--note", default="", help="free text stored with the decision")
         _common(p)
         p.set_defaults(handler=run_decision, decision=name)
-    ledger = sub.add_parser("ledger", help="export, import or list curation decisions, or undo one")
+    ledger = sub.add_parser("ledger", help=command_help("ledger"))
     actions = ledger.add_subparsers(dest="action", metavar="ACTION", required=True)
     export = actions.add_parser("export", help="write the full decision history as CSV")
     export.add_argument("file", type=Path)

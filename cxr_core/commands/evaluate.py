@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cxr_core.commands import command_help
 from cxr_core.cli import CliError, index_or_fail
 from cxr_core.config import Config
 from cxr_core.eval_report import write_report
@@ -19,8 +20,7 @@ from cxr_core.registry import RegistryError, default_model_dir, load_model
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``evaluate`` sub-command."""
-    parser = sub.add_parser("evaluate", help="evaluate a model: AUC, sensitivity/specificity with patient-bootstrap CIs, "
-                                             "calibration, per-source table, leave-one-source-out")
+    parser = sub.add_parser("evaluate", help=command_help("evaluate"))
     parser.add_argument("--model", type=Path, help="model directory (default: the registry's default model)")
     parser.add_argument("--data", type=Path, help="dataset folder (default: the configured data dir)")
     parser.add_argument("--split", choices=SPLIT_CHOICES, default="test",

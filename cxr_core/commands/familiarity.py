@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from cxr_core.commands import command_help
 from cxr_core.cli import CliError, index_or_fail
 from cxr_core.config import Config
 from cxr_core.familiarity import DEFAULT_FALSE_ALARM, DEFAULT_METHOD, METHODS, FamiliarityError, fit_on_dataset
@@ -14,7 +15,7 @@ from cxr_core.registry import RegistryError, default_model_dir, load_model
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``familiarity`` sub-command."""
-    p = sub.add_parser("familiarity", help="fit a model's familiarity score (has it seen images like this?) on its training split")
+    p = sub.add_parser("familiarity", help=command_help("familiarity"))
     p.add_argument("--model", type=Path, help="model directory (default: the registry's default model)")
     p.add_argument("--data", type=Path, help="the dataset the model was trained on (default: its card's, else the configured one)")
     p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help=f"distance (default {DEFAULT_METHOD})")

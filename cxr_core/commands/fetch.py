@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cxr_core.commands import command_help
 from cxr_core.cli import CliError
 from cxr_core.config import DEFAULT_DATA_DIR, Config
 from cxr_core.fetch import FetchError, fetch_dataset
@@ -12,7 +13,7 @@ from cxr_core.fetch import FetchError, fetch_dataset
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``fetch`` sub-command."""
-    parser = sub.add_parser("fetch", help="download the Kaggle COVID-19 Radiography Database (needs internet and Kaggle credentials)")
+    parser = sub.add_parser("fetch", help=command_help("fetch"))
     parser.add_argument("--dest", type=Path,
                         help="where to link the dataset (default: the configured data dir, or ./data while that is the demo)")
     parser.set_defaults(handler=run)

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from cxr_core.commands import command_help
 from cxr_core.cli import CliError, index_or_fail
 from cxr_core.config import Config
 from cxr_core.flags import FLAGS, FlagOptions, compute_flags, flagged, summarise
@@ -14,7 +15,7 @@ from cxr_core.progress import ProgressBar
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``flags`` sub-command."""
-    parser = sub.add_parser("flags", help="score every image for markings, exposure, size, duplicates, readability")
+    parser = sub.add_parser("flags", help=command_help("flags"))
     parser.add_argument("data_dir", nargs="?", type=Path, help="dataset folder (default: the configured data dir)")
     parser.add_argument("--min-resolution", type=int, default=FlagOptions.min_resolution,
                         help="shorter side below which an image is flagged small (default %(default)s)")

@@ -11,6 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
+from cxr_core.commands import command_help
 from cxr_core.cli import CliError
 from cxr_core.config import Config
 from cxr_core.dataset_index import load_index
@@ -20,8 +21,7 @@ from cxr_core.progress import ProgressBar
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``import`` sub-command."""
-    parser = sub.add_parser("import", help="write a de-identified PNG copy (Kaggle layout + manifest.csv) of a folder of "
-                                           "images, DICOM or not, labelled by a CSV")
+    parser = sub.add_parser("import", help=command_help("import"))
     parser.add_argument("data_dir", type=Path, help="folder of images (any tree; class folders or a label CSV)")
     parser.add_argument("--labels", type=Path, metavar="LABELS.csv", help="label CSV (file,label[,patient_id,source])")
     parser.add_argument("--out", type=Path, required=True, help="new (or empty) folder for the copy, outside DIR")

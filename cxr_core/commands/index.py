@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cxr_core.commands import command_help
 from cxr_core.config import Config
 from cxr_core.dataset_index import forget_labels, load_index
 from cxr_core.progress import ProgressBar
@@ -20,7 +21,7 @@ LISTED = 10
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``index`` sub-command."""
-    parser = sub.add_parser("index", help="index a dataset folder: counts, patient-grouped splits, leak and confounding audits")
+    parser = sub.add_parser("index", help=command_help("index"))
     parser.add_argument("data_dir", nargs="?", type=Path, help="dataset folder (default: the configured data dir)")
     labels = parser.add_mutually_exclusive_group()
     labels.add_argument("--labels", type=Path, metavar="LABELS.csv",

@@ -6,6 +6,7 @@ import argparse
 import json
 from dataclasses import asdict
 
+from cxr_core.commands import command_help
 from cxr_core import jobs
 from cxr_core.cli import CliError
 from cxr_core.config import Config
@@ -13,7 +14,7 @@ from cxr_core.config import Config
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``runs`` sub-command with its actions."""
-    p = sub.add_parser("runs", help="list training runs (live status); cancel, resume, delete or promote one")
+    p = sub.add_parser("runs", help=command_help("runs"))
     p.add_argument("action", nargs="?", default="list", choices=["list", "show", "cancel", "resume", "delete", "promote"],
                    help="what to do (default: list)")
     p.add_argument("run", nargs="?", help="run id or run directory (all actions but list)")

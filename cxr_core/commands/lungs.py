@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from cxr_core.commands import command_help
 from cxr_core.cli import CliError
 from cxr_core.config import Config
 from cxr_core.lung_cache import segment_folder
@@ -14,7 +15,7 @@ from cxr_core.lungs import LungModelError, load_segmenter
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``lungs`` sub-command."""
-    p = sub.add_parser("lungs", help="segment the lung fields of every image under a folder (masks cached, failures flagged)")
+    p = sub.add_parser("lungs", help=command_help("lungs"))
     p.add_argument("dir", type=Path, help="a dataset folder or any folder of images")
     p.add_argument("--out", type=Path, help="also write 0/255 PNG masks here, same relative paths, input size")
     p.add_argument("--model", type=Path, help="segmenter dir (default $CXR_LUNGS_MODEL, else <models dir>/lungs)")

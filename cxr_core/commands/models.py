@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from cxr_core.commands import command_help
 from cxr_core.config import Config
 from cxr_core.registry import list_models
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``models`` sub-command."""
-    parser = sub.add_parser("models", help="list the models in the registry (models/)")
+    parser = sub.add_parser("models", help=command_help("models"))
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.set_defaults(handler=run)
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from cxr_core.commands import command_help
 from cxr_core.atomic import write_text_atomic
 from cxr_core.attention import overlay, png_bytes
 from cxr_core.cli import CliError
@@ -30,7 +31,7 @@ CSV_COLUMNS = (
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``predict`` sub-command."""
-    parser = sub.add_parser("predict", help="gate and predict X-ray files or folders with a registered model, with Grad-CAM overlays")
+    parser = sub.add_parser("predict", help=command_help("predict"))
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files (PNG, JPEG, DICOM, ...) or folders")
     parser.add_argument("--model", type=Path, help="model directory (default: the registry's default model)")
     parser.add_argument("--cam", choices=[*CAM_METHODS, NO_CAM], default="gradcam", help="explanation method (default gradcam)")

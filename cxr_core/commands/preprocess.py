@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from cxr_core.commands import command_help
 from cxr_core.batch_preprocess import PreprocessReport, preprocess_dataset
 from cxr_core.cli import CliError, index_or_fail
 from cxr_core.config import Config
@@ -20,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``preprocess`` sub-command."""
     parser = sub.add_parser(
         "preprocess",
-        help="resize + normalise every image into the cache (parallel, resumable)",
+        help=command_help("preprocess"),
         description="Resize and normalise every readable, non-excluded image of a dataset into "
         "<home>/cache/preprocessed/<config digest>/, skipping images already done. Originals are never modified.",
     )

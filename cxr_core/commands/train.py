@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from tqdm import tqdm
 
+from cxr_core.commands import command_help
 from cxr_core.architectures import ArchitectureError
 from cxr_core.cli import CliError, index_or_fail
 from cxr_core.config import Config
@@ -56,7 +57,7 @@ def add_option_arguments(parser: argparse.ArgumentParser, specs: list[OptionSpec
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` sub-command: one argument per :func:`~cxr_core.train_config.train_options` entry."""
-    p = sub.add_parser("train", help="train a classifier into a run directory (checkpoints, live status, resume)")
+    p = sub.add_parser("train", help=command_help("train"))
     add_option_arguments(p, train_options())
     p.add_argument("--config", type=Path, metavar="FILE", default=argparse.SUPPRESS,
                    help=f"start from a saved configuration ({TRAIN_CONFIG_FILE} of a model, a run's config.json or "

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from cxr_core.commands import command_help
 from cxr_core.cli import CliError, add_trainer_args, index_or_fail, trainer_budget
 from cxr_core.config import Config
 from cxr_core.gate.net import SHIPPED_DIR
@@ -16,7 +17,7 @@ from cxr_core.gate.train import GateDataError, GateTrainConfig, train_gate_net
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train-gate`` sub-command."""
     d = GateTrainConfig()
-    p = sub.add_parser("train-gate", help="train the chest X-ray gate (upright frontal X-ray vs rotated, inverted, other)")
+    p = sub.add_parser("train-gate", help=command_help("train-gate"))
     p.add_argument("--data", type=Path, help="dataset folder whose train/val splits give the X-rays (default: the configured data dir)")
     p.add_argument("--out", type=Path, help=f"output model dir (default {SHIPPED_DIR})")
     p.add_argument("--size", type=int, default=d.size, help=f"input size in px, at least 32 (default {d.size})")

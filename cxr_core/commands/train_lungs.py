@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from cxr_core.commands import command_help
 from cxr_core.cli import CliError, add_trainer_args, trainer_budget
 from cxr_core.config import Config
 from cxr_core.lungs_train import LungDataError, LungTrainConfig, train_segmenter
@@ -17,7 +18,7 @@ DEFAULT_DATA = Path("../shared/data/lung-masks")
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train-lungs`` sub-command."""
     d = LungTrainConfig()
-    p = sub.add_parser("train-lungs", help="train the lung-field segmenter (U-Net) and save it with its card")
+    p = sub.add_parser("train-lungs", help=command_help("train-lungs"))
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with images/, masks/, manifest.csv")
     p.add_argument("--out", type=Path, help="output model dir (default MODELS_DIR/lungs)")
     p.add_argument("--size", type=int, default=d.size, help=f"input size in px (default {d.size})")

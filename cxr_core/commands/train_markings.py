@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from cxr_core.commands import command_help
 from cxr_core.cli import CliError, add_trainer_args, trainer_budget
 from cxr_core.config import Config
 from cxr_core.markings_train import MarkingsDataError, MarkingsTrainConfig, train_markings_net
@@ -15,7 +16,7 @@ from cxr_core.markings_train import MarkingsDataError, MarkingsTrainConfig, trai
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train-markings`` sub-command."""
     d = MarkingsTrainConfig()
-    p = sub.add_parser("train-markings", help="train the learned markings detector on synthetic overlays")
+    p = sub.add_parser("train-markings", help=command_help("train-markings"))
     p.add_argument("--data", type=Path, help="dataset folder with manifest.csv (default: the configured data dir; "
                                              "files listed in its markings.csv are left out)")
     p.add_argument("--out", type=Path, help="output model dir (default MODELS_DIR/markings)")

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from cxr_core.commands import command_help
 from cxr_core.cli import CliError
 from cxr_core.config import Config
 from cxr_core.pipeline import PipelineError
@@ -33,7 +34,7 @@ def _words(text: str) -> tuple[str, ...]:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``tune`` sub-command."""
     d = TuneConfig()
-    p = sub.add_parser("tune", help="Hyperband search over cxr_net's lr, width, depth, dropout, size and normalisation")
+    p = sub.add_parser("tune", help=command_help("tune"))
     p.add_argument("--data", type=Path, help="dataset folder (default: the configured data dir)")
     p.add_argument("--max-epochs", type=int, default=d.max_epochs, help=f"Hyperband max epochs (default {d.max_epochs})")
     p.add_argument("--factor", type=int, default=d.factor, help=f"Hyperband reduction factor (default {d.factor})")
