@@ -10,7 +10,7 @@ Parts (results merged into ``bench/results/gate.json`` + ``.md``):
   around real X-ray pixels with a non-radiograph modality or a lateral view; procedural negatives of the trained
   families with unseen seeds; procedural families never used in training); rotated and inverted copies of the test
   X-rays (each must be refused or named); and what adding "no lung fields found" from the lung segmenter changes.
-- ``familiarity``: for every source, the default model's recipe retrained without it (``cxr_core.loso``, runs
+- ``familiarity``: for every source, the default model's recipe retrained without it (``cxr_core.evaluate.loso``, runs
   reused), every familiarity method fitted on that model's training split and calibrated on its validation split,
   then AUROC of held-out-source images against in-distribution test images of the other sources. The method with
   the highest mean AUROC is the default (rule fixed before the first run; a tie goes to ``mahalanobis``).
@@ -42,12 +42,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cxr_core.atomic import read_json, write_json_atomic, write_text_atomic  # noqa: E402
+from cxr_core.util.atomic import read_json, write_json_atomic, write_text_atomic  # noqa: E402
 from cxr_core.config import load_config  # noqa: E402
-from cxr_core.dataset_index import load_index  # noqa: E402
+from cxr_core.data.index import load_index  # noqa: E402
 from cxr_core.gate import Gate, assess, load_gate_net  # noqa: E402
 from cxr_core.gate import negatives as procedural  # noqa: E402
-from cxr_core.imaging import ImageReadError, read_image, read_xray, rgb_to_gray, to_uint8  # noqa: E402
+from cxr_core.data.imaging import ImageReadError, read_image, read_xray, rgb_to_gray, to_uint8  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cxr-sample"
 RESULTS = REPO / "bench" / "results"
@@ -163,7 +163,7 @@ def rate(flags: list[bool]) -> float | None:
 
 def part_gate(data: Path, limit: int | None) -> dict[str, Any]:
     """Acceptance of real X-rays, refusal of the negative set, transformed films, and the lung-field signal."""
-    from cxr_core.lungs import load_segmenter, segment
+    from cxr_core.lungs.segmenter import load_segmenter, segment
 
     net = load_gate_net()
     segmenter = load_segmenter()
@@ -274,10 +274,10 @@ def part_familiarity(data: Path, epochs: int | None) -> dict[str, Any]:
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from cxr_core import familiarity
-    from cxr_core.loso import LosoOptions, leave_one_source_out
-    from cxr_core.pipeline import load_arrays
-    from cxr_core.registry import load_model
+    from cxr_core.gate import familiarity
+    from cxr_core.evaluate.loso import LosoOptions, leave_one_source_out
+    from cxr_core.train.pipeline import load_arrays
+    from cxr_core.serve.registry import load_model
 
     rows = sample_rows(data)
     cfg, index = rows["cfg"], rows["index"]
@@ -332,9 +332,9 @@ def _timed(fn: Callable[[], Any], repeat: int) -> list[float]:
 
 def part_cost(data: Path, n: int) -> dict[str, Any]:
     """Per-image milliseconds of the gate, familiarity, segmenter and whole predictions, on ``n`` test images."""
-    from cxr_core.inference import predict_image
-    from cxr_core.lungs import load_segmenter
-    from cxr_core.registry import load_model
+    from cxr_core.serve.inference import predict_image
+    from cxr_core.lungs.segmenter import load_segmenter
+    from cxr_core.serve.registry import load_model
 
     rows = sample_rows(data)
     images = [read_image(data / rel) for rel in rows["test"]["path"].head(n)]

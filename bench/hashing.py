@@ -35,10 +35,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(1, str(REPO / "tests"))
 
-from cxr_core.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from cxr_core.util.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from cxr_core.config import Config  # noqa: E402
-from cxr_core.dataset_index import _duplicate_pairs  # noqa: E402
-from cxr_core.hashing import near_pairs  # noqa: E402
+from cxr_core.data.index import _duplicate_pairs  # noqa: E402
+from cxr_core.data.hashing import near_pairs  # noqa: E402
 from test_hashing import brute_force_pairs, planted_hashes  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"

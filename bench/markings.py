@@ -22,10 +22,10 @@ from sklearn.metrics import roc_auc_score
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cxr_core.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from cxr_core.imaging import read_image  # noqa: E402
-from cxr_core.markings import DEFAULT_OPTIONS, DEFAULT_THRESHOLD, MarkingsResult, detect_markings  # noqa: E402
-from cxr_core.markings_net import CARD_FILE, load_markings_net, model_dir  # noqa: E402
+from cxr_core.util.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from cxr_core.data.imaging import read_image  # noqa: E402
+from cxr_core.markings.classical import DEFAULT_OPTIONS, DEFAULT_THRESHOLD, MarkingsResult, detect_markings  # noqa: E402
+from cxr_core.markings.net import CARD_FILE, load_markings_net, model_dir  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cxr-sample"
 CLASSICAL_NOTE = (

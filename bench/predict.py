@@ -34,11 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cxr_core.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from cxr_core.explain import METHODS, ExplainOptions, Explainer  # noqa: E402
-from cxr_core.imaging import read_image  # noqa: E402
-from cxr_core.inference import predict_image  # noqa: E402
-from cxr_core.registry import LoadedModel, load_model  # noqa: E402
+from cxr_core.util.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from cxr_core.explain.cam import CAM_METHODS as METHODS, ExplainOptions, Explainer  # noqa: E402
+from cxr_core.data.imaging import read_image  # noqa: E402
+from cxr_core.serve.inference import predict_image  # noqa: E402
+from cxr_core.serve.registry import LoadedModel, load_model  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cxr-sample"
 RESULTS = REPO / "bench" / "results"
@@ -105,9 +105,9 @@ def build_explainer(model: Any, options: ExplainOptions = ExplainOptions()) -> t
 
 def stand_in_model(arch: str, size: int, directory: Path, method: str = "clahe") -> LoadedModel:
     """An untrained architecture saved as a model directory with ``method`` preprocessing (for timing only)."""
-    from cxr_core.architectures import build_model
-    from cxr_core.preprocess import PreprocessConfig
-    from cxr_core.registry import save_model_dir
+    from cxr_core.train.architectures import build_model
+    from cxr_core.preprocess.recipe import PreprocessConfig
+    from cxr_core.serve.registry import save_model_dir
 
     save_model_dir(directory, build_model(arch, size=size), PreprocessConfig(method=method, size=size),
                    card={"name": f"{arch} (untrained, timing only)", "architecture": arch})
@@ -118,10 +118,10 @@ RSS_SCRIPT = """
 import os, re, sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, {repo!r})
-from cxr_core.explain import Explainer
-from cxr_core.imaging import read_image
-from cxr_core.inference import predict_image
-from cxr_core.registry import load_model
+from cxr_core.explain.cam import Explainer
+from cxr_core.data.imaging import read_image
+from cxr_core.serve.inference import predict_image
+from cxr_core.serve.registry import load_model
 loaded = load_model({model!r})
 explainer = Explainer(loaded.model)
 for _ in range(3):

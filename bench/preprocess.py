@@ -35,13 +35,13 @@ import skimage
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cxr_core.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from cxr_core.batch_preprocess import PreprocessCache  # noqa: E402
+from cxr_core.util.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from cxr_core.preprocess.cache import PreprocessCache  # noqa: E402
 from cxr_core.config import load_config  # noqa: E402
-from cxr_core.dataset_index import load_index  # noqa: E402
-from cxr_core.imaging import read_image  # noqa: E402
-from cxr_core.normalise import METHODS, describe, normalise  # noqa: E402
-from cxr_core.preprocess import PreprocessConfig  # noqa: E402
+from cxr_core.data.index import load_index  # noqa: E402
+from cxr_core.data.imaging import read_image  # noqa: E402
+from cxr_core.preprocess.normalise import METHODS, describe, normalise  # noqa: E402
+from cxr_core.preprocess.recipe import PreprocessConfig  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cxr-sample"
 RESULTS = REPO / "bench" / "results"

@@ -4,8 +4,8 @@ Usage: ``.venv/bin/python bench/repair.py [--data ../shared/data/cxr-sample] [--
 
 Clean films: validation-split images of the sample on which the markings detector finds nothing (the mask's
 parameters were chosen on test-split films). On each, synthetic markings (arrows, ellipses, boxes, scribbles,
-captions; ``cxr_core.markings_synth``, no corner letters or distractors, so the clean film is the ground truth
-everywhere outside the markings) are drawn, then repaired by every method of ``cxr_core.repair`` twice: under the
+captions; ``cxr_core.markings.synth``, no corner letters or distractors, so the clean film is the ground truth
+everywhere outside the markings) are drawn, then repaired by every method of ``cxr_core.curation.repair`` twice: under the
 true overlay mask (dilated by the default margin) and under the mask ``marking_mask`` detects. Reported per method
 and mask: PSNR and SSIM inside the overlay pixels against the clean film (and the unrepaired film's, for the gain),
 the change in the default model's P(COVID) against the clean film, and milliseconds per repair. Also: the share of
@@ -33,13 +33,13 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cxr_core.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from cxr_core.util.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from cxr_core.config import load_config  # noqa: E402
-from cxr_core.dataset_index import load_index  # noqa: E402
-from cxr_core.imaging import read_image  # noqa: E402
-from cxr_core.markings import detect_markings  # noqa: E402
-from cxr_core.markings_synth import OverlayOptions, draw_overlays  # noqa: E402
-from cxr_core.repair import DEFAULT_MARGIN, METHODS, dilate, marking_mask, repair  # noqa: E402
+from cxr_core.data.index import load_index  # noqa: E402
+from cxr_core.data.imaging import read_image  # noqa: E402
+from cxr_core.markings.classical import detect_markings  # noqa: E402
+from cxr_core.markings.synth import OverlayOptions, draw_overlays  # noqa: E402
+from cxr_core.curation.repair import DEFAULT_MARGIN, METHODS, dilate, marking_mask, repair  # noqa: E402
 from preprocess import load_average, machine  # noqa: E402  (bench/preprocess.py)
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cxr-sample"
@@ -77,7 +77,7 @@ def ssim_inside(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
 
 def run(data: Path, n: int, seed: int) -> dict[str, Any]:
     """Every measurement of the module docstring on ``n`` clean films."""
-    from cxr_core.registry import load_model
+    from cxr_core.serve.registry import load_model
 
     model = load_model(REPO / "models" / "default")
     rng = np.random.default_rng(seed)

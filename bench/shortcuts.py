@@ -22,11 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cxr_core.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from cxr_core.audit import AuditOptions, run_audit, save_audit  # noqa: E402
+from cxr_core.util.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from cxr_core.evaluate.audit import AuditOptions, run_audit, save_audit  # noqa: E402
 from cxr_core.config import load_config  # noqa: E402
-from cxr_core.registry import load_model  # noqa: E402
-from cxr_core.training import TrainConfig, train  # noqa: E402
+from cxr_core.serve.registry import load_model  # noqa: E402
+from cxr_core.train.trainer import TrainConfig, train  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 GOAL = {"auc": 0.93, "auc_lungs_blanked": 0.65, "lung_attention_mean": 0.70}

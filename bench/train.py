@@ -3,7 +3,7 @@
 Usage: ``.venv/bin/python bench/train.py [--data ../shared/data/cxr-sample] [--parts compare,pipeline,precision,ablation,full,first-epoch]``
 
 Every training is a real ``cxr train`` subprocess on the same patient-grouped split (its peak RSS measured with
-``/proc/PID/status`` VmHWM), evaluated on the full test split with ``cxr_core.evaluation.evaluate`` (patient-bootstrap 95% CIs).
+``/proc/PID/status`` VmHWM), evaluated on the full test split with ``cxr_core.evaluate.evaluate.evaluate`` (patient-bootstrap 95% CIs).
 The budget is deliberately small and stated in the results (``--limit`` training images, ``--epochs`` with early
 stopping): the paper CNN trains at a few images/s on this 2-core machine.
 
@@ -46,12 +46,12 @@ sys.path.insert(0, str(REPO))
 
 from preprocess import load_average, machine  # noqa: E402  (bench/preprocess.py: CPU model, cores, versions)
 
-from cxr_core import rundir  # noqa: E402
-from cxr_core.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from cxr_core.train import rundir  # noqa: E402
+from cxr_core.util.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from cxr_core.config import load_config  # noqa: E402
-from cxr_core.dataset_index import load_index  # noqa: E402
-from cxr_core.imaging import read_image  # noqa: E402
-from cxr_core.normalise import normalise  # noqa: E402
+from cxr_core.data.index import load_index  # noqa: E402
+from cxr_core.data.imaging import read_image  # noqa: E402
+from cxr_core.preprocess.normalise import normalise  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cxr-sample"
 RESULTS = REPO / "bench" / "results"
@@ -118,9 +118,9 @@ def run_training(name: str, args: list[str], env: dict[str, str], runs: Path) ->
 
 def evaluate_model(model_dir: str, index: Any, cfg: Any, n_boot: int) -> dict[str, Any]:
     """Test-split metrics with patient-bootstrap CIs, parameters, FLOPs, file size and inference ms/image."""
-    from cxr_core.architectures import flops_per_image
-    from cxr_core.evaluation import evaluate
-    from cxr_core.registry import load_model
+    from cxr_core.train.architectures import flops_per_image
+    from cxr_core.evaluate.evaluate import evaluate
+    from cxr_core.serve.registry import load_model
 
     loaded = load_model(model_dir)
     result = evaluate(loaded, index, "test", cfg=cfg, n_boot=n_boot)

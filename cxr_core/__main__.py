@@ -1,5 +1,5 @@
 """Allow ``python -m cxr_core``."""
 
-from cxr_core.cli import main
+from cxr_core.cli.parser import main
 
 raise SystemExit(main())

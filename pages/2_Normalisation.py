@@ -14,14 +14,14 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from cxr_core.attention import outline_gray
-from cxr_core.dataset_index import DatasetIndex
-from cxr_core.imaging import IMAGE_SUFFIXES, ImageReadError, read_image, sha256_bytes
-from cxr_core.lungs import MODEL_FILE as LUNGS_MODEL_FILE, LUNGS_MODEL_ENV, LungModelError, lung_mask
-from cxr_core.lungs import model_dir as lungs_model_dir
-from cxr_core.normalise import METHODS, Param, describe, normalise
-from cxr_core.preprocess import RESIZE_POLICIES, ROI_MODES, PreprocessConfig
-from cxr_core.quality import MEASURES, histogram, measure_files, quality_measures, rms_contrast, signed_difference
+from cxr_core.explain.attention import outline_gray
+from cxr_core.data.index import DatasetIndex
+from cxr_core.data.imaging import IMAGE_SUFFIXES, ImageReadError, read_image, sha256_bytes
+from cxr_core.lungs.segmenter import MODEL_FILE as LUNGS_MODEL_FILE, LUNGS_MODEL_ENV, LungModelError, lung_mask
+from cxr_core.lungs.segmenter import model_dir as lungs_model_dir
+from cxr_core.preprocess.normalise import METHODS, Param, describe, normalise
+from cxr_core.preprocess.recipe import RESIZE_POLICIES, ROI_MODES, PreprocessConfig
+from cxr_core.preprocess.quality import MEASURES, histogram, measure_files, quality_measures, rms_contrast, signed_difference
 from pages.common import config, dataset_index, load_gray, no_dataset_message
 
 # Images are sent as PNG: JPEG artefacts would blur exactly the differences this page is about.

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from cxr_core.attention import COLORMAPS, draw_boxes, outline, overlay, png_bytes
-from cxr_core.explain import CAM_METHODS, Explainer
-from cxr_core.imaging import IMAGE_SUFFIXES, ImageReadError, read_xray, sha256_bytes
+from cxr_core.explain.attention import COLORMAPS, draw_boxes, outline, overlay, png_bytes
+from cxr_core.explain.cam import CAM_METHODS, Explainer
+from cxr_core.data.imaging import IMAGE_SUFFIXES, ImageReadError, read_xray, sha256_bytes
 from cxr_core.gate import GateModelError, GateNet, load_gate_net
-from cxr_core.inference import NO_CAM, Prediction, predict_image, report_dict, unfamiliar_warning
-from cxr_core.lungs import MODEL_FILE as LUNGS_MODEL_FILE, LungModelError, LungSegmenter, load_segmenter, lung_mask
-from cxr_core.lungs import model_dir as lungs_model_dir
-from cxr_core.markings import detect_markings
-from cxr_core.registry import LoadedModel, ModelInfo, RegistryError, list_models, load_model
+from cxr_core.serve.inference import NO_CAM, Prediction, predict_image, report_dict, unfamiliar_warning
+from cxr_core.lungs.segmenter import MODEL_FILE as LUNGS_MODEL_FILE, LungModelError, LungSegmenter, load_segmenter, lung_mask
+from cxr_core.lungs.segmenter import model_dir as lungs_model_dir
+from cxr_core.markings.classical import detect_markings
+from cxr_core.serve.registry import LoadedModel, ModelInfo, RegistryError, list_models, load_model
 from pages.common import CAUTION, config, dataset_index, load_gray, no_dataset_message
 
 SOURCES = ("Upload a file", "Pick from the dataset", "Random test image")

@@ -6,11 +6,13 @@ from typing import Any
 
 import streamlit as st
 
-from cxr_core import figures, jobs
-from cxr_core.architectures import ARCHITECTURES
-from cxr_core.normalise import METHODS
-from cxr_core.train_config import train_options
-from cxr_core.rundir import log_tail, read_batches, read_metrics
+from cxr_core.evaluate import figures
+
+from cxr_core.train import jobs
+from cxr_core.train.architectures import ARCHITECTURES
+from cxr_core.preprocess.normalise import METHODS
+from cxr_core.train.config import train_options
+from cxr_core.train.rundir import log_tail, read_batches, read_metrics
 from pages.common import config, dataset_index, no_dataset_message
 from pages.option_form import option_widget, options_form
 

@@ -7,10 +7,11 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
-from cxr_core import evaluation_view as ev
-from cxr_core import figures, jobs
-from cxr_core.registry import load_model
-from cxr_core.rundir import MODEL_DIR, read_config, read_json, read_metrics
+from cxr_core.evaluate import view as ev
+from cxr_core.evaluate import figures
+from cxr_core.train import jobs
+from cxr_core.serve.registry import load_model
+from cxr_core.train.rundir import MODEL_DIR, read_config, read_json, read_metrics
 from pages.common import config
 
 cfg = config()

@@ -9,11 +9,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from cxr_core import evaluation_view as ev
-from cxr_core import figures
-from cxr_core.eval_report import figures as report_figures
-from cxr_core.evaluation import HEADLINE, SPLIT_CHOICES
-from cxr_core.registry import LoadedModel, list_models, load_model
+from cxr_core.evaluate import view as ev
+from cxr_core.evaluate import figures
+from cxr_core.evaluate.report import figures as report_figures
+from cxr_core.evaluate.evaluate import HEADLINE, SPLIT_CHOICES
+from cxr_core.serve.registry import LoadedModel, list_models, load_model
 from pages.common import CAUTION, config, load_gray
 
 cfg = config()
@@ -30,7 +30,7 @@ def model_for(path: str, version: str) -> LoadedModel:
 @st.cache_resource(max_entries=2, show_spinner="Preparing Grad-CAM…")
 def explainer_for(path: str, version: str) -> Any:
     """The Grad-CAM explainer of a model, built once per version."""
-    from cxr_core.explain import Explainer
+    from cxr_core.explain.cam import Explainer
 
     return Explainer(model_for(path, version).model)
 

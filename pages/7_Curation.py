@@ -8,12 +8,12 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from cxr_core.dataset_index import DatasetIndex
-from cxr_core.flags import DECISION_STATES, FLAGS, analyse_all, compute_flags, lung_reasons, missing_analyses, review_queue
-from cxr_core.ledger import REASONS, LedgerError, open_ledger
-from cxr_core.lung_cache import describe_lung_flags, lung_flags_version
-from cxr_core.markings import outline_regions
-from cxr_core.thumbnails import thumbnail
+from cxr_core.data.index import DatasetIndex
+from cxr_core.curation.flags import DECISION_STATES, FLAGS, analyse_all, compute_flags, lung_reasons, missing_analyses, review_queue
+from cxr_core.curation.ledger import REASONS, LedgerError, open_ledger
+from cxr_core.lungs.cache import describe_lung_flags, lung_flags_version
+from cxr_core.markings.classical import outline_regions
+from cxr_core.data.thumbnails import thumbnail
 from pages.common import config, load_gray, require_dataset
 
 PAGE_SIZE = 48

@@ -8,8 +8,8 @@ import numpy as np
 import streamlit as st
 
 from cxr_core.config import Config, load_config
-from cxr_core.dataset_index import DatasetError, DatasetIndex, labels_file, load_index
-from cxr_core.imaging import read_image
+from cxr_core.data.index import DatasetError, DatasetIndex, labels_file, load_index
+from cxr_core.data.imaging import read_image
 
 def route_through_app() -> None:
     """Rerun through app.py's navigation when Streamlit ran a page directly (a fresh server's first visit to a deep link)."""

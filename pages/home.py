@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from cxr_core.registry import list_models
+from cxr_core.serve.registry import list_models
 from pages.common import CAUTION, config, dataset_index, demo_notice, no_dataset_message
 
 st.title("CXR Review")

@@ -1,4 +1,4 @@
-"""Streamlit widgets built from the training option specs (:func:`cxr_core.train_config.train_options`)."""
+"""Streamlit widgets built from the training option specs (:func:`cxr_core.train.config.train_options`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import streamlit as st
 
-from cxr_core.train_config import GROUPS, OptionSpec
+from cxr_core.train.config import GROUPS, OptionSpec
 
 GROUP_TITLES = {"model": "Model", "preprocessing": "Preprocessing", "optimisation": "Optimisation",
                 "sampling": "Data and sampling", "augmentation": "Augmentation", "advanced": "Advanced options"}

@@ -9,8 +9,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from cxr_core import architectures  # noqa: E402
-from cxr_core.architectures import (ARCHITECTURES, CLASSES, VGG19_NOTOP, ArchitectureError,  # noqa: E402
+from cxr_core.train import architectures  # noqa: E402
+from cxr_core.train.architectures import (ARCHITECTURES, CLASSES, VGG19_NOTOP, ArchitectureError,  # noqa: E402
                                     build_model, flops_per_image, set_batchnorm_statistics)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr_core.attention import (
+from cxr_core.explain.attention import (
     AttentionError, RegionLayout, attention_shares, attention_warning, boxes_mask, colorize, outline, overlay,
     png_bytes, region_masks,
 )

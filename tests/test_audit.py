@@ -11,9 +11,9 @@ import pytest
 
 from conftest import SHIPPED_LUNGS_DIR as SHIPPED_MODEL_DIR
 from conftest import synthetic_xray
-from cxr_core.audit import AuditOptions, image_statistics, run_audit, save_audit, verdict
-from cxr_core.preprocess import PreprocessConfig
-from cxr_core.registry import load_model, save_model_dir
+from cxr_core.evaluate.audit import AuditOptions, image_statistics, run_audit, save_audit, verdict
+from cxr_core.preprocess.recipe import PreprocessConfig
+from cxr_core.serve.registry import load_model, save_model_dir
 
 SIZE = 64
 needs_model = pytest.mark.skipif(not (SHIPPED_MODEL_DIR / "model.keras").is_file(), reason="models/lungs not trained yet")
@@ -99,7 +99,7 @@ def test_audit_exposes_a_corner_shortcut(tmp_path: Path, make_cfg) -> None:
 
 def test_an_audit_on_other_data_leaves_the_models_own_audit(tmp_path: Path) -> None:
     """The own test-split audit is audit.json and the card's headline; another dataset's goes beside it."""
-    from cxr_core.model_card import base_card, read_card, write_card
+    from cxr_core.evaluate.card import base_card, read_card, write_card
 
     model_dir, own_data, other_data = tmp_path / "model", tmp_path / "sample", tmp_path / "hospital b"
     write_card(model_dir, base_card("m", "cxr_net", 10, {}, training={"data_dir": str(own_data)}))
@@ -123,7 +123,7 @@ def test_an_audit_on_other_data_leaves_the_models_own_audit(tmp_path: Path) -> N
 
 
 def test_cxr_audit_refuses_a_missing_model(tmp_path: Path, capsys) -> None:
-    from cxr_core.cli import main
+    from cxr_core.cli.parser import main
 
     assert main(["--home", str(tmp_path / "h"), "audit", "--model", str(tmp_path / "nope"), "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from conftest import write_dataset
-from cxr_core import batch_preprocess
-from cxr_core.batch_preprocess import (
+from cxr_core.preprocess import cache as batch_preprocess
+from cxr_core.preprocess.cache import (
     SOURCE_KEY,
     TMP_DIR,
     PreprocessCache,
@@ -24,12 +24,12 @@ from cxr_core.batch_preprocess import (
     cached_name,
     preprocess_dataset,
 )
-from cxr_core.cli import main
+from cxr_core.cli.parser import main
 from cxr_core.config import Config
-from cxr_core.dataset_index import load_index
-from cxr_core.imaging import ImageReadError, read_image, sha256_file
-from cxr_core.ledger import open_ledger
-from cxr_core.preprocess import PreprocessConfig, PreprocessError
+from cxr_core.data.index import load_index
+from cxr_core.data.imaging import ImageReadError, read_image, sha256_file
+from cxr_core.curation.ledger import open_ledger
+from cxr_core.preprocess.recipe import PreprocessConfig, PreprocessError
 
 CONFIG = PreprocessConfig("clahe", size=32)
 

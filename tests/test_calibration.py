@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr_core.calibration import (
+from cxr_core.evaluate.calibration import (
     CalibrationError, apply_temperature, calibrate, choose_threshold, fit_temperature,
 )
-from cxr_core.metrics import expected_calibration_error
+from cxr_core.evaluate.metrics import expected_calibration_error
 
 
 def _overconfident(n: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from conftest import REPO
-from cxr_core.atomic import write_json_atomic
-from cxr_core.audit import save_audit
-from cxr_core.model_card import SelectionRule, base_card, card_with_selection, read_card, render_markdown, write_card
+from cxr_core.util.atomic import write_json_atomic
+from cxr_core.evaluate.audit import save_audit
+from cxr_core.evaluate.card import SelectionRule, base_card, card_with_selection, read_card, render_markdown, write_card
 
 SECTION = "## Why this model is the default"
 DATA = "/data/sample"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import write_dataset
-from cxr_core.cli import main
+from cxr_core.cli.parser import main
 from cxr_core.config import load_config
-from cxr_core.dataset_index import load_index
+from cxr_core.data.index import load_index
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import REPO, write_dataset
-from cxr_core.cli import main
+from cxr_core.cli.parser import main
 from cxr_core.config import Config, load_config
-from cxr_core.dataset_index import load_index
-from cxr_core.flags import compute_flags, flagged, review_queue, summarise
-from cxr_core.imaging import sha256_file
-from cxr_core.lung_cache import describe_lung_flags, lung_flag_score, lung_flags_version, record_flags
+from cxr_core.data.index import load_index
+from cxr_core.curation.flags import compute_flags, flagged, review_queue, summarise
+from cxr_core.data.imaging import sha256_file
+from cxr_core.lungs.cache import describe_lung_flags, lung_flag_score, lung_flags_version, record_flags
 
 PAGE = str(REPO / "pages" / "7_Curation.py")
 EMPTY = "COVID/images/COVID-2.png"

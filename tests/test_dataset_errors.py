@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from cxr_core.cli import main
+from cxr_core.cli.parser import main
 from tiny_models import tiny_model_dir
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_core.dataset_index import DatasetError, load_index
-from cxr_core.hashing import hamming, phash
+from cxr_core.data.index import DatasetError, load_index
+from cxr_core.data.hashing import hamming, phash
 from conftest import REPO, write_dataset
 
 

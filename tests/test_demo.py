@@ -11,7 +11,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from conftest import REPO
-from cxr_core.cli import main
+from cxr_core.cli.parser import main
 from cxr_core.config import DEMO_DIR, load_config
 
 ALLOWED = {

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from conftest import dicom_bytes, synthetic_xray
-from cxr_core.cli import main
-from cxr_core.imaging import read_xray
+from cxr_core.cli.parser import main
+from cxr_core.data.imaging import read_xray
 
 SYNTAXES = ("1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90")  # RLE, JPEG-LS, JPEG 2000
 N_PER_CLASS = 12

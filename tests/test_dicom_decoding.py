@@ -26,7 +26,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from cxr_core.imaging import ImageReadError, read_xray
+from cxr_core.data.imaging import ImageReadError, read_xray
 
 
 def synthetic_12bit(height: int = 96, width: int = 128) -> np.ndarray:

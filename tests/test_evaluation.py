@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from conftest import write_dataset
-from cxr_core.cli import main
-from cxr_core.evaluation import evaluate
-from cxr_core.model_card import base_card
-from cxr_core.preprocess import PreprocessConfig
-from cxr_core.registry import load_model, save_model_dir
+from cxr_core.cli.parser import main
+from cxr_core.evaluate.evaluate import evaluate
+from cxr_core.evaluate.card import base_card
+from cxr_core.preprocess.recipe import PreprocessConfig
+from cxr_core.serve.registry import load_model, save_model_dir
 from tiny_models import brightness_model
 
 ISSUE_KEYS = {"n", "n_covid", "n_normal", "roc_auc", "pr_auc", "accuracy", "sensitivity", "specificity", "ppv", "npv",
@@ -88,7 +88,7 @@ def test_cli_models_lists_the_registry(trained_dir, capsys, monkeypatch) -> None
     directory, _, cfg = trained_dir
     models = cfg.home.parent / "registry"
     monkeypatch.setenv("CXR_MODELS_DIR", str(models))
-    from cxr_core.registry import register_model
+    from cxr_core.serve.registry import register_model
 
     register_model(directory, cfg.with_overrides(models_dir=models), "default")
     assert main(["models", "--json"]) == 0
@@ -107,8 +107,8 @@ def _one_source_per_patient(root: Path) -> Path:
 
 
 def test_loso_frame_holds_out_source_and_its_patients(tmp_path: Path, make_cfg) -> None:
-    from cxr_core.dataset_index import load_index
-    from cxr_core.loso import loso_frame
+    from cxr_core.data.index import load_index
+    from cxr_core.evaluate.loso import loso_frame
 
     data = write_dataset(tmp_path / "data", n_per_class=12, size=64)
     index = load_index(make_cfg(data_dir=data), data)
@@ -121,8 +121,8 @@ def test_loso_frame_holds_out_source_and_its_patients(tmp_path: Path, make_cfg) 
 
 @pytest.mark.slow
 def test_leave_one_source_out_retrains_per_source(tmp_path: Path, make_cfg) -> None:
-    from cxr_core.dataset_index import load_index
-    from cxr_core.loso import LosoOptions, leave_one_source_out
+    from cxr_core.data.index import load_index
+    from cxr_core.evaluate.loso import LosoOptions, leave_one_source_out
 
     data = _one_source_per_patient(write_dataset(tmp_path / "data", n_per_class=16, size=64, seed=4))
     cfg = make_cfg(data_dir=data)
@@ -140,7 +140,7 @@ def test_leave_one_source_out_retrains_per_source(tmp_path: Path, make_cfg) -> N
 
 
 def test_card_renders_every_section(tmp_path: Path) -> None:
-    from cxr_core.model_card import card_with_loso, read_card, render_markdown, write_card
+    from cxr_core.evaluate.card import card_with_loso, read_card, render_markdown, write_card
 
     card = base_card("m", "cxr_net", 49_000, {"method": "clahe", "size": 224})
     loso = {"method": "retrained per source", "sources": {"jsrt": {"n": 73, "n_covid": 0, "n_normal": 73, "accuracy": 0.41,
@@ -156,7 +156,7 @@ def test_card_renders_every_section(tmp_path: Path) -> None:
 
 
 def test_loso_options_follow_the_model_recipe(tmp_path: Path) -> None:
-    from cxr_core.loso import LosoOptions
+    from cxr_core.evaluate.loso import LosoOptions
     from tiny_models import tiny_model_dir
 
     training = {"hparams": {"width": 16}, "learning_rate": 0.001, "augmentation": {"rotation": 10.0}}

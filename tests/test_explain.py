@@ -11,9 +11,9 @@ from tiny_models import TINY_SIZE, build_tiny_model, train_briefly
 
 keras = pytest.importorskip("keras")
 
-from cxr_core.explain import CAM_METHODS, ExplainError, Explainer, find_target_layer, rescale01, to_original_shape  # noqa: E402
-from cxr_core.imaging import read_image  # noqa: E402
-from cxr_core.preprocess import PreprocessConfig  # noqa: E402
+from cxr_core.explain.cam import CAM_METHODS, ExplainError, Explainer, find_target_layer, rescale01, to_original_shape  # noqa: E402
+from cxr_core.data.imaging import read_image  # noqa: E402
+from cxr_core.preprocess.recipe import PreprocessConfig  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_target_layer_inside_nested_backbone() -> None:
 
 
 def test_frozen_vgg19_backbone_with_gray_to_rgb_input() -> None:
-    from cxr_core.architectures import build_model
+    from cxr_core.train.architectures import build_model
 
     explainer = Explainer(build_model("vgg19_frozen", size=64, weights=None))
     assert explainer.layer_path == ("vgg19",)
@@ -112,7 +112,7 @@ def test_rescale01_handles_constant_maps() -> None:
 
 @pytest.mark.parametrize("nested", [False, True])
 def test_compiled_gradcam_equals_tf_keras_vis_gradcam(real_input, nested: bool) -> None:
-    from cxr_core.explain import ExplainOptions
+    from cxr_core.explain.cam import ExplainOptions
 
     model = build_tiny_model(nested=nested) if nested else train_briefly(build_tiny_model())
     fast = Explainer(model)
@@ -127,8 +127,8 @@ def test_compiled_gradcam_equals_tf_keras_vis_gradcam(real_input, nested: bool) 
 def test_compiled_gradcam_equals_tf_keras_vis_on_the_default_model(sample_dir) -> None:
     from conftest import REPO
 
-    from cxr_core.explain import ExplainOptions
-    from cxr_core.registry import load_model
+    from cxr_core.explain.cam import ExplainOptions
+    from cxr_core.serve.registry import load_model
 
     loaded = load_model(REPO / "models" / "default")
     batch = loaded.prepare([read_image(sample_dir / "Normal" / "images" / "Normal-1.png")])

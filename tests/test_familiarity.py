@@ -12,11 +12,11 @@ import pytest
 from conftest import synthetic_xray, write_dataset
 from tiny_models import make_model_dir
 
-from cxr_core import familiarity
-from cxr_core.cli import main
-from cxr_core.coverage import coverage_report, risk_coverage
+from cxr_core.gate import familiarity
+from cxr_core.cli.parser import main
+from cxr_core.evaluate.coverage import coverage_report, risk_coverage
 from cxr_core.gate import Gate
-from cxr_core.registry import RegistryError, load_model
+from cxr_core.serve.registry import RegistryError, load_model
 
 
 def gaussian_domain(rng: np.random.Generator, n: int, shift: float = 0.0) -> tuple[np.ndarray, list[str], list[str]]:

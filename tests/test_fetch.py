@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cxr_core.fetch import FetchError, fetch_dataset, find_dataset_root
+from cxr_core.data.fetch import FetchError, fetch_dataset, find_dataset_root
 from conftest import write_dataset
 
 
@@ -38,8 +38,8 @@ def test_wrong_layout_and_existing_folders_are_refused(tmp_path: Path) -> None:
 
 
 def test_cxr_fetch_never_links_into_the_shipped_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cxr_core import cli
-    from cxr_core.commands import fetch as fetch_command
+    from cxr_core.cli import parser as cli
+    from cxr_core.cli.commands import fetch as fetch_command
 
     seen: list[Path] = []
     monkeypatch.chdir(tmp_path)

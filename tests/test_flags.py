@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_xray, write_dataset
-from cxr_core import flags as flags_module
+from cxr_core.curation import flags as flags_module
 from cxr_core.config import Config
-from cxr_core.dataset_index import load_index
-from cxr_core.flags import FlagOptions, compute_flags, flagged, quality_scores, review_queue, small_score, summarise
-from cxr_core.quality import quality_measures
+from cxr_core.data.index import load_index
+from cxr_core.curation.flags import FlagOptions, compute_flags, flagged, quality_scores, review_queue, small_score, summarise
+from cxr_core.preprocess.quality import quality_measures
 
 
 @pytest.fixture

@@ -14,11 +14,11 @@ import pytest
 from conftest import SHIPPED_GATE_DIR, dicom_bytes
 from tiny_models import make_model_dir
 
-from cxr_core.cli import main
+from cxr_core.cli.parser import main
 from cxr_core.gate import assess, header_reasons, load_gate_net
 from cxr_core.gate import negatives
 from cxr_core.gate.assess import KIND_REASONS, NO_LUNGS
-from cxr_core.imaging import read_image, read_xray
+from cxr_core.data.imaging import read_image, read_xray
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import cxr_core.dataset_index as dataset_index
-from cxr_core.dataset_index import load_index
-from cxr_core.hashing import _run_pairs, hashes_to_array, near_pairs
+import cxr_core.data.index as dataset_index
+from cxr_core.data.index import load_index
+from cxr_core.data.hashing import _run_pairs, hashes_to_array, near_pairs
 from conftest import write_dataset
 
 

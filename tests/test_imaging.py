@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr_core.imaging import ImageReadError, read_image, read_xray
+from cxr_core.data.imaging import ImageReadError, read_image, read_xray
 
 
 def encode(array: np.ndarray, fmt: str = "PNG") -> bytes:

@@ -14,7 +14,7 @@ from typing import Callable
 
 import pytest
 
-from cxr_core import jobs
+from cxr_core.train import jobs
 from cxr_core.config import Config
 from conftest import REPO, write_dataset
 
@@ -126,9 +126,9 @@ def test_validation_refuses_bad_requests() -> None:
 
 def test_job_carries_the_config_and_the_worker_builds_it(fake: tuple[Config, jobs.JobOptions]) -> None:
     """job.json holds TrainConfig.to_dict() as ``train``; the command reads it back with --config."""
-    from cxr_core.commands.train import config_from_args
-    from cxr_core.cli import build_parser
-    from cxr_core.train_config import TrainConfig, read_train_config
+    from cxr_core.cli.commands.train import config_from_args
+    from cxr_core.cli.parser import build_parser
+    from cxr_core.train.config import TrainConfig, read_train_config
 
     cfg, opts = fake
     request = {"arch": "cxr_net", "epochs": 2, "roi": "lung_mask", "ema": False, "hflip": True, "sampling": "balanced"}
@@ -184,7 +184,7 @@ def test_two_simultaneous_launches_start_one_run(fake: tuple[Config, jobs.JobOpt
     cfg, opts = fake
     monkeypatch.setenv("FAKE_SLEEP", "0.5")
     code = (
-        "import sys, time; from cxr_core import jobs; from cxr_core.config import Config;"
+        "import sys, time; from cxr_core.train import jobs; from cxr_core.config import Config;"
         f"cfg = Config(data_dir={str(cfg.data_dir)!r}, home={str(cfg.home)!r}, models_dir={str(cfg.models_dir)!r});"
         f"opts = jobs.JobOptions(train_command=({opts.train_command[0]!r},), poll_seconds=0.2);"
         "time.sleep(max(0.0, float(sys.argv[1]) - time.time()));"
@@ -300,7 +300,7 @@ def test_real_tiny_run_queued_running_done_kill_resume(tmp_path: Path, make_cfg:
 def test_cxr_runs_command(fake: tuple[Config, jobs.JobOptions], monkeypatch: pytest.MonkeyPatch,
                           capsys: pytest.CaptureFixture[str]) -> None:
     """``cxr runs --json`` lists runs with their judged status; refusals are one-line errors with exit code 2."""
-    from cxr_core.cli import main
+    from cxr_core.cli.parser import main
 
     cfg, _ = fake
     monkeypatch.setenv("CXR_HOME", str(cfg.home))

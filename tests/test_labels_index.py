@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 
 from conftest import dicom_bytes, synthetic_xray, write_dataset
-from cxr_core.cli import main
+from cxr_core.cli.parser import main
 from cxr_core.config import Config
-from cxr_core.dataset_index import DatasetError, labels_file, load_index
-from cxr_core.labels import SALT_FILE, is_lateral
+from cxr_core.data.index import DatasetError, labels_file, load_index
+from cxr_core.data.labels import SALT_FILE, is_lateral
 
 # (file, label, PatientName, PatientID, InstitutionName, StationName, ViewPosition); "" = tag absent
 DICOM_ROWS = [

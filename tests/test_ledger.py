@@ -14,7 +14,7 @@ from typing import Callable
 import pytest
 
 from cxr_core.config import Config
-from cxr_core.ledger import Ledger, LedgerError, discarded_hashes, open_ledger
+from cxr_core.curation.ledger import Ledger, LedgerError, discarded_hashes, open_ledger
 
 REPO = Path(__file__).resolve().parents[1]
 A, B, C = "a" * 64, "b" * 64, "c" * 64
@@ -125,7 +125,7 @@ def test_csv_import_rejects_bad_rows_with_messages(ledger: Ledger) -> None:
 
 WRITER = """
 import sys
-from cxr_core.ledger import Ledger
+from cxr_core.curation.ledger import Ledger
 ledger = Ledger(sys.argv[1])
 tag = sys.argv[2]
 for i in range(int(sys.argv[3])):
@@ -154,7 +154,7 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
 
 HOLDER = """
 import sys, time
-from cxr_core.ledger import Ledger
+from cxr_core.curation.ledger import Ledger
 ledger = Ledger(sys.argv[1])
 with ledger._write() as conn:
     for i in range(200):
@@ -210,7 +210,7 @@ def test_opening_an_existing_ledger_writes_nothing(make_cfg: Callable[..., Confi
 
 def test_a_release_one_ledger_migrates_keeping_every_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A ledger written by release 1 (CHECK-constrained reasons) opens, keeps its rows and accepts a new reason."""
-    from cxr_core import ledger as ledger_module
+    from cxr_core.curation import ledger as ledger_module
 
     path = tmp_path / "ledger.sqlite"
     old = sqlite3.connect(path)

@@ -12,8 +12,8 @@ import pytest
 
 from conftest import SHIPPED_LUNGS_DIR as SHIPPED_MODEL_DIR
 from conftest import synthetic_xray
-from cxr_core.cli import main
-from cxr_core.lungs import (
+from cxr_core.cli.parser import main
+from cxr_core.lungs.segmenter import (
     MaskChecks, bounding_box, count_components, dice, dilate, iou, keep_two_largest, load_segmenter,
     lung_mask, plausibility_flags, segment,
 )

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import SHIPPED_LUNGS_DIR
 from cxr_core.config import load_config
-from cxr_core.lungs import LungModelError, load_segmenter, model_dir
+from cxr_core.lungs.segmenter import LungModelError, load_segmenter, model_dir
 
 
 def test_segmenter_dir_follows_the_models_dir_unless_cxr_lungs_model_overrides_it(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_xray
-from cxr_core.markings import DEFAULT_THRESHOLD, detect_markings, outline_regions
+from cxr_core.markings.classical import DEFAULT_THRESHOLD, detect_markings, outline_regions
 
 SIZE = 256
 

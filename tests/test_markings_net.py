@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO, synthetic_xray, write_dataset
-from cxr_core.cli import main
-from cxr_core.markings import MarkingsOptions, combine_scores, detect_markings
-from cxr_core.markings_net import MODEL_FILE, MarkingsModelError, cell_regions, load_markings_net
-from cxr_core.markings_synth import draw_overlays
+from cxr_core.cli.parser import main
+from cxr_core.markings.classical import MarkingsOptions, combine_scores, detect_markings
+from cxr_core.markings.net import MODEL_FILE, MarkingsModelError, cell_regions, load_markings_net
+from cxr_core.markings.synth import draw_overlays
 
 SHIPPED = REPO / "models" / "markings"
 

@@ -9,7 +9,7 @@ from sklearn.metrics import (
     accuracy_score, average_precision_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score,
 )
 
-from cxr_core.metrics import (
+from cxr_core.evaluate.metrics import (
     _resample_metrics, all_metrics, bootstrap_ci, curves, expected_calibration_error, reliability, subgroup_table, threshold_metrics,
 )
 

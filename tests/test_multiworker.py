@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, _free_port, write_dataset
-from cxr_core import rundir
-from cxr_core.training import TrainingError, check_cluster
+from cxr_core.train import rundir
+from cxr_core.train.trainer import TrainingError, check_cluster
 
 pytestmark = pytest.mark.slow
 TRAIN_ARGS = ["train", "--strategy", "multi_worker", "--epochs", "1", "--limit", "32", "--size", "64", "--batch", "8",

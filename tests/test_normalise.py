@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, synthetic_xray
-from cxr_core.normalise import (
+from cxr_core.preprocess.normalise import (
     METHODS,
     NormaliseError,
     describe,
@@ -19,7 +19,7 @@ from cxr_core.normalise import (
     percentiles,
     resolve_params,
 )
-from cxr_core.preprocess import PreprocessConfig, PreprocessError, resize
+from cxr_core.preprocess.recipe import PreprocessConfig, PreprocessError, resize
 
 ISSUE_METHODS = [
     "none", "hist_eq", "clahe", "adaptive_eq", "local_rank_eq", "gamma", "percentile_stretch", "bcet", "complement",
@@ -227,7 +227,7 @@ def test_preprocess_config_is_hashable_order_independent_and_round_trips(tmp_pat
 
 def test_config_digest_is_stable_across_processes() -> None:
     config = PreprocessConfig("gamma", {"gamma": 0.6}, size=299)
-    code = "from cxr_core.preprocess import PreprocessConfig; print(PreprocessConfig('gamma', {'gamma': 0.6}, size=299).digest())"
+    code = "from cxr_core.preprocess.recipe import PreprocessConfig; print(PreprocessConfig('gamma', {'gamma': 0.6}, size=299).digest())"
     other = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
         env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"},

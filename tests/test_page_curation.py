@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import settle, write_dataset
 from cxr_core.config import load_config
-from cxr_core.ledger import open_ledger
+from cxr_core.curation.ledger import open_ledger
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "7_Curation.py")
 

@@ -8,7 +8,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from conftest import REPO
-from cxr_core.cli import main
+from cxr_core.cli.parser import main
 from test_labels_index import leaked, write_dicom_folder
 
 

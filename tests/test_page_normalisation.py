@@ -13,11 +13,11 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from conftest import REPO, synthetic_xray
-from cxr_core.attention import AttentionError, outline_gray
-from cxr_core.imaging import read_image
-from cxr_core.lungs import lung_mask
-from cxr_core.preprocess import PreprocessConfig
-from cxr_core.quality import mean_brightness
+from cxr_core.explain.attention import AttentionError, outline_gray
+from cxr_core.data.imaging import read_image
+from cxr_core.lungs.segmenter import lung_mask
+from cxr_core.preprocess.recipe import PreprocessConfig
+from cxr_core.preprocess.quality import mean_brightness
 
 PAGE = str(REPO / "pages" / "2_Normalisation.py")
 

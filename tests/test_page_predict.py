@@ -14,7 +14,7 @@ import pytest
 from conftest import dicom_bytes
 from tiny_models import make_model_dir
 
-from cxr_core.imaging import read_image
+from cxr_core.data.imaging import read_image
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "3_Predict.py")
 
@@ -267,8 +267,8 @@ def test_an_unfamiliar_image_keeps_its_probability_but_is_never_clear(tmp_path, 
     import pandas as pd
 
     from conftest import synthetic_xray
-    from cxr_core.familiarity import fit_model
-    from cxr_core.registry import load_model
+    from cxr_core.gate.familiarity import fit_model
+    from cxr_core.serve.registry import load_model
 
     root = tmp_path / "registry"
     model = load_model(make_model_dir(root / "default"))

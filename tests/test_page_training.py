@@ -15,9 +15,9 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from streamlit.testing.v1 import AppTest
 
 from conftest import REPO, settle, stop_processes_using_home, write_dataset
-from cxr_core import jobs
+from cxr_core.train import jobs
 from cxr_core.config import load_config
-from cxr_core.rundir import read_json
+from cxr_core.train.rundir import read_json
 
 METRICS_HEADER = "epoch,loss,accuracy,auc,val_loss,val_accuracy,val_auc,lr,seconds\n"
 START_SECONDS = 180  # a launched run must leave the queue within this
@@ -85,9 +85,9 @@ def test_training_form_refuses_negative_lr_and_zero_epochs(env: Path) -> None:
 
 def test_every_training_option_is_on_the_cli_and_the_page(env: Path) -> None:
     """Each TrainConfig option spec is a ``cxr train`` flag, and each page option a widget with its label."""
-    from cxr_core.commands.train import config_from_args
-    from cxr_core.cli import build_parser
-    from cxr_core.train_config import TrainConfig, train_options
+    from cxr_core.cli.commands.train import config_from_args
+    from cxr_core.cli.parser import build_parser
+    from cxr_core.train.config import TrainConfig, train_options
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")  # noqa: SLF001 - argparse has no public API
     flags = {opt for action in sub.choices["train"]._actions for opt in action.option_strings}  # noqa: SLF001
@@ -346,8 +346,8 @@ def test_figure_builders_and_worst_errors() -> None:
     """Curves overlay one colour per run; worst errors are the most confident mistakes at the threshold."""
     import pandas as pd
 
-    from cxr_core import evaluation_view as ev
-    from cxr_core import figures
+    from cxr_core.evaluate import view as ev
+    from cxr_core.evaluate import figures
 
     metrics = pd.DataFrame({"epoch": [1, 2], "loss": [1.0, 0.5], "val_loss": [1.1, 0.7], "accuracy": [0.6, 0.8],
                             "val_accuracy": [0.5, 0.7], "auc": [0.6, 0.9], "val_auc": [0.55, 0.8]})

@@ -10,12 +10,12 @@ import pytest
 
 from conftest import write_dataset
 from cxr_core.config import Config
-from cxr_core.dataset_index import load_index
-from cxr_core.ledger import open_ledger
-from cxr_core.batch_preprocess import PreprocessCache
-from cxr_core.pipeline import (Augmentation, PipelineError, class_weights, labels_of, load_arrays, make_dataset,
+from cxr_core.data.index import load_index
+from cxr_core.curation.ledger import open_ledger
+from cxr_core.preprocess.cache import PreprocessCache
+from cxr_core.train.pipeline import (Augmentation, PipelineError, class_weights, labels_of, load_arrays, make_dataset,
                                paper_iterator, select_images)
-from cxr_core.preprocess import PreprocessConfig
+from cxr_core.preprocess.recipe import PreprocessConfig
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_training_dataset_is_deterministic_for_a_seed_and_augments() -> None:
 
 
 def test_augmentation_has_no_horizontal_flip_by_default() -> None:
-    from cxr_core.pipeline import augmentation_layers
+    from cxr_core.train.pipeline import augmentation_layers
 
     names = [layer.__class__.__name__ for layer in augmentation_layers(Augmentation(), 0).layers]
     assert names == ["RandomRotation", "RandomZoom", "RandomTranslation", "RandomShear"]
@@ -118,7 +118,7 @@ def test_balanced_sampling_draws_both_classes_about_equally() -> None:
 
 
 def test_source_balanced_sampling_gives_every_source_of_a_class_the_same_share() -> None:
-    from cxr_core.pipeline import _epoch_order
+    from cxr_core.train.pipeline import _epoch_order
 
     sources = np.array(["a"] * 10 + ["b"] * 190 + ["c"] * 5 + ["d"] * 250 + ["e"] * 45)
     labels = np.array([0] * 200 + [1] * 300, np.int32)

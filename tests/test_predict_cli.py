@@ -13,11 +13,11 @@ import pytest
 from conftest import dicom_bytes
 from tiny_models import make_model_dir
 
-from cxr_core.cli import main
-from cxr_core.explain import Explainer
-from cxr_core.imaging import read_image, read_xray
-from cxr_core.inference import InferenceError, predict_image, report_dict, uncertainty_hint
-from cxr_core.registry import load_model
+from cxr_core.cli.parser import main
+from cxr_core.explain.cam import Explainer
+from cxr_core.data.imaging import read_image, read_xray
+from cxr_core.serve.inference import InferenceError, predict_image, report_dict, uncertainty_hint
+from cxr_core.serve.registry import load_model
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_uncertainty_hint_band() -> None:
 
 
 def test_lungs_and_markings_shares_in_csv(folder, model_dir, tmp_path, capsys) -> None:
-    from cxr_core.lungs import MODEL_FILE, model_dir as lungs_dir
+    from cxr_core.lungs.segmenter import MODEL_FILE, model_dir as lungs_dir
 
     if not (lungs_dir() / MODEL_FILE).is_file():
         pytest.skip("no lung segmenter installed (models/lungs)")

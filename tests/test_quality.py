@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_xray
-from cxr_core.normalise import NormaliseError, normalise
-from cxr_core.quality import (
+from cxr_core.preprocess.normalise import NormaliseError, normalise
+from cxr_core.preprocess.quality import (
     MEASURES,
     clipped_fraction,
     entropy,

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxr_core.preprocess import PreprocessConfig
-from cxr_core.registry import (
+from cxr_core.preprocess.recipe import PreprocessConfig
+from cxr_core.serve.registry import (
     RegistryError, default_model, default_model_dir, list_models, load_model, model_version, register_model,
     save_model_dir, set_default,
 )

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_core.pipeline import Augmentation, make_dataset
-from cxr_core.preprocess import PreprocessConfig
-from cxr_core.training import TrainConfig, TrainingData, input_data
+from cxr_core.train.pipeline import Augmentation, make_dataset
+from cxr_core.preprocess.recipe import PreprocessConfig
+from cxr_core.train.trainer import TrainConfig, TrainingData, input_data
 
 
 def _images(n: int = 20, size: int = 24) -> tuple[np.ndarray, np.ndarray]:

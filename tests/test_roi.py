@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import SHIPPED_LUNGS_DIR as SHIPPED_MODEL_DIR
-from cxr_core.lungs import bounding_box, dilate
-from cxr_core.normalise import normalise
-from cxr_core.preprocess import ROI_DILATION, ROI_MARGIN, PreprocessConfig, PreprocessError, resize
+from cxr_core.lungs.segmenter import bounding_box, dilate
+from cxr_core.preprocess.normalise import normalise
+from cxr_core.preprocess.recipe import ROI_DILATION, ROI_MARGIN, PreprocessConfig, PreprocessError, resize
 
 
 def image_and_mask(height: int = 120, width: int = 160) -> tuple[np.ndarray, np.ndarray]:
@@ -29,9 +29,9 @@ def test_roi_none_is_unchanged_and_needs_no_segmenter() -> None:
     cfg = PreprocessConfig(method="clahe", size=64)
     assert np.array_equal(cfg.apply(image), normalise(resize(image, 64), "clahe"))
     code = (
-        "import sys, numpy as np; from cxr_core.preprocess import PreprocessConfig; "
+        "import sys, numpy as np; from cxr_core.preprocess.recipe import PreprocessConfig; "
         "PreprocessConfig(size=32).apply(np.zeros((40, 50), np.uint8)); "
-        "assert 'cxr_core.lungs' not in sys.modules and 'keras' not in sys.modules and 'tensorflow' not in sys.modules"
+        "assert 'cxr_core.lungs.segmenter' not in sys.modules and 'keras' not in sys.modules and 'tensorflow' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

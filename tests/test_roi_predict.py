@@ -9,10 +9,10 @@ from tiny_models import TINY_SIZE, build_tiny_model, train_briefly
 
 pytest.importorskip("keras")
 
-from cxr_core.explain import Explainer, to_original_shape  # noqa: E402
-from cxr_core.inference import predict_image  # noqa: E402
-from cxr_core.preprocess import PreprocessConfig  # noqa: E402
-from cxr_core.registry import load_model, save_model_dir  # noqa: E402
+from cxr_core.explain.cam import Explainer, to_original_shape  # noqa: E402
+from cxr_core.serve.inference import predict_image  # noqa: E402
+from cxr_core.preprocess.recipe import PreprocessConfig  # noqa: E402
+from cxr_core.serve.registry import load_model, save_model_dir  # noqa: E402
 
 
 def test_heatmap_with_a_crop_box_fills_only_the_box() -> None:

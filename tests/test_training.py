@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, write_dataset
-from cxr_core import jobs, rundir
+from cxr_core.train import jobs, rundir
 from cxr_core.config import Config
-from cxr_core.training import TrainConfig, TrainingError, resume, train
+from cxr_core.train.trainer import TrainConfig, TrainingError, resume, train
 
 pytestmark = pytest.mark.slow
 
@@ -105,7 +105,7 @@ def test_exported_model_reloads_in_safe_mode_and_predicts_like_the_best_checkpoi
                                                                                     data: Path) -> None:
     import keras
 
-    from cxr_core.registry import load_model
+    from cxr_core.serve.registry import load_model
 
     cfg = make_cfg(data_dir=data)
     result = train(cfg, _tiny(epochs=2))
@@ -148,7 +148,7 @@ def test_cancel_request_stops_after_the_current_batch_and_the_run_resumes(make_c
 
 def test_a_crash_is_recorded_as_failed_with_the_traceback_tail(make_cfg: Callable[..., Config], data: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from cxr_core import training
+    from cxr_core.train import trainer as training
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("GPU caught fire")
@@ -200,7 +200,7 @@ import sys, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from cxr_core.config import Config
-from cxr_core.training import TrainConfig, choose_strategy, train
+from cxr_core.train.trainer import TrainConfig, choose_strategy, train
 assert choose_strategy("mirrored").num_replicas_in_sync == 2
 cfg = Config(data_dir=sys.argv[1], home=sys.argv[2], workers=1)
 tc = TrainConfig(epochs=1, size=64, batch=8, limit=32, seed=0, strategy="mirrored", hparams={"width": 8, "depth": 2})
@@ -220,7 +220,7 @@ def test_paper_pipeline_and_mixed_precision_runs_export_a_float32_model(make_cfg
                                                                         data: Path) -> None:
     import keras
 
-    from cxr_core.registry import load_model
+    from cxr_core.serve.registry import load_model
 
     cfg = make_cfg(data_dir=data)
     paper = train(cfg, _tiny(epochs=1, pipeline="paper"))
@@ -235,7 +235,7 @@ def test_paper_pipeline_and_mixed_precision_runs_export_a_float32_model(make_cfg
 
 def test_tune_saves_a_results_table_and_resumes_without_repeating_trials(make_cfg: Callable[..., Config],
                                                                          data: Path) -> None:
-    from cxr_core.tuning import RESULTS_CSV, TuneConfig, tune, tuning_dir
+    from cxr_core.train.tuning import RESULTS_CSV, TuneConfig, tune, tuning_dir
 
     cfg = make_cfg(data_dir=data)
     search = TuneConfig(max_epochs=2, factor=2, sizes=(48,), methods=("none", "clahe"), lrs=(1e-3,), widths=(8,),
@@ -253,7 +253,7 @@ def test_tune_saves_a_results_table_and_resumes_without_repeating_trials(make_cf
 
 def test_the_shipped_default_model_carries_its_recipe() -> None:
     """models/default/train_config.json reads back and describes the preprocessing the shipped model uses."""
-    from cxr_core.train_config import read_train_config
+    from cxr_core.train.config import read_train_config
 
     tc = read_train_config(REPO / "models" / "default" / "train_config.json").validate()
     assert tc.preprocess().to_dict() == json.loads((REPO / "models" / "default" / "preprocess.json").read_text())
@@ -262,7 +262,7 @@ def test_the_shipped_default_model_carries_its_recipe() -> None:
 
 def test_a_config_file_with_unknown_options_is_refused(tmp_path: Path) -> None:
     """A configuration naming options this version does not know is one line naming them."""
-    from cxr_core.train_config import read_train_config
+    from cxr_core.train.config import read_train_config
 
     path = tmp_path / "train_config.json"
     path.write_text(json.dumps({"arch": "cxr_net", "colour": "red"}))

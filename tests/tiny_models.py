@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from conftest import synthetic_xray
-from cxr_core.preprocess import PreprocessConfig
-from cxr_core.registry import save_model_dir
+from cxr_core.preprocess.recipe import PreprocessConfig
+from cxr_core.serve.registry import save_model_dir
 
 TINY_SIZE = 64
 

@@ -17,8 +17,8 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from cxr_core.imaging import sha256_file
-from cxr_core.keras_files import load_keras_safely
+from cxr_core.data.imaging import sha256_file
+from cxr_core.util.keras_files import load_keras_safely
 
 GATE_MODEL_ENV = "CXR_GATE_MODEL"
 OFF = "off"

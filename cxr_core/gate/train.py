@@ -17,14 +17,14 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from cxr_core.atomic import write_json_atomic, write_text_atomic
+from cxr_core.util.atomic import write_json_atomic, write_text_atomic
 from cxr_core.config import Config
-from cxr_core.dataset_index import load_index
+from cxr_core.data.index import load_index
 from cxr_core.gate import negatives
 from cxr_core.gate.net import CARD_FILE, KINDS, MODEL_FILE, ROTATIONS, GateNet, build_net, prepare
-from cxr_core.imaging import ImageReadError, read_image
-from cxr_core.keras_files import save_keras_atomically
-from cxr_core.progress import TrainerBudget, epoch_budget_callback
+from cxr_core.data.imaging import ImageReadError, read_image
+from cxr_core.util.keras_files import save_keras_atomically
+from cxr_core.util.progress import TrainerBudget, epoch_budget_callback
 
 SHARES = {"frontal": 0.34, "rot90": 0.08, "rot180": 0.08, "rot270": 0.08, "inverted": 0.12, "other": 0.30}
 ACCEPT_RULE = 0.99
