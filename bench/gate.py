@@ -44,7 +44,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from cxr_core.util.atomic import read_json, write_json_atomic, write_text_atomic  # noqa: E402
 from cxr_core.config import load_config  # noqa: E402
-from cxr_core.data.index import load_index  # noqa: E402
+from cxr_core.curation.curated import curated_index  # noqa: E402
 from cxr_core.gate import Gate, assess, load_gate_net  # noqa: E402
 from cxr_core.gate import negatives as procedural  # noqa: E402
 from cxr_core.data.imaging import ImageReadError, read_image, read_xray, rgb_to_gray, to_uint8  # noqa: E402
@@ -152,7 +152,7 @@ def dicom_bytes(pixels: np.ndarray, **tags: str) -> bytes:
 def sample_rows(data: Path) -> dict[str, Any]:
     """The sample's readable images by split, with their sources."""
     cfg = load_config(data_dir=data)
-    index = load_index(cfg, data)
+    index = curated_index(cfg, data)
     return {split: index.images(split) for split in ("train", "val", "test")} | {"index": index, "cfg": cfg}
 
 

@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from cxr_core.util.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from cxr_core.preprocess.cache import PreprocessCache  # noqa: E402
 from cxr_core.config import load_config  # noqa: E402
-from cxr_core.data.index import load_index  # noqa: E402
+from cxr_core.curation.curated import curated_index  # noqa: E402
 from cxr_core.data.imaging import read_image  # noqa: E402
 from cxr_core.preprocess.normalise import METHODS, describe, normalise  # noqa: E402
 from cxr_core.preprocess.recipe import PreprocessConfig  # noqa: E402
@@ -143,7 +143,7 @@ def pipeline_cpu(data: Path, home: Path) -> float:
     cfg = load_config(home=home, data_dir=data)
     cache = PreprocessCache(cfg, PreprocessConfig(DEFAULT_METHOD, size=224), data)
     cache.prepare()
-    rows = load_index(cfg, data).images()
+    rows = curated_index(cfg, data).images()
     times = []
     for rel, sha in zip(rows["path"], rows["sha256"]):
         start = time.thread_time()

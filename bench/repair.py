@@ -35,7 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from cxr_core.util.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from cxr_core.config import load_config  # noqa: E402
-from cxr_core.data.index import load_index  # noqa: E402
+from cxr_core.curation.curated import curated_index  # noqa: E402
 from cxr_core.data.imaging import read_image  # noqa: E402
 from cxr_core.markings.classical import detect_markings  # noqa: E402
 from cxr_core.markings.synth import OverlayOptions, draw_overlays  # noqa: E402
@@ -50,7 +50,7 @@ TARGET_COVERAGE = 0.90
 
 def clean_films(data: Path, n: int) -> list[np.ndarray]:
     """Up to ``n`` validation-split films of the sample on which the detector finds no marking."""
-    index = load_index(load_config(data_dir=data), data)
+    index = curated_index(load_config(data_dir=data), data)
     films = []
     for rel in index.images("val")["path"]:
         image = read_image(data / rel)

@@ -49,7 +49,7 @@ from preprocess import load_average, machine  # noqa: E402  (bench/preprocess.py
 from cxr_core.train import rundir  # noqa: E402
 from cxr_core.util.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from cxr_core.config import load_config  # noqa: E402
-from cxr_core.data.index import load_index  # noqa: E402
+from cxr_core.curation.curated import curated_index  # noqa: E402
 from cxr_core.data.imaging import read_image  # noqa: E402
 from cxr_core.preprocess.normalise import normalise  # noqa: E402
 
@@ -280,7 +280,7 @@ def main() -> int:
     parts = [p for p in args.parts.split(",") if p]
     cfg = load_config(home=str(args.home), data_dir=str(args.data))
     env = {**os.environ, "CXR_HOME": str(cfg.home), "CXR_DATA_DIR": str(cfg.data_dir), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    index = load_index(cfg)
+    index = curated_index(cfg)
     out_json = RESULTS / "train.json"
     result: dict[str, Any] = json.loads(out_json.read_text()) if out_json.is_file() else {}
     result.update({"machine": machine(), "load_average_start": load_average(),

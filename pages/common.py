@@ -8,7 +8,8 @@ import numpy as np
 import streamlit as st
 
 from cxr_core.config import Config, load_config
-from cxr_core.data.index import DatasetError, DatasetIndex, labels_file, load_index
+from cxr_core.data.index import DatasetError, DatasetIndex, labels_file
+from cxr_core.curation.curated import curated_index
 from cxr_core.data.imaging import read_image
 
 def route_through_app() -> None:
@@ -50,7 +51,7 @@ def _index(data_dir: str, home: str, signature: tuple[float, ...]) -> DatasetInd
     """Index the data dir (again whenever ``signature`` changes); a message string instead when there is no dataset."""
     cfg = config()
     try:
-        return load_index(cfg, data_dir)
+        return curated_index(cfg, data_dir)
     except DatasetError as exc:
         return str(exc)
 

@@ -26,7 +26,7 @@ from cxr_core.preprocess.cache import (
 )
 from cxr_core.cli.parser import main
 from cxr_core.config import Config
-from cxr_core.data.index import load_index
+from cxr_core.curation.curated import curated_index
 from cxr_core.data.imaging import ImageReadError, read_image, sha256_file
 from cxr_core.curation.ledger import open_ledger
 from cxr_core.preprocess.recipe import PreprocessConfig, PreprocessError
@@ -62,7 +62,7 @@ def cfg(make_cfg: Callable[..., Config], tiny_dataset: Path) -> Config:
 
 def test_a_run_caches_every_image_as_the_config_would_preprocess_it(cfg: Config) -> None:
     before = snapshot(cfg.data_dir)
-    index = load_index(cfg)
+    index = curated_index(cfg)
     calls: list[tuple[int, int]] = []
     report = preprocess_dataset(cfg, CONFIG, index, progress=lambda d, t: calls.append((d, t)))
     assert (report.images, report.written, report.cached, report.failed) == (24, 24, 0, [])
@@ -83,22 +83,22 @@ def test_a_run_caches_every_image_as_the_config_would_preprocess_it(cfg: Config)
 
 
 def test_a_rerun_skips_finished_files_and_reprocesses_a_changed_original(cfg: Config) -> None:
-    index = load_index(cfg)
+    index = curated_index(cfg)
     preprocess_dataset(cfg, CONFIG, index)
     root = cache_root(cfg, CONFIG)
     stamps = {p: p.stat().st_mtime_ns for p in cached_pngs(root)}
-    again = preprocess_dataset(cfg, CONFIG, load_index(cfg))
+    again = preprocess_dataset(cfg, CONFIG, curated_index(cfg))
     assert (again.written, again.cached) == (0, 24)
     assert {p: p.stat().st_mtime_ns for p in cached_pngs(root)} == stamps
     changed = cfg.data_dir / "Normal/images/Normal-3.png"
     cv2.imwrite(str(changed), 255 - read_image(changed))
-    third = preprocess_dataset(cfg, CONFIG, load_index(cfg))
+    third = preprocess_dataset(cfg, CONFIG, curated_index(cfg))
     assert (third.written, third.cached) == (1, 23)
     np.testing.assert_array_equal(read_cached(root / "Normal/images/Normal-3.png"), CONFIG.apply(read_image(changed)))
 
 
 def test_an_interrupted_run_leaves_no_half_written_file_and_resumes(cfg: Config, monkeypatch: pytest.MonkeyPatch) -> None:
-    index = load_index(cfg)
+    index = curated_index(cfg)
     real_replace = os.replace
     renames: list[str] = []
 
@@ -130,7 +130,7 @@ def test_discarded_and_unreadable_images_are_reported_not_processed(cfg: Config)
     (cfg.data_dir / "COVID/images/broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     discarded = cfg.data_dir / "COVID/images/COVID-2.png"
     open_ledger(cfg).record(sha256_file(discarded), "COVID/images/COVID-2.png", "discard", reason="markings", reviewer="test")
-    report = preprocess_dataset(cfg, CONFIG, load_index(cfg))
+    report = preprocess_dataset(cfg, CONFIG, curated_index(cfg))
     assert report.images == 23 and report.written == 23
     assert report.excluded == 1 and report.excluded_by_reason == {"discarded": 1}
     assert [item["path"] for item in report.unreadable] == ["COVID/images/broken.png"]
@@ -143,7 +143,7 @@ def test_configs_coexist_and_equivalent_spellings_share_one_folder(cfg: Config) 
     assert cache_root(cfg, explicit) == cache_root(cfg, CONFIG)
     gamma = PreprocessConfig("gamma", {"gamma": 0.6}, size=32)
     assert cache_root(cfg, gamma) != cache_root(cfg, CONFIG)
-    index = load_index(cfg)
+    index = curated_index(cfg)
     preprocess_dataset(cfg, CONFIG, index)
     assert preprocess_dataset(cfg, explicit, index).cached == 24
     assert preprocess_dataset(cfg, gamma, index).written == 24
@@ -153,7 +153,7 @@ def test_configs_coexist_and_equivalent_spellings_share_one_folder(cfg: Config) 
 def test_a_cache_inside_the_data_dir_is_refused(make_cfg: Callable[..., Config], tiny_dataset: Path) -> None:
     cfg = make_cfg(data_dir=tiny_dataset, home=tiny_dataset / ".cxr")
     with pytest.raises(PreprocessError, match="inside the data dir"):
-        preprocess_dataset(cfg, CONFIG, load_index(cfg))
+        preprocess_dataset(cfg, CONFIG, curated_index(cfg))
 
 
 def test_load_serves_the_cache_or_preprocesses_on_the_fly(cfg: Config) -> None:
@@ -183,8 +183,8 @@ def test_two_workers_give_the_same_files_as_one(make_cfg: Callable[..., Config],
     data = write_dataset(tmp_path / "forty", n_per_class=20, size=64)
     one = make_cfg(data_dir=data, home=tmp_path / "one")
     two = make_cfg(data_dir=data, home=tmp_path / "two")
-    first = preprocess_dataset(one, CONFIG, load_index(one), workers=1)
-    second = preprocess_dataset(two, CONFIG, load_index(two), workers=2)
+    first = preprocess_dataset(one, CONFIG, curated_index(one), workers=1)
+    second = preprocess_dataset(two, CONFIG, curated_index(two), workers=2)
     assert second.workers == 2 and second.written == first.written == 40
     a, b = Path(first.cache_dir), Path(second.cache_dir)
     assert [p.relative_to(a) for p in cached_pngs(a)] == [p.relative_to(b) for p in cached_pngs(b)]

@@ -10,7 +10,7 @@ import pytest
 from conftest import write_dataset
 from cxr_core.cli.parser import main
 from cxr_core.config import load_config
-from cxr_core.data.index import load_index
+from cxr_core.curation.curated import curated_index
 
 
 @pytest.fixture
@@ -33,20 +33,20 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 def test_discard_is_honoured_by_the_index_and_restore_undoes_it(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = load_config()
-    before = load_index(cfg).summary()["n_images"]
+    before = curated_index(cfg).summary()["n_images"]
     code, out, _ = run(capsys, "discard", "COVID/images/COVID-1.png", "--reason", "markings", "--note", "arrow", "--json")
     assert code == 0
     decision = json.loads(out)["decision"]
     assert (decision["decision"], decision["reason"], decision["note"], decision["reviewer"]) == (
         "discard", "markings", "arrow", "tester")
-    index = load_index(cfg)
+    index = curated_index(cfg)
     assert index.summary()["n_images"] == before - 1
     assert index.excluded_counts() == {"discarded": 1}
     assert "COVID/images/COVID-1.png" not in set(index.images()["path"])
     assert (env / "COVID/images/COVID-1.png").is_file()
     code, out, _ = run(capsys, "restore", str(env / "COVID/images/COVID-1.png"), "--reviewer", "ann")
     assert code == 0 and "restore COVID/images/COVID-1.png" in out and "ann" in out
-    assert load_index(cfg).summary()["n_images"] == before
+    assert curated_index(cfg).summary()["n_images"] == before
 
 
 def test_bad_input_gives_one_line_errors_and_writes_nothing(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -79,7 +79,7 @@ def test_export_import_history_and_undo(env: Path, tmp_path: Path, capsys: pytes
     assert [r["decision"] for r in rows] == ["keep", "discard"]
     code, out, _ = run(capsys, "ledger", "undo", str(rows[1]["id"]), "--json")
     assert code == 0 and json.loads(out)["decision"]["decision"] == "restore"
-    assert load_index(load_config()).excluded_counts() == {}
+    assert curated_index(load_config()).excluded_counts() == {}
     code, _, err = run(capsys, "ledger", "undo", str(rows[1]["id"]))
     assert code == 2 and "not the latest" in err
 

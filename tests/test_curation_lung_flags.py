@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import REPO, write_dataset
 from cxr_core.cli.parser import main
 from cxr_core.config import Config, load_config
-from cxr_core.data.index import load_index
+from cxr_core.curation.curated import curated_index
 from cxr_core.curation.flags import compute_flags, flagged, review_queue, summarise
 from cxr_core.data.imaging import sha256_file
 from cxr_core.lungs.cache import describe_lung_flags, lung_flag_score, lung_flags_version, record_flags
@@ -49,7 +49,7 @@ def lung_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Config, P
 
 def test_flag_table_includes_recorded_lung_flags(lung_env: tuple[Config, Path]) -> None:
     cfg, _ = lung_env
-    frame = compute_flags(cfg, load_index(cfg)).set_index("path")
+    frame = compute_flags(cfg, curated_index(cfg)).set_index("path")
     assert frame.loc[EMPTY, "lungs"] == 1.0 and frame.loc[EMPTY, "lung_flags"] == "empty"
     assert frame.loc[ONE_LUNG, "lungs"] == 0.9 and frame.loc[ONE_LUNG, "lung_area"] == pytest.approx(0.05)
     assert frame.loc[PLAUSIBLE, "lungs"] == 0.0 and frame.loc[PLAUSIBLE, "lung_area"] == pytest.approx(0.31)
@@ -64,7 +64,7 @@ def test_flag_table_includes_recorded_lung_flags(lung_env: tuple[Config, Path]) 
 
 def test_review_queue_filters_by_lung_flag(lung_env: tuple[Config, Path]) -> None:
     cfg, _ = lung_env
-    frame = compute_flags(cfg, load_index(cfg))
+    frame = compute_flags(cfg, curated_index(cfg))
     queue = review_queue(frame, {}, "lungs", only_flagged=True)
     assert list(queue["path"]) == [EMPTY, ONE_LUNG]
     assert list(review_queue(frame, {}, lung_flags=["one_lung"])["path"]) == [ONE_LUNG]

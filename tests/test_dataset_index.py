@@ -79,6 +79,29 @@ def test_refresh_rereads_only_changed_files(tmp_path: Path, make_cfg) -> None:
     assert (second.n_read, second.n_reused) == (1, 15)
     row = second.frame.set_index("path").loc["COVID/images/COVID-3.png"]
     assert row["sha256"] != first.frame.set_index("path").loc["COVID/images/COVID-3.png", "sha256"]
+    (root / "Normal" / "images" / "Normal-2.png").unlink()
+    cv2.imwrite(str(root / "Normal" / "images" / "Normal-new.png"), np.full((90, 90), 33, np.uint8))
+    third = load_index(cfg, root)
+    assert (third.n_read, third.n_reused) == (1, 15)
+    paths = third.frame["path"].tolist()
+    assert paths == sorted(paths) and "Normal/images/Normal-2.png" not in paths and "Normal/images/Normal-new.png" in paths
+    read = ["sha256", "phash", "width", "height", "error"]
+    reused = third.frame.set_index("path").drop(["Normal/images/Normal-new.png"])[read]
+    assert reused.equals(second.frame.set_index("path").drop(["Normal/images/Normal-2.png"])[read])
+
+
+def test_the_data_layer_excludes_only_the_discards_it_is_given(tmp_path: Path, make_cfg) -> None:
+    from cxr_core.curation import curated_index, open_ledger
+
+    root = write_dataset(tmp_path / "d", n_per_class=8)
+    cfg = make_cfg()
+    victim = load_index(cfg, root).frame.iloc[2]
+    open_ledger(cfg).record(victim["sha256"], victim["path"], "discard", reason="markings", reviewer="test")
+    assert load_index(cfg, root).excluded_counts() == {}
+    given = load_index(cfg, root, discarded={victim["sha256"]}).frame.set_index("path")
+    assert given.at[victim["path"], "exclude_reason"] == "discarded" and int(given["excluded"].sum()) == 1
+    curated = curated_index(cfg, root).frame.set_index("path")
+    assert curated.at[victim["path"], "exclude_reason"] == "discarded" and int(curated["excluded"].sum()) == 1
 
 
 def test_splits_are_reproducible_and_grouped(tmp_path: Path, make_cfg) -> None:

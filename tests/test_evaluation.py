@@ -107,11 +107,11 @@ def _one_source_per_patient(root: Path) -> Path:
 
 
 def test_loso_frame_holds_out_source_and_its_patients(tmp_path: Path, make_cfg) -> None:
-    from cxr_core.data.index import load_index
+    from cxr_core.curation.curated import curated_index
     from cxr_core.evaluate.loso import loso_frame
 
     data = write_dataset(tmp_path / "data", n_per_class=12, size=64)
-    index = load_index(make_cfg(data_dir=data), data)
+    index = curated_index(make_cfg(data_dir=data), data)
     frame = loso_frame(index.images(), "covid-src0")
     held = frame[frame["split"] == "test"]
     assert set(held["source"]) == {"covid-src0"} and len(held) == 6
@@ -121,12 +121,12 @@ def test_loso_frame_holds_out_source_and_its_patients(tmp_path: Path, make_cfg) 
 
 @pytest.mark.slow
 def test_leave_one_source_out_retrains_per_source(tmp_path: Path, make_cfg) -> None:
-    from cxr_core.data.index import load_index
+    from cxr_core.curation.curated import curated_index
     from cxr_core.evaluate.loso import LosoOptions, leave_one_source_out
 
     data = _one_source_per_patient(write_dataset(tmp_path / "data", n_per_class=16, size=64, seed=4))
     cfg = make_cfg(data_dir=data)
-    index = load_index(cfg, data)
+    index = curated_index(cfg, data)
     options = LosoOptions(method="none", size=64, epochs=1, min_images=4, hparams={"width": 8, "depth": 2})
     result = leave_one_source_out(cfg, index, options, log=lambda _: None)
     assert set(result["sources"]) | set(result["skipped"]) == {"covid-src0", "covid-src1", "normal-src0", "normal-src1"}

@@ -13,7 +13,7 @@ import pytest
 from conftest import synthetic_xray, write_dataset
 from cxr_core.curation import flags as flags_module
 from cxr_core.config import Config
-from cxr_core.data.index import load_index
+from cxr_core.curation.curated import curated_index
 from cxr_core.curation.flags import FlagOptions, compute_flags, flagged, quality_scores, review_queue, small_score, summarise
 from cxr_core.preprocess.quality import quality_measures
 
@@ -33,7 +33,7 @@ def flag_cfg(tmp_path: Path, make_cfg: Callable[..., Config]) -> Config:
 
 
 def test_flags_find_each_problem(flag_cfg: Config) -> None:
-    frame = compute_flags(flag_cfg, load_index(flag_cfg), FlagOptions(min_resolution=100)).set_index("path")
+    frame = compute_flags(flag_cfg, curated_index(flag_cfg), FlagOptions(min_resolution=100)).set_index("path")
     base = "COVID/images/"
     assert flagged(frame, "markings")[base + "COVID-marked.png"]
     assert frame.loc[base + "COVID-marked.png", "regions"]
@@ -52,7 +52,7 @@ def test_flags_find_each_problem(flag_cfg: Config) -> None:
 
 
 def test_analyses_are_cached_by_sha256_and_reused(flag_cfg: Config, monkeypatch: pytest.MonkeyPatch) -> None:
-    index = load_index(flag_cfg)
+    index = curated_index(flag_cfg)
     calls: list[tuple[int, int]] = []
     first = compute_flags(flag_cfg, index, progress=lambda d, t: calls.append((d, t)))
     assert calls[-1] == (14, 14)  # the exact copy shares its sha256
@@ -68,7 +68,7 @@ def test_analyses_are_cached_by_sha256_and_reused(flag_cfg: Config, monkeypatch:
 
 
 def test_parallel_workers_give_the_same_scores(flag_cfg: Config, make_cfg: Callable[..., Config], tmp_path: Path) -> None:
-    index = load_index(flag_cfg)
+    index = curated_index(flag_cfg)
     serial = compute_flags(flag_cfg, index)
     other = make_cfg(data_dir=flag_cfg.data_dir, home=tmp_path / "home2")
     parallel = compute_flags(other, index, FlagOptions(workers=2))
@@ -90,7 +90,7 @@ def test_exposure_and_contrast_scores() -> None:
 
 
 def test_review_queue_sorts_and_filters(flag_cfg: Config) -> None:
-    frame = compute_flags(flag_cfg, load_index(flag_cfg))
+    frame = compute_flags(flag_cfg, curated_index(flag_cfg))
     sha = dict(zip(frame["path"], frame["sha256"]))
     decisions = {sha["COVID/images/COVID-marked.png"]: "discard", sha["Normal/images/Normal-1.png"]: "keep"}
     queue = review_queue(frame, decisions, "markings")

@@ -153,5 +153,31 @@ def test_damaged_pairs_cache_is_recomputed(tmp_path: Path, make_cfg, monkeypatch
     calls = counting_near_pairs(monkeypatch)
     for cache in cfg.index_dir.glob("*.pairs.npz"):
         cache.write_bytes(b"not a zip file")
+    for memo in cfg.index_dir.glob("*.assembled-*.json"):
+        memo.unlink()
     pd.testing.assert_frame_equal(load_index(cfg, root).duplicate_pairs, first)
     assert len(calls) == 1 and len(load_index(cfg, root).duplicate_pairs) == len(first) and len(calls) == 1
+
+
+def same(index) -> dict:
+    """An index's summary without its refresh counts."""
+    return {k: v for k, v in index.summary().items() if k != "refresh"}
+
+
+def test_an_unchanged_reindex_reuses_the_assembled_index_and_a_damaged_one_is_rebuilt(
+    tmp_path: Path, make_cfg, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = write_dataset(tmp_path / "d", n_per_class=6)
+    cfg = make_cfg()
+    first = load_index(cfg, root)
+    calls = counting_near_pairs(monkeypatch)
+    (cfg.index_dir / next(cfg.index_dir.glob("*.pairs.npz")).name).unlink()
+    again = load_index(cfg, root)
+    assert calls == [] and same(again) == same(first)
+    pd.testing.assert_frame_equal(again.frame, first.frame)
+    for frame_file in cfg.index_dir.glob("*.assembled-*.frame.parquet"):
+        frame_file.write_bytes(b"PAR1 truncated")
+    rebuilt = load_index(cfg, root)
+    assert len(calls) == 1 and same(rebuilt) == same(first)
+    pd.testing.assert_frame_equal(rebuilt.frame, first.frame)
+    assert len(list(cfg.index_dir.glob("*.assembled-*"))) == 3

@@ -10,7 +10,7 @@ import pytest
 CORE = Path(__file__).resolve().parents[1] / "cxr_core"
 ALLOWED = {
     "util": {"util", "config", "errors"},
-    "data": {"data", "util", "config", "errors", "curation"},
+    "data": {"data", "util", "config", "errors"},
     "preprocess": {"preprocess", "data", "util", "config", "errors", "lungs"},
     "lungs": {"lungs", "preprocess", "data", "util", "config", "errors"},
     "markings": {"markings", "preprocess", "data", "util", "config", "errors"},

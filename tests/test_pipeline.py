@@ -10,7 +10,7 @@ import pytest
 
 from conftest import write_dataset
 from cxr_core.config import Config
-from cxr_core.data.index import load_index
+from cxr_core.curation.curated import curated_index
 from cxr_core.curation.ledger import open_ledger
 from cxr_core.preprocess.cache import PreprocessCache
 from cxr_core.train.pipeline import (Augmentation, PipelineError, class_weights, labels_of, load_arrays, make_dataset,
@@ -27,19 +27,19 @@ def dataset(tmp_path: Path, make_cfg: Callable[..., Config]) -> tuple[Config, Pa
 
 def test_select_images_honours_the_split_and_the_curation_ledger(dataset: tuple[Config, Path]) -> None:
     cfg, root = dataset
-    frame = select_images(load_index(cfg, root), seed=0)
+    frame = select_images(curated_index(cfg, root), seed=0)
     assert set(frame["split"]) == {"train", "val", "test"}
     assert frame.groupby("patient_id")["split"].nunique().max() == 1
     victim = frame[frame["split"] == "train"].iloc[0]
     open_ledger(cfg).record(victim["sha256"], victim["path"], "discard", reason="markings", reviewer="test")
-    again = select_images(load_index(cfg, root), seed=0)
+    again = select_images(curated_index(cfg, root), seed=0)
     assert victim["path"] not in set(again["path"])
     assert len(again) == len(frame) - 1
 
 
 def test_limit_keeps_both_classes_and_is_reproducible(dataset: tuple[Config, Path]) -> None:
     cfg, root = dataset
-    index = load_index(cfg, root)
+    index = curated_index(cfg, root)
     first, second = select_images(index, limit=10, seed=1), select_images(index, limit=10, seed=1)
     train = first[first["split"] == "train"]
     assert len(train) == 10 and set(train["label"]) == {"COVID", "Normal"}
@@ -50,7 +50,7 @@ def test_limit_keeps_both_classes_and_is_reproducible(dataset: tuple[Config, Pat
 
 def test_load_arrays_preprocesses_and_reuses_the_cache(dataset: tuple[Config, Path]) -> None:
     cfg, root = dataset
-    frame = select_images(load_index(cfg, root), seed=0)
+    frame = select_images(curated_index(cfg, root), seed=0)
     rows = frame[frame["split"] == "val"]
     pp = PreprocessConfig(method="clahe", size=48)
     first = load_arrays(rows, root, pp, cfg=cfg)

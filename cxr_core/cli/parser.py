@@ -33,10 +33,10 @@ class CliError(Exception):
 
 def index_or_fail(cfg: Config, data_dir: str | os.PathLike[str] | None, progress: Progress | None = None) -> DatasetIndex:
     """Load the dataset index for a command, turning dataset problems into a one-line CLI error."""
-    from cxr_core.data.index import load_index
+    from cxr_core.curation.curated import curated_index
 
     try:
-        return load_index(cfg, data_dir, progress=progress)
+        return curated_index(cfg, data_dir, progress=progress)
     except DatasetError as exc:
         raise CliError(str(exc)) from exc
 

@@ -23,12 +23,11 @@ import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 import numpy as np
 import pandas as pd
 
-from cxr_core.curation import ledger
 from cxr_core.config import Config
 from cxr_core.errors import DatasetError
 from cxr_core.data.hashing import near_pairs, phash
@@ -61,6 +60,7 @@ class DatasetIndex:
     labels_file: Path | None = None
     unlabelled: list[str] = field(default_factory=list)
     lateral: list[str] = field(default_factory=list)
+    known_confounding: dict[str, Any] | None = None
 
     def abspath(self, rel: str) -> Path:
         """Absolute path of an image given its path relative to the data dir."""
@@ -99,7 +99,9 @@ class DatasetIndex:
 
     def confounding(self) -> dict[str, Any]:
         """Label x source table and how well source alone predicts the label (Cramér's V, majority accuracy)."""
-        return confounding(self.images())
+        if self.known_confounding is None:
+            self.known_confounding = confounding(self.images())
+        return self.known_confounding
 
     def class_balance(self, by: str | None = None) -> pd.DataFrame:
         """Image counts and within-group shares per label, overall or grouped by ``split`` or ``source``."""
@@ -183,10 +185,12 @@ def scan_files(data_dir: Path, classes: Iterable[str]) -> tuple[list[tuple[str, 
     files: list[tuple[str, str]] = []
     empty: list[str] = []
     for label, folder in folders.items():
-        found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        prefix = folder.relative_to(data_dir).as_posix()
+        with os.scandir(folder) as entries:
+            found = sorted(e.name for e in entries if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
         if not found:
-            empty.append(folder.relative_to(data_dir).as_posix())
-        files.extend((p.relative_to(data_dir).as_posix(), label) for p in found)
+            empty.append(prefix)
+        files.extend((f"{prefix}/{name}", label) for name in found)
     return files, empty
 
 
@@ -227,20 +231,19 @@ def _read_files(
     progress: Progress | None,
 ) -> tuple[pd.DataFrame, int]:
     """File-level rows for ``files``, reusing cached rows whose size and mtime are unchanged."""
-    by_path = cached.set_index("path") if len(cached) else None
-    rows: list[dict[str, Any]] = []
-    todo: list[dict[str, Any]] = []
-    for rel, label in files:
-        stat = (data_dir / rel).stat()
-        row = {"path": rel, "label": label, "size_bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-        if by_path is not None and rel in by_path.index:
-            old = by_path.loc[rel]
-            if int(old["size_bytes"]) == stat.st_size and int(old["mtime_ns"]) == stat.st_mtime_ns:
-                row.update({k: old[k] for k in READ_COLUMNS})
-                rows.append(row)
-                continue
-        todo.append(row)
-    jobs = [(str(data_dir / r["path"]), cfg.max_pixels, cfg.min_side, salt) for r in todo]
+    root = str(data_dir)
+    stats = [os.stat(os.path.join(root, rel)) for rel, _ in files]
+    found = pd.DataFrame({
+        "path": [rel for rel, _ in files], "label": [label for _, label in files],
+        "size_bytes": np.array([s.st_size for s in stats], dtype=np.int64),
+        "mtime_ns": np.array([s.st_mtime_ns for s in stats], dtype=np.int64),
+    })
+    old = cached[["path", "size_bytes", "mtime_ns", *READ_COLUMNS]].drop_duplicates("path")
+    old = old.astype({"size_bytes": np.int64, "mtime_ns": np.int64})
+    merged = found.merge(old, on=["path", "size_bytes", "mtime_ns"], how="left", indicator=True)
+    unchanged = (merged.pop("_merge") == "both").to_numpy()
+    todo = found[~unchanged].to_dict("records")
+    jobs = [(os.path.join(root, r["path"]), cfg.max_pixels, cfg.min_side, salt) for r in todo]
     workers = min(cfg.workers, max(1, len(jobs) // 64))
     results: Iterable[dict[str, Any]]
     if workers > 1:
@@ -251,13 +254,14 @@ def _read_files(
     try:
         for done, (row, result) in enumerate(zip(todo, results), start=1):
             row.update(result)
-            rows.append(row)
             if progress:
                 progress(done, len(todo))
     finally:
         if pool:
             pool.shutdown()
-    frame = pd.DataFrame(rows, columns=FILE_COLUMNS).sort_values("path", kind="stable").reset_index(drop=True)
+    parts = [p for p in (merged[unchanged], pd.DataFrame(todo, columns=FILE_COLUMNS)) if len(p)]
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=FILE_COLUMNS)
+    frame = frame[FILE_COLUMNS].sort_values("path", kind="stable").reset_index(drop=True)
     return frame, len(todo)
 
 
@@ -330,12 +334,12 @@ def _near_pairs_cached(readable: pd.DataFrame, max_distance: int, cache: Path) -
     return pairs
 
 
-def _exclusions(frame: pd.DataFrame, pairs: pd.DataFrame, cfg: Config) -> pd.DataFrame:
-    """Mark images discarded in the curation ledger and test images that duplicate a training image."""
+def _exclusions(frame: pd.DataFrame, pairs: pd.DataFrame, cfg: Config, discarded: Collection[str]) -> pd.DataFrame:
+    """Mark images whose sha256 is in ``discarded`` and test images that duplicate a training image."""
     frame["excluded"] = False
     frame["exclude_reason"] = ""
-    discarded = frame["sha256"].isin(ledger.discarded_hashes(cfg)) & (frame["error"] == "")
-    frame.loc[discarded, ["excluded", "exclude_reason"]] = [True, "discarded"]
+    dropped = frame["sha256"].isin(set(discarded)) & (frame["error"] == "")
+    frame.loc[dropped, ["excluded", "exclude_reason"]] = [True, "discarded"]
     if cfg.clean_test_of_duplicates and len(pairs):
         leaks: set[str] = set()
         for a, b, sa, sb in zip(pairs["path_a"], pairs["path_b"], pairs["split_a"], pairs["split_b"]):
@@ -344,6 +348,63 @@ def _exclusions(frame: pd.DataFrame, pairs: pd.DataFrame, cfg: Config) -> pd.Dat
         leak = frame["path"].isin(leaks) & ~frame["excluded"]
         frame.loc[leak, ["excluded", "exclude_reason"]] = [True, "duplicate-of-train"]
     return frame
+
+
+ASSEMBLY_CODE = ("data/index.py", "data/splits.py", "data/labels.py")
+"""Source files whose logic shapes an assembled index; editing one invalidates every assembled-index memo."""
+
+
+def _assembly_key(files: pd.DataFrame, extra: pd.DataFrame | None, cfg: Config, discarded: Collection[str]) -> str:
+    """A digest of everything an assembled index depends on: file rows, metadata, split settings, discards and code."""
+    digest = hashlib.sha256()
+    digest.update(pd.util.hash_pandas_object(files, index=False).to_numpy().tobytes())
+    if extra is not None:
+        digest.update(pd.util.hash_pandas_object(extra, index=False).to_numpy().tobytes())
+        digest.update(json.dumps(list(extra.columns)).encode())
+    settings = [list(cfg.split_fractions), cfg.seed, cfg.near_duplicate_distance, cfg.clean_test_of_duplicates,
+                sorted(discarded)]
+    digest.update(json.dumps(settings).encode())
+    package = Path(__file__).resolve().parents[1]
+    for name in ASSEMBLY_CODE:
+        digest.update((package / name).read_bytes())
+    return digest.hexdigest()[:20]
+
+
+def _string_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its object columns of text as pandas strings, as they come back from parquet."""
+    text = [c for c in frame.columns if frame[c].dtype == object]
+    return frame.astype(dict.fromkeys(text, "str")) if text else frame
+
+
+def _assembled_paths(cache: Path, key: str) -> tuple[Path, Path, Path]:
+    """The frame, pairs and confounding files of the assembled index with ``key``."""
+    stem = f"{cache.stem}.assembled-{key}"
+    return cache.with_name(f"{stem}.frame.parquet"), cache.with_name(f"{stem}.pairs.parquet"), cache.with_name(f"{stem}.json")
+
+
+def _read_assembled(cache: Path, key: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]] | None:
+    """The memo of an assembled index (frame, pairs, confounding) made from the same inputs, else None."""
+    frame_path, pairs_path, meta_path = _assembled_paths(cache, key)
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        return pd.read_parquet(frame_path), pd.read_parquet(pairs_path), meta["confounding"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _write_assembled(cache: Path, key: str, frame: pd.DataFrame, pairs: pd.DataFrame, conf: dict[str, Any]) -> None:
+    """Store an assembled index under ``key`` (the json last, so a partial write is never read) and drop older ones."""
+    frame_path, pairs_path, meta_path = _assembled_paths(cache, key)
+    for old in cache.parent.glob(f"{cache.stem}.assembled-*"):
+        old.unlink(missing_ok=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f"{cache.stem}.assembling{os.getpid()}")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, frame_path)
+    pairs.to_parquet(tmp, index=False)
+    os.replace(tmp, pairs_path)
+    tmp.write_text(json.dumps({"key": key, "confounding": conf}), encoding="utf-8")
+    os.replace(tmp, meta_path)
 
 
 def _labels_memo(cfg: Config, root: Path) -> Path:
@@ -393,11 +454,13 @@ def _no_usable_image(root: Path, frame: pd.DataFrame, lateral: pd.Series, empty:
 
 def load_index(
     cfg: Config, data_dir: str | Path | None = None, refresh: bool = True, progress: Progress | None = None,
-    labels: str | Path | None = None,
+    labels: str | Path | None = None, discarded: Collection[str] = (),
 ) -> DatasetIndex:
     """Index ``data_dir`` (default ``cfg.data_dir``), re-reading only new or changed files, and cache it in the work dir.
 
     ``labels`` names a label CSV, which is validated and then remembered for ``data_dir`` (see the module docs).
+    Images whose sha256 is in ``discarded`` are excluded; :func:`cxr_core.curation.curated_index` passes the
+    curation ledger's discards, and is what the tool's front ends call.
     """
     root = Path(data_dir or cfg.data_dir).expanduser().resolve()
     if not root.is_dir():
@@ -435,13 +498,22 @@ def load_index(
     if labels:
         remember_labels(cfg, root, labels_path)
     left_out, n_reused = frame.loc[lateral, "path"].tolist(), len(frame) - n_read
-    frame = _attach_metadata(frame[~lateral].reset_index(drop=True), _metadata(root, table, salt))
-    frame["split"] = assign_splits(frame, cfg.split_fractions, cfg.seed)
-    pairs = _duplicate_pairs(frame, cfg.near_duplicate_distance, cache.with_suffix(".pairs.npz"))
-    frame = _exclusions(frame, pairs, cfg)
+    extra = _metadata(root, table, salt)
+    key = _assembly_key(frame, extra, cfg, discarded)
+    memo = _read_assembled(cache, key)
+    if memo is None:
+        frame = _attach_metadata(frame[~lateral].reset_index(drop=True), extra)
+        frame["split"] = assign_splits(frame, cfg.split_fractions, cfg.seed)
+        pairs = _duplicate_pairs(frame, cfg.near_duplicate_distance, cache.with_suffix(".pairs.npz"))
+        frame = _exclusions(frame, pairs, cfg, discarded)
+        frame, pairs = _string_columns(frame), _string_columns(pairs)
+        index_confounding = confounding(frame[(frame["error"] == "") & ~frame["excluded"]])
+        _write_assembled(cache, key, frame, pairs, index_confounding)
+    else:
+        frame, pairs, index_confounding = memo
     index = DatasetIndex(
         root, frame, pairs, empty, n_read, n_reused, cfg.seed, cfg.split_fractions, cfg.near_duplicate_distance,
-        labels_file=labels_path, unlabelled=unlabelled, lateral=left_out,
+        labels_file=labels_path, unlabelled=unlabelled, lateral=left_out, known_confounding=index_confounding,
     )
     _save_splits(cfg, root, frame)
     return index

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pandas as pd
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -33,6 +34,14 @@ def patient_groups(frame: pd.DataFrame) -> pd.Series:
     return pd.Series(keys, index=frame.index)
 
 
+def majority(groups: pd.Series, values: pd.Series) -> pd.Series:
+    """Each group's most frequent value; ties go to the value seen first in the group's rows."""
+    rows = pd.DataFrame({"group": groups.to_numpy(), "value": values.to_numpy(), "row": np.arange(len(groups))})
+    counts = rows.groupby(["group", "value"], sort=False).agg(n=("row", "size"), first=("row", "min")).reset_index()
+    best = counts.sort_values(["group", "n", "first"], ascending=[True, False, True], kind="stable")
+    return best.drop_duplicates("group").set_index("group")["value"]
+
+
 def _rank(seed: int, key: str) -> str:
     """A stable pseudo-random sort key for a group."""
     return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
@@ -48,12 +57,11 @@ def assign_splits(frame: pd.DataFrame, fractions: tuple[float, float, float], se
     if readable.empty:
         return result
     groups = patient_groups(readable)
-    info = pd.DataFrame({"group": groups, "label": readable["label"], "source": readable["source"]})
-    per_group = info.groupby("group").agg(
-        label=("label", lambda s: s.value_counts().index[0]),
-        source=("source", lambda s: s.value_counts().index[0]),
-        size=("label", "size"),
-    )
+    per_group = pd.DataFrame({
+        "label": majority(groups, readable["label"]),
+        "source": majority(groups, readable["source"]),
+        "size": groups.value_counts(),
+    }).sort_index()
     per_group["rank"] = [_rank(seed, g) for g in per_group.index]
     bounds = (fractions[0], fractions[0] + fractions[1])
     chosen: dict[str, str] = {}

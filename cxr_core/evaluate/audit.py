@@ -218,10 +218,11 @@ def verdict(result: dict[str, Any]) -> tuple[str, str]:
 
 def _load_rows(cfg: Any, data_dir: Path, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The audited rows (split) and all usable rows (for the stats baseline) of a dataset folder."""
-    from cxr_core.data.index import DatasetError, load_index
+    from cxr_core.data.index import DatasetError
+    from cxr_core.curation.curated import curated_index
 
     try:
-        index = load_index(cfg, data_dir)
+        index = curated_index(cfg, data_dir)
         rows, every = index.images(split), index.images()
     except DatasetError as exc:
         raise AuditError(str(exc)) from exc

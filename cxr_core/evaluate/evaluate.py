@@ -20,7 +20,8 @@ from cxr_core.util.clock import utc_now
 from cxr_core.evaluate.calibration import apply_temperature
 from cxr_core.config import Config
 from cxr_core.evaluate.coverage import coverage_report, gate_dataset
-from cxr_core.data.index import DatasetIndex, confounding, load_index
+from cxr_core.data.index import DatasetIndex, confounding
+from cxr_core.curation.curated import curated_index
 from cxr_core.gate.familiarity import dataset_scores
 from cxr_core.gate import load_gate_net
 from cxr_core.evaluate.metrics import (
@@ -126,7 +127,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """The evaluation object of ``cxr evaluate --json`` for ``model`` on a dataset folder (or an index) and split."""
     started = time.perf_counter()
-    index = data if isinstance(data, DatasetIndex) else load_index(cfg, data_dir=data)
+    index = data if isinstance(data, DatasetIndex) else curated_index(cfg, data_dir=data)
     rows, left_out = select_rows(index, split, model.classes)
     if rows.empty:
         hint = " (a dataset without a split of its own: use --split all)" if split != "all" else ""

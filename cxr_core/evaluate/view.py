@@ -17,7 +17,8 @@ import pandas as pd
 from cxr_core.util.atomic import read_json
 from cxr_core.evaluate.calibration import apply_temperature
 from cxr_core.config import Config
-from cxr_core.data.index import DatasetIndex, load_index
+from cxr_core.data.index import DatasetIndex
+from cxr_core.curation.curated import curated_index
 from cxr_core.evaluate.evaluate import evaluate, raw_predictions, select_rows
 from cxr_core.evaluate.metrics import DEFAULT_BOOTSTRAP, threshold_metrics
 from cxr_core.serve.registry import LoadedModel, model_version
@@ -70,7 +71,7 @@ def open_index(cfg: Config, data_dir: str | Path) -> DatasetIndex:
     folder = Path(data_dir).expanduser().resolve()
     if not folder.is_dir():
         raise ValueError(f"no folder at {folder}")
-    return load_index(cfg, data_dir=folder)
+    return curated_index(cfg, data_dir=folder)
 
 
 def case_predictions(cfg: Config, model: LoadedModel, index: DatasetIndex, split: str = "test") -> pd.DataFrame:

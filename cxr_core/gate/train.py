@@ -19,7 +19,7 @@ import numpy as np
 
 from cxr_core.util.atomic import write_json_atomic, write_text_atomic
 from cxr_core.config import Config
-from cxr_core.data.index import load_index
+from cxr_core.curation.curated import curated_index
 from cxr_core.gate import negatives
 from cxr_core.gate.net import CARD_FILE, KINDS, MODEL_FILE, ROTATIONS, GateNet, build_net, prepare
 from cxr_core.data.imaging import ImageReadError, read_image
@@ -51,7 +51,7 @@ class GateTrainConfig(TrainerBudget):
 
 def load_xrays(cfg: Config, data_dir: str | Path, split: str, load_size: int, limit: int | None = None) -> list[np.ndarray]:
     """The readable images of one split of the dataset index, squashed to ``load_size`` px."""
-    rows = load_index(cfg, data_dir).images(split)
+    rows = curated_index(cfg, data_dir).images(split)
     if limit:
         rows = rows.sample(n=min(limit, len(rows)), random_state=0)
     images = []

@@ -79,14 +79,14 @@ def _notify(progress: Progress | None, stage: str, done: int, total: int, **info
 def prepare_data(cfg: Config, tc: TrainConfig, frame: pd.DataFrame | None = None,
                  progress: Progress | None = None) -> TrainingData:
     """Select the split (unless ``frame`` is given), then read, preprocess and cache the train and val images."""
-    from cxr_core.data.index import load_index
+    from cxr_core.curation.curated import curated_index
 
     seed = cfg.seed if tc.seed is None else tc.seed
     data_dir = Path(tc.data_dir or cfg.data_dir)
     if frame is None:
         if not data_dir.is_dir():
             raise TrainingError(f"no dataset at {data_dir}: run `cxr fetch` or pass --data DIR")
-        frame = select_images(load_index(cfg, data_dir), tc.limit, seed)
+        frame = select_images(curated_index(cfg, data_dir), tc.limit, seed)
     pp = tc.preprocess()
     arrays = {}
     total = int(frame["split"].isin(("train", "val")).sum())

@@ -132,14 +132,14 @@ def results_table(tuner: Any) -> pd.DataFrame:
 
 def tune(cfg: Config, tune: TuneConfig, on_trial: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Run (or continue) the Hyperband search and save the results table as CSV and JSON; returns it."""
-    from cxr_core.data.index import load_index
+    from cxr_core.curation.curated import curated_index
 
     tune.validate()
     seed = cfg.seed if tune.seed is None else tune.seed
     data_dir = Path(tune.data_dir or cfg.data_dir)
     if not data_dir.is_dir():
         raise TrainingError(f"no dataset at {data_dir}: run `cxr fetch` or pass --data DIR")
-    frame = select_images(load_index(cfg, data_dir), tune.limit, seed)
+    frame = select_images(curated_index(cfg, data_dir), tune.limit, seed)
     tuner = _build_tuner(cfg, tune, frame, on_trial)
     tuner.search()
     table = results_table(tuner)

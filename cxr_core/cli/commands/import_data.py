@@ -14,7 +14,7 @@ from pathlib import Path
 from cxr_core.cli.commands import command_help
 from cxr_core.cli.parser import CliError
 from cxr_core.config import Config
-from cxr_core.data.index import load_index
+from cxr_core.curation.curated import curated_index
 from cxr_core.data.labels import LabelsError, check_export_target, export_copy
 from cxr_core.util.progress import ProgressBar
 
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     try:
         out = check_export_target(args.data_dir, args.out)
         with ProgressBar("indexing") as progress:
-            index = load_index(cfg, args.data_dir, progress=progress, labels=args.labels)
+            index = curated_index(cfg, args.data_dir, progress=progress, labels=args.labels)
         with ProgressBar("writing PNGs") as progress:
             result = export_copy(cfg, index, out, progress)
     except LabelsError as exc:

@@ -13,7 +13,8 @@ from typing import Any
 
 from cxr_core.cli.commands import command_help
 from cxr_core.config import Config
-from cxr_core.data.index import forget_labels, load_index
+from cxr_core.data.index import forget_labels
+from cxr_core.curation.curated import curated_index
 from cxr_core.util.progress import ProgressBar
 
 LISTED = 10
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.forget_labels:
         forget_labels(cfg, args.data_dir or cfg.data_dir)
     with ProgressBar("indexing") as progress:
-        index = load_index(cfg, args.data_dir, progress=progress, labels=args.labels)
+        index = curated_index(cfg, args.data_dir, progress=progress, labels=args.labels)
     summary = index.summary()
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0

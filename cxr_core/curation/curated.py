@@ -1,0 +1,18 @@
+"""The dataset index as the tool's front ends see it: the data layer's index minus what curation discarded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cxr_core.config import Config
+from cxr_core.curation.ledger import discarded_hashes
+from cxr_core.data.index import DatasetIndex, load_index
+from cxr_core.data.labels import Progress
+
+
+def curated_index(
+    cfg: Config, data_dir: str | Path | None = None, refresh: bool = True, progress: Progress | None = None,
+    labels: str | Path | None = None,
+) -> DatasetIndex:
+    """:func:`cxr_core.data.index.load_index` with the images the curation ledger discarded excluded."""
+    return load_index(cfg, data_dir, refresh=refresh, progress=progress, labels=labels, discarded=discarded_hashes(cfg))
