@@ -37,6 +37,7 @@ from cxr_core.data.labels import (
     unlabelled_files, work_salt,
 )
 from cxr_core.data.splits import assign_splits
+from cxr_core.util.atomic import write_json_atomic
 
 MANIFEST = "manifest.csv"
 READ_COLUMNS = ["sha256", "phash", "width", "height", "error", *IDENTITY_COLUMNS, "salt_id"]
@@ -61,6 +62,7 @@ class DatasetIndex:
     unlabelled: list[str] = field(default_factory=list)
     lateral: list[str] = field(default_factory=list)
     known_confounding: dict[str, Any] | None = None
+    confounding_memo: Path | None = None
 
     def abspath(self, rel: str) -> Path:
         """Absolute path of an image given its path relative to the data dir."""
@@ -101,6 +103,8 @@ class DatasetIndex:
         """Label x source table and how well source alone predicts the label (Cramér's V, majority accuracy)."""
         if self.known_confounding is None:
             self.known_confounding = confounding(self.images())
+            if self.confounding_memo is not None:
+                write_json_atomic(self.confounding_memo, {"confounding": self.known_confounding})
         return self.known_confounding
 
     def class_balance(self, by: str | None = None) -> pd.DataFrame:
@@ -382,18 +386,18 @@ def _assembled_paths(cache: Path, key: str) -> tuple[Path, Path, Path]:
     return cache.with_name(f"{stem}.frame.parquet"), cache.with_name(f"{stem}.pairs.parquet"), cache.with_name(f"{stem}.json")
 
 
-def _read_assembled(cache: Path, key: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]] | None:
-    """The memo of an assembled index (frame, pairs, confounding) made from the same inputs, else None."""
+def _read_assembled(cache: Path, key: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any] | None] | None:
+    """The memo of an assembled index made from the same inputs (frame, pairs, confounding if known), else None."""
     frame_path, pairs_path, meta_path = _assembled_paths(cache, key)
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        return pd.read_parquet(frame_path), pd.read_parquet(pairs_path), meta["confounding"]
-    except (OSError, ValueError, KeyError):
+        return pd.read_parquet(frame_path), pd.read_parquet(pairs_path), meta.get("confounding")
+    except (OSError, ValueError):
         return None
 
 
-def _write_assembled(cache: Path, key: str, frame: pd.DataFrame, pairs: pd.DataFrame, conf: dict[str, Any]) -> None:
-    """Store an assembled index under ``key`` (the json last, so a partial write is never read) and drop older ones."""
+def _write_assembled(cache: Path, key: str, frame: pd.DataFrame, pairs: pd.DataFrame) -> None:
+    """Store an assembled index under ``key`` (its json last, so a partial write is never read); drop older ones."""
     frame_path, pairs_path, meta_path = _assembled_paths(cache, key)
     for old in cache.parent.glob(f"{cache.stem}.assembled-*"):
         old.unlink(missing_ok=True)
@@ -403,8 +407,7 @@ def _write_assembled(cache: Path, key: str, frame: pd.DataFrame, pairs: pd.DataF
     os.replace(tmp, frame_path)
     pairs.to_parquet(tmp, index=False)
     os.replace(tmp, pairs_path)
-    tmp.write_text(json.dumps({"key": key, "confounding": conf}), encoding="utf-8")
-    os.replace(tmp, meta_path)
+    write_json_atomic(meta_path, {})
 
 
 def _labels_memo(cfg: Config, root: Path) -> Path:
@@ -507,13 +510,14 @@ def load_index(
         pairs = _duplicate_pairs(frame, cfg.near_duplicate_distance, cache.with_suffix(".pairs.npz"))
         frame = _exclusions(frame, pairs, cfg, discarded)
         frame, pairs = _string_columns(frame), _string_columns(pairs)
-        index_confounding = confounding(frame[(frame["error"] == "") & ~frame["excluded"]])
-        _write_assembled(cache, key, frame, pairs, index_confounding)
+        _write_assembled(cache, key, frame, pairs)
+        known = None
     else:
-        frame, pairs, index_confounding = memo
+        frame, pairs, known = memo
     index = DatasetIndex(
         root, frame, pairs, empty, n_read, n_reused, cfg.seed, cfg.split_fractions, cfg.near_duplicate_distance,
-        labels_file=labels_path, unlabelled=unlabelled, lateral=left_out, known_confounding=index_confounding,
+        labels_file=labels_path, unlabelled=unlabelled, lateral=left_out, known_confounding=known,
+        confounding_memo=_assembled_paths(cache, key)[2],
     )
     _save_splits(cfg, root, frame)
     return index

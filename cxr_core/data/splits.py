@@ -14,8 +14,13 @@ def patient_groups(frame: pd.DataFrame) -> pd.Series:
     """Group key per row: patients joined whenever they share an identical image (same sha256).
 
     The key is the smallest member of the group (``h:<sha256>`` before ``p:<patient>``), independent of merge order,
-    so a group's key, and with it its seeded place in the split, stays stable.
+    so a group's key, and with it its seeded place in the split, stays stable. When no image is shared by two
+    patients no groups merge, and each patient's key is found without building the disjoint sets.
     """
+    hashed = frame["sha256"] != ""
+    if not (frame[hashed].groupby("sha256")["patient_id"].nunique() > 1).any():
+        smallest_hash = ("h:" + frame["sha256"]).where(hashed).groupby(frame["patient_id"]).transform("min")
+        return smallest_hash.fillna("p:" + frame["patient_id"]).astype(object)
     from scipy.cluster.hierarchy import DisjointSet
 
     sets = DisjointSet()
