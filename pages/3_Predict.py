@@ -16,7 +16,7 @@ from cxr_core.serve.inference import NO_CAM, Prediction, predict_image, report_d
 from cxr_core.lungs.segmenter import MODEL_FILE as LUNGS_MODEL_FILE, LungModelError, LungSegmenter, load_segmenter, lung_mask
 from cxr_core.lungs.segmenter import model_dir as lungs_model_dir
 from cxr_core.markings.classical import detect_markings
-from cxr_core.serve.registry import LoadedModel, ModelInfo, RegistryError, list_models, load_model
+from cxr_core.serve.registry import LoadedModel, ModelInfo, RegistryError, list_models, load_model, read_classes
 from pages.common import CAUTION, config, dataset_index, load_gray, no_dataset_message
 
 SOURCES = ("Upload a file", "Pick from the dataset", "Random test image")
@@ -212,7 +212,7 @@ st.title("Predict")
 st.info(CAUTION, icon=":material/info:")
 model_path, version = choose_model()
 try:
-    loaded = cached_model(model_path, version)
+    classes, _ = read_classes(Path(model_path))
 except RegistryError as exc:
     st.error(f"This model cannot be loaded: {exc}")
     st.stop()
@@ -220,13 +220,19 @@ except RegistryError as exc:
 source = st.radio("Image", SOURCES, horizontal=True)
 options = st.columns(2)
 cam = options[0].selectbox("Explanation", [*CAM_METHODS, NO_CAM], format_func=lambda m: CAM_METHODS.get(m, "none"))
-target_choice = options[1].selectbox("Explain class", ["predicted class", *loaded.classes])
+target_choice = options[1].selectbox("Explain class", ["predicted class", *classes])
 has_segmenter = (lungs_model_dir() / LUNGS_MODEL_FILE).is_file()
 lungs = st.checkbox(
     "Measure attention inside the segmented lungs (outlined in green)",
     value=has_segmenter, disabled=not has_segmenter,
     help=None if has_segmenter else "No lung segmenter installed (models/lungs): only the thorax/border/corner shares are shown.",
 )
+picked = image_from_upload() if source == SOURCES[0] else image_from_dataset(source == SOURCES[2])
+try:
+    loaded = cached_model(model_path, version)
+except RegistryError as exc:
+    st.error(f"This model cannot be loaded: {exc}")
+    st.stop()
 if lungs and cam != NO_CAM:
     cached_segmenter()
 if cam != NO_CAM:
@@ -236,7 +242,6 @@ try:
 except GateModelError as exc:
     st.error(f"The chest X-ray gate cannot be loaded: {exc}")
     st.stop()
-picked = image_from_upload() if source == SOURCES[0] else image_from_dataset(source == SOURCES[2])
 if picked is not None:
     gray, digest, tags = picked
     target = None if target_choice == "predicted class" else target_choice

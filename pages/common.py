@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import streamlit as st
 
 from cxr_core.config import Config, load_config
-from cxr_core.data.index import DatasetError, DatasetIndex, labels_file
-from cxr_core.curation.curated import curated_index
 from cxr_core.data.imaging import read_image
+from cxr_core.errors import DatasetError
+
+if TYPE_CHECKING:
+    from cxr_core.data.index import DatasetIndex
+
 
 def route_through_app() -> None:
     """Rerun through app.py's navigation when Streamlit ran a page directly (a fresh server's first visit to a deep link)."""
@@ -49,6 +53,8 @@ def config() -> Config:
 @st.cache_resource(show_spinner="Indexing the dataset…", max_entries=4)
 def _index(data_dir: str, home: str, signature: tuple[float, ...]) -> DatasetIndex | str:
     """Index the data dir (again whenever ``signature`` changes); a message string instead when there is no dataset."""
+    from cxr_core.curation.curated import curated_index
+
     cfg = config()
     try:
         return curated_index(cfg, data_dir)
@@ -58,6 +64,8 @@ def _index(data_dir: str, home: str, signature: tuple[float, ...]) -> DatasetInd
 
 def _signature(cfg: Config) -> tuple[float, ...]:
     """Modification times of the data folders, the manifest and the curation ledger: they change when the index must."""
+    from cxr_core.data.index import labels_file
+
     paths = [cfg.data_dir, cfg.data_dir / "manifest.csv", cfg.ledger_path, Path(f"{cfg.ledger_path}-wal")]
     if cfg.data_dir.is_dir():
         paths += [p for p in cfg.data_dir.iterdir() if p.is_dir()]
@@ -75,7 +83,7 @@ def _indexed() -> DatasetIndex | str:
 def dataset_index() -> DatasetIndex | None:
     """The cached index of the configured dataset, or None when there is none."""
     result = _indexed()
-    return result if isinstance(result, DatasetIndex) else None
+    return None if isinstance(result, str) else result
 
 
 def dataset_problem() -> str:

@@ -173,6 +173,42 @@ def test_no_model_says_how_to_get_one(tmp_path, monkeypatch) -> None:
     assert "No trained model" in at.warning[0].value
 
 
+def test_the_uploader_is_drawn_before_the_model_loads(models_dir, tmp_path, monkeypatch) -> None:
+    import cxr_core.serve.registry as registry
+
+    order: list[str] = []
+    real_load = registry.load_model
+
+    def recorded_load(path):
+        order.append("model")
+        return real_load(path)
+
+    import streamlit as st
+
+    real_uploader = st.file_uploader
+
+    def recorded_uploader(*args, **kwargs):
+        order.append("uploader")
+        return real_uploader(*args, **kwargs)
+
+    monkeypatch.setattr(registry, "load_model", recorded_load)
+    monkeypatch.setattr(st, "file_uploader", recorded_uploader)
+    at = open_page(models_dir, tmp_path, monkeypatch)
+    assert order == ["uploader", "model"] and len(at.get("file_uploader")) == 1
+
+
+def test_a_model_that_cannot_load_still_shows_the_uploader_and_says_why(models_dir, tmp_path, monkeypatch) -> None:
+    import cxr_core.serve.registry as registry
+
+    def broken(path):
+        raise registry.RegistryError("model.keras is damaged")
+
+    monkeypatch.setattr(registry, "load_model", broken)
+    at = open_page(models_dir, tmp_path, monkeypatch)
+    assert len(at.get("file_uploader")) == 1
+    assert "This model cannot be loaded: model.keras is damaged" in at.error[0].value
+
+
 IMAGES_LOADED = (
     "Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length >= 4"
 )  # original, model input, plain image and the overlay

@@ -14,8 +14,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from sklearn.metrics import roc_curve
 
 EPS = 1e-7
 T_BOUNDS = (0.05, 20.0)
@@ -74,6 +72,8 @@ def _nll(matrix: np.ndarray, labels: np.ndarray, temperature: float) -> float:
 
 def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     """The temperature minimising validation NLL, using ``log(probs)`` as logits (bounded scalar search on log T)."""
+    from scipy.optimize import minimize_scalar
+
     matrix, _ = _as_matrix(probs)
     y = np.asarray(labels).astype(int).ravel()
     if len(y) != len(matrix) or len(y) == 0:
@@ -93,6 +93,8 @@ def choose_threshold(
     The returned value lies halfway between the lowest positive score that must be caught and the next lower
     score, so that tiny numeric differences at inference do not flip that case.
     """
+    from sklearn.metrics import roc_curve
+
     p = np.asarray(p_pos, dtype=np.float64).ravel()
     y = np.asarray(labels).astype(int).ravel()
     if len(p) != len(y):

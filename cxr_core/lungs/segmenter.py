@@ -13,7 +13,6 @@ from typing import Any, Sequence
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 from cxr_core.config import LUNGS_MODEL_ENV, Config, load_config
 from cxr_core.data.imaging import sha256_file
@@ -64,6 +63,8 @@ def prepare(gray: np.ndarray, size: int) -> np.ndarray:
 
 def keep_two_largest(mask: np.ndarray) -> np.ndarray:
     """Keep the two largest 8-connected components of a bool mask and fill their holes."""
+    from scipy import ndimage
+
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     if count <= 1:
         return np.zeros_like(mask, dtype=bool)
