@@ -39,7 +39,8 @@ from cxr_core.curation.curated import curated_index  # noqa: E402
 from cxr_core.data.imaging import read_image  # noqa: E402
 from cxr_core.markings.classical import detect_markings  # noqa: E402
 from cxr_core.markings.synth import OverlayOptions, draw_overlays  # noqa: E402
-from cxr_core.curation.repair import DEFAULT_MARGIN, METHODS, dilate, marking_mask, repair  # noqa: E402
+from cxr_core.curation.repair import DEFAULT_MARGIN, METHODS, marking_mask, repair  # noqa: E402
+from cxr_core.preprocess.roi import dilate  # noqa: E402
 from preprocess import load_average, machine  # noqa: E402  (bench/preprocess.py)
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cxr-sample"

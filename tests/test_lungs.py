@@ -14,9 +14,10 @@ from conftest import SHIPPED_LUNGS_DIR as SHIPPED_MODEL_DIR
 from conftest import synthetic_xray
 from cxr_core.cli.parser import main
 from cxr_core.lungs.segmenter import (
-    MaskChecks, bounding_box, count_components, dice, dilate, iou, keep_two_largest, load_segmenter,
+    MaskChecks, count_components, dice, iou, keep_two_largest, load_segmenter,
     lung_mask, plausibility_flags, segment,
 )
+from cxr_core.preprocess.roi import bounding_box, dilate
 
 needs_model = pytest.mark.skipif(not (SHIPPED_MODEL_DIR / "model.keras").is_file(), reason="models/lungs not trained yet")
 

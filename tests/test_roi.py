@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import SHIPPED_LUNGS_DIR as SHIPPED_MODEL_DIR
-from cxr_core.lungs.segmenter import bounding_box, dilate
+from cxr_core.preprocess.roi import bounding_box, dilate
 from cxr_core.preprocess.normalise import normalise
 from cxr_core.preprocess.recipe import ROI_DILATION, ROI_MARGIN, PreprocessConfig, PreprocessError, resize
 
@@ -85,8 +85,12 @@ def test_roi_round_trips_and_changes_the_digest() -> None:
 def test_apply_segments_with_the_shipped_model() -> None:
     from conftest import synthetic_xray
 
+    from cxr_core.lungs import lung_mask
+
     image = synthetic_xray(np.random.default_rng(0), 200)
-    out = PreprocessConfig(method="none", size=64, roi="lung_mask").apply(image)
+    with pytest.raises(PreprocessError, match="needs the image's lung mask or a segmenter"):
+        PreprocessConfig(method="none", size=64, roi="lung_mask").apply(image)
+    out = PreprocessConfig(method="none", size=64, roi="lung_mask").apply(image, lung_mask)
     assert out.shape == (64, 64)
     assert 0.2 < (out > 0).mean() < 0.95
     assert out[0, 0] == 0

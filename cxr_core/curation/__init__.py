@@ -13,6 +13,6 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "curated": ["curated_index"],
         "flags": ["DECISION_STATES", "FLAGS", "FlagOptions", "analyse_all", "compute_flags", "flagged", "lung_reasons", "missing_analyses", "quality_scores", "review_queue", "small_score", "summarise"],
         "ledger": ["Decision", "Ledger", "LedgerError", "REASONS", "decision_dicts", "discarded_hashes", "identify_image", "open_ledger"],
-        "repair": ["DEFAULT_MARGIN", "METHODS", "RepairError", "dilate", "marking_mask"],
+        "repair": ["DEFAULT_MARGIN", "METHODS", "RepairError", "marking_mask"],
     },
 )

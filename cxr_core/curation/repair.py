@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from cxr_core.markings.classical import DEFAULT_OPTIONS, MarkingsOptions, detect_markings
+from cxr_core.preprocess.roi import dilate
 
 METHODS = ("telea", "ns", "biharmonic")
 DEFAULT_METHOD = "biharmonic"
@@ -26,17 +27,6 @@ WHOLE_BOX_KINDS = ("text box",)
 
 class RepairError(ValueError):
     """A repair request is invalid (unknown method, mask of another shape); one clear line."""
-
-
-def dilate(mask: np.ndarray, margin: float) -> np.ndarray:
-    """``mask`` grown by ``margin`` (a fraction of the image's longer side, at least one pixel when positive)."""
-    radius = int(round(margin * max(mask.shape))) if margin > 0 else 0
-    if radius == 0 and margin > 0:
-        radius = 1
-    if radius == 0:
-        return mask.astype(bool)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    return cv2.dilate(mask.astype(np.uint8), kernel) > 0
 
 
 def contrast_pixels(gray: np.ndarray, contrast: int = STROKE_CONTRAST,

@@ -22,7 +22,8 @@ import pandas as pd
 from cxr_core.util.atomic import write_json_atomic
 from cxr_core.util.clock import utc_now
 from cxr_core.data.imaging import read_image
-from cxr_core.lungs.segmenter import LungSegmenter, dilate, load_segmenter
+from cxr_core.lungs.segmenter import LungSegmenter, load_segmenter
+from cxr_core.preprocess.roi import dilate
 
 AUDIT_FILE = "audit.json"
 AUDITS_DIR = "audits"

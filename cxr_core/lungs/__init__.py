@@ -11,7 +11,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     submodules=["cache", "segmenter", "train"],
     submod_attrs={
         "cache": ["describe_lung_flags", "load_lung_flags", "lung_flag_score", "lung_flags_version", "record_flags", "segment_folder"],
-        "segmenter": ["LungModelError", "LungSegmenter", "MODEL_FILE", "MaskChecks", "bounding_box", "count_components", "dice", "dilate", "iou", "keep_two_largest", "load_segmenter", "lung_mask", "model_dir", "plausibility_flags", "segment"],
+        "segmenter": ["LungModelError", "LungSegmenter", "MODEL_FILE", "MaskChecks", "count_components", "dice", "iou", "keep_two_largest", "load_segmenter", "lung_mask", "model_dir", "plausibility_flags", "segment"],
         "train": ["LungDataError", "LungTrainConfig", "train_segmenter"],
     },
 )

@@ -208,23 +208,6 @@ def lung_mask(gray: np.ndarray, segmenter: LungSegmenter | None = None) -> np.nd
     return segment(gray, segmenter).mask
 
 
-def dilate(mask: np.ndarray, fraction: float = 0.03) -> np.ndarray:
-    """Dilate a bool mask by ``fraction`` of its larger side (an elliptical kernel)."""
-    radius = max(1, round(fraction * max(mask.shape)))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    return cv2.dilate(mask.astype(np.uint8), kernel) > 0
-
-
-def bounding_box(mask: np.ndarray, margin: float = 0.05) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) of the mask's bounding box grown by ``margin`` of the image size; whole image if empty."""
-    height, width = mask.shape
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        return 0, height, 0, width
-    dy, dx = round(margin * height), round(margin * width)
-    return max(0, rows[0] - dy), min(height, rows[-1] + 1 + dy), max(0, cols[0] - dx), min(width, cols[-1] + 1 + dx)
-
-
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     """Dice coefficient of two bool masks (1.0 when both are empty)."""
     total = int(pred.sum()) + int(truth.sum())

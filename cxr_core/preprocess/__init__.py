@@ -8,11 +8,12 @@ import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
-    submodules=["cache", "normalise", "quality", "recipe"],
+    submodules=["cache", "normalise", "quality", "recipe", "roi"],
     submod_attrs={
         "cache": ["PreprocessCache", "PreprocessReport", "SOURCE_KEY", "TMP_DIR", "cache_root", "cached_name", "preprocess_dataset"],
         "normalise": ["METHODS", "NormaliseError", "Param", "describe", "parse_params", "percentiles", "resolve_params"],
         "quality": ["MEASURES", "clipped_fraction", "entropy", "histogram", "mean_brightness", "measure_files", "quality_measures", "rms_contrast", "sharpness", "signed_difference"],
         "recipe": ["INTERPOLATIONS", "PreprocessConfig", "PreprocessError", "RESIZE_POLICIES", "ROI_DILATION", "ROI_MARGIN", "ROI_MODES", "resize"],
+        "roi": ["Segment", "bounding_box", "dilate"],
     },
 )

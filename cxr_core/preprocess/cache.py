@@ -37,6 +37,7 @@ from cxr_core.config import Config
 from cxr_core.data.imaging import ImageReadError, read_image, sha256_file
 from cxr_core.preprocess.normalise import resolve_params
 from cxr_core.preprocess.recipe import PreprocessConfig, PreprocessError
+from cxr_core.preprocess.roi import Segment
 from cxr_core.util.processes import pid_alive
 from cxr_core.util.progress import Progress
 
@@ -95,6 +96,8 @@ class PreprocessCache:
     cfg: Config
     config: PreprocessConfig
     data_dir: Path
+    segment: Segment | None = None
+    """Finds the lung mask of an original for a config with a lung ROI (such as ``cxr_core.lungs.lung_mask``)."""
     root: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -178,7 +181,7 @@ class PreprocessCache:
     def _compute(self, rel: str) -> np.ndarray:
         """:meth:`compute` of the original at ``rel``, a path already checked by :meth:`relative`."""
         source = self.data_dir / rel
-        return self.config.apply(read_image(source, max_pixels=self.cfg.max_pixels, min_side=self.cfg.min_side))
+        return self.config.apply(read_image(source, max_pixels=self.cfg.max_pixels, min_side=self.cfg.min_side), self.segment)
 
     def load(self, path: str | Path, sha256: str | None = None) -> np.ndarray:
         """The preprocessed ``(size, size)`` uint8 array of an image: cached if fresh, else computed and cached.
@@ -243,16 +246,18 @@ def preprocess_dataset(
     index: DatasetIndex,
     workers: int | None = None,
     progress: Progress | None = None,
+    segment: Segment | None = None,
 ) -> PreprocessReport:
     """Preprocess every readable, non-excluded image of ``index`` into the cache; skips fresh entries.
 
     Runs up to ``workers`` threads (default ``cfg.workers``), fewer when there are under
     :data:`MIN_TASKS_PER_WORKER` images per worker; one worker runs in this thread. Unreadable files and
     excluded images (curation discards, test duplicates of training images) are counted and reported,
-    never processed. ``progress(done, total)`` is called after each image.
+    never processed. ``progress(done, total)`` is called after each image. ``segment`` finds the lungs of each
+    original for a config with a lung ROI (such as ``cxr_core.lungs.lung_mask``).
     """
     started = time.perf_counter()
-    cache = PreprocessCache(cfg, config, index.data_dir)
+    cache = PreprocessCache(cfg, config, index.data_dir, segment)
     cache.prepare()
     rows = index.images()
     tasks = list(zip(rows["path"].astype(str), rows["sha256"].astype(str)))

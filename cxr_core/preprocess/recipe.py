@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from cxr_core.preprocess.normalise import METHODS, NormaliseError, normalise, resolve_params
+from cxr_core.preprocess.roi import Segment, bounding_box, dilate
 
 RESIZE_POLICIES = ("squash", "pad")
 INTERPOLATIONS = {
@@ -110,23 +111,30 @@ class PreprocessConfig:
         except (json.JSONDecodeError, TypeError) as exc:
             raise PreprocessError(f"{path} is not a valid preprocessing config ({exc})") from exc
 
-    def apply(self, gray: np.ndarray) -> np.ndarray:
-        """Restrict to the region of interest, resize to ``size`` x ``size`` and normalise; returns uint8."""
+    def apply(self, gray: np.ndarray, segment: Segment | None = None) -> np.ndarray:
+        """Restrict to the region of interest, resize to ``size`` x ``size`` and normalise; returns uint8.
+
+        A lung ROI needs ``segment`` (such as ``cxr_core.lungs.lung_mask``) to find the lungs.
+        """
         if self.roi == "none":
             return self._resized_normalised(gray)
-        return self.apply_with_lungs(gray)[0]
+        return self.apply_with_lungs(gray, segment=segment)[0]
 
-    def apply_with_lungs(self, gray: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The preprocessed image and the lung mask (bool) in the same geometry; segments ``gray`` unless given ``mask``.
+    def apply_with_lungs(
+        self, gray: np.ndarray, mask: np.ndarray | None = None, segment: Segment | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The preprocessed image and the lung mask (bool) in the same geometry, from ``mask`` or ``segment(gray)``.
 
         ``lung_crop`` crops to the lungs' bounding box plus ``ROI_MARGIN``; ``lung_mask`` also sets everything
         outside the lung mask dilated by ``ROI_DILATION`` to zero, before and after normalisation.
         """
-        from cxr_core.lungs.segmenter import dilate, lung_mask
-
         if gray.ndim != 2:
             raise PreprocessError(f"expected a 2-D grayscale image, got shape {gray.shape}")
-        mask = lung_mask(gray) if mask is None else mask.astype(bool)
+        if mask is None:
+            if segment is None:
+                raise PreprocessError(f"roi {self.roi!r} needs the image's lung mask or a segmenter to find it")
+            mask = segment(gray)
+        mask = mask.astype(bool)
         if mask.shape != gray.shape:
             raise PreprocessError(f"lung mask shape {mask.shape} differs from image shape {gray.shape}")
         top, bottom, left, right = self.roi_box(mask)
@@ -143,8 +151,6 @@ class PreprocessConfig:
 
     def roi_box(self, mask: np.ndarray) -> tuple[int, int, int, int]:
         """(top, bottom, left, right) of the part of an image with lung ``mask`` that the model sees (all without roi)."""
-        from cxr_core.lungs.segmenter import bounding_box
-
         if self.roi == "none":
             return 0, mask.shape[0], 0, mask.shape[1]
         return bounding_box(mask, ROI_MARGIN)

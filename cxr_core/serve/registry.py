@@ -122,11 +122,13 @@ class LoadedModel:
 
         ``masks`` are the images' lung masks for a model with a lung ROI (segmented here when not given).
         """
+        from cxr_core.lungs.segmenter import lung_mask
+
         size = self.preprocess.size
         if len(gray_images) == 0:
             return np.zeros((0, size, size, 1), np.float32)
         if masks is None:
-            prepared = [self.preprocess.apply(img) for img in gray_images]
+            prepared = [self.preprocess.apply(img, lung_mask) for img in gray_images]
         else:
             prepared = [self.preprocess.apply_with_lungs(img, mask)[0] for img, mask in zip(gray_images, masks, strict=True)]
         return np.stack(prepared).astype(np.float32)[..., None]

@@ -22,6 +22,7 @@ from cxr_core.train.architectures import CLASSES
 from cxr_core.preprocess.cache import PreprocessCache
 from cxr_core.config import Config
 from cxr_core.data.imaging import read_image
+from cxr_core.lungs.segmenter import lung_mask
 from cxr_core.preprocess.recipe import PreprocessConfig
 from cxr_core.util.progress import Progress
 
@@ -91,14 +92,14 @@ def load_arrays(frame: pd.DataFrame, data_dir: Path, preprocess: PreprocessConfi
     without it every image is read and preprocessed on the fly under the default size limits.
     """
     if cfg is not None:
-        cache = PreprocessCache(cfg, preprocess, data_dir)
+        cache = PreprocessCache(cfg, preprocess, data_dir, segment=lung_mask)
         cache.prepare()
 
         def one(row: Any) -> np.ndarray:
             return cache.load(row.path, row.sha256 or None)
     else:
         def one(row: Any) -> np.ndarray:
-            return preprocess.apply(read_image(Path(data_dir) / row.path, name=str(row.path)))
+            return preprocess.apply(read_image(Path(data_dir) / row.path, name=str(row.path)), lung_mask)
 
     rows = list(frame.itertuples())
     out = np.empty((len(rows), preprocess.size, preprocess.size), np.uint8)

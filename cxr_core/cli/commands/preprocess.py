@@ -10,6 +10,7 @@ from cxr_core.cli.commands import command_help
 from cxr_core.preprocess.cache import PreprocessReport, preprocess_dataset
 from cxr_core.cli.parser import CliError, index_or_fail
 from cxr_core.config import Config
+from cxr_core.lungs.segmenter import lung_mask
 from cxr_core.preprocess.normalise import METHODS, NormaliseError, describe, parse_params
 from cxr_core.preprocess.recipe import INTERPOLATIONS, RESIZE_POLICIES, PreprocessConfig, PreprocessError
 from cxr_core.util.progress import ProgressBar
@@ -72,7 +73,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         index = index_or_fail(cfg, args.data_dir, progress)
         progress.stage("preprocess", total=len(index.images()))
         try:
-            report = preprocess_dataset(cfg, config, index, workers=args.workers, progress=progress)
+            segment = lung_mask if config.roi != "none" else None
+            report = preprocess_dataset(cfg, config, index, workers=args.workers, progress=progress, segment=segment)
         except PreprocessError as exc:
             raise CliError(str(exc)) from exc
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
