@@ -11,7 +11,8 @@ from cxr_core.evaluate import view as ev
 from cxr_core.evaluate import figures
 from cxr_core.train import jobs
 from cxr_core.serve.registry import load_model
-from cxr_core.train.rundir import MODEL_DIR, read_config, read_json, read_metrics
+from cxr_core.train.rundir import MODEL_DIR, read_config, read_metrics
+from cxr_core.util.atomic import read_json_object
 from pages.common import config
 
 cfg = config()
@@ -58,7 +59,7 @@ with tab_curves:
 with tab_config:
     st.json(read_config(run.path) or run.config)
 with tab_eval:
-    evaluation = read_json(run.path / MODEL_DIR / "evaluation.json") or (
+    evaluation = read_json_object(run.path / MODEL_DIR / "evaluation.json") or (
         ev.latest_cached(cfg, run.path / "model") if run.has_model else None) or {}
     if run.has_model and not evaluation and st.button("Evaluate on the test split", key=f"evaluate-{run.id}"):
         try:

@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import REPO, settle, stop_processes_using_home, write_dataset
 from cxr_core.train import jobs
 from cxr_core.config import load_config
-from cxr_core.train.rundir import read_json
+from cxr_core.util.atomic import read_json_object
 
 METRICS_HEADER = "epoch,loss,accuracy,auc,val_loss,val_accuracy,val_auc,lr,seconds\n"
 START_SECONDS = 180  # a launched run must leave the queue within this
@@ -201,7 +201,7 @@ def test_promote_and_evaluate_a_trained_model(env: Path, trained_run: Callable[[
 
 def describe_run(run: Path) -> str:
     """What the job runner knows about a run: its status and job state, then the ends of the worker and run logs."""
-    status, job = jobs.effective_status(run), read_json(run / "job.json")
+    status, job = jobs.effective_status(run), read_json_object(run / "job.json")
     worker_log = run.parents[1] / "jobs" / "worker.log"
     worker = worker_log.read_text(errors="replace")[-1500:] if worker_log.exists() else "(no worker log)"
     return (f"run {run.name}: status {status['status']} {status.get('note', '')}, job state {job.get('state')}, "

@@ -13,7 +13,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "architectures": ["ARCHITECTURES", "ArchitectureError", "CLASSES", "VGG19_NOTOP", "build_model", "flops_per_image", "set_batchnorm_statistics"],
         "config": ["GROUPS", "OptionSpec", "TRAIN_CONFIG_FILE", "TrainConfig", "TrainingError", "config_from_options", "read_train_config", "train_options"],
         "pipeline": ["Augmentation", "PipelineError", "SPLIT_COLUMNS", "augmentation_layers", "class_weights", "labels_of", "load_arrays", "make_dataset", "paper_iterator", "select_images"],
-        "rundir": ["MODEL_DIR", "log_tail", "read_batches", "read_config", "read_json", "read_metrics", "write_json_safe"],
+        "rundir": ["MODEL_DIR", "log_tail", "read_batches", "read_config", "read_metrics", "write_json_safe"],
         "trainer": ["TrainResult", "TrainingData", "input_data", "resume", "train"],
         "tuning": ["RESULTS_CSV", "TuneConfig", "tune", "tuning_dir"],
     },

@@ -33,6 +33,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import pandas as pd
 
 from cxr_core.util.atomic import write_json_atomic
+from cxr_core.util.atomic import read_json_object
 from cxr_core.util.clock import utc_now
 from cxr_core.config import Config, load_config
 from cxr_core.train.config import TrainConfig, config_from_options
@@ -49,7 +50,6 @@ from cxr_core.train.rundir import (
     parse_time,
     pid_alive,
     read_config,
-    read_json,
     request_cancel,
     run_dirs,
     stale_reason,
@@ -120,7 +120,7 @@ def queue_lock(cfg: Config) -> Iterator[None]:
 
 def _write_job(run_dir: Path, **changes: Any) -> dict[str, Any]:
     """Merge ``changes`` into the run's ``job.json`` atomically."""
-    job = read_json(run_dir / JOB_FILE)
+    job = read_json_object(run_dir / JOB_FILE)
     job.update(changes)
     write_json_atomic(run_dir / JOB_FILE, job)
     return job
@@ -164,13 +164,13 @@ def effective_status(run_dir: Path, opts: JobOptions = JobOptions()) -> dict[str
     """The run's effective status: ``status.json`` judged with ``job.json`` for liveness (see :func:`judge_status`);
     :func:`cxr_core.train.rundir.read_status` is the file as written."""
     run_dir = Path(run_dir)
-    return judge_status(read_json(run_dir / STATUS_FILE), read_json(run_dir / JOB_FILE), opts)
+    return judge_status(read_json_object(run_dir / STATUS_FILE), read_json_object(run_dir / JOB_FILE), opts)
 
 
 def run_config(run_dir: Path) -> dict[str, Any]:
     """The run's flat training configuration: ``config.json`` written by ``cxr train`` over the queued request."""
     run_dir = Path(run_dir)
-    config = dict(read_json(run_dir / JOB_FILE).get("request") or {})
+    config = dict(read_json_object(run_dir / JOB_FILE).get("request") or {})
     written = read_config(run_dir)
     config.update({k: v for k, v in written.items() if not isinstance(v, dict)})
     for section in ("train", "preprocess"):
@@ -181,7 +181,7 @@ def run_config(run_dir: Path) -> dict[str, Any]:
 
 def _test_auc(run_dir: Path) -> float | None:
     """Test ROC AUC from the run model's ``evaluation.json`` when it has been evaluated."""
-    evaluation = read_json(run_dir / MODEL_DIR / "evaluation.json")
+    evaluation = read_json_object(run_dir / MODEL_DIR / "evaluation.json")
     return _float_or_none(evaluation.get("roc_auc"))
 
 
@@ -208,7 +208,7 @@ def summarize(run_dir: Path, opts: JobOptions = JobOptions()) -> RunSummary:
         status=str(status["status"]),
         arch=str(config.get("arch", "")),
         config=config,
-        created=status.get("created") or read_json(run_dir / JOB_FILE).get("queued"),
+        created=status.get("created") or read_json_object(run_dir / JOB_FILE).get("queued"),
         started=status.get("started"),
         finished=status.get("finished"),
         duration_seconds=(end - started).total_seconds() if started and end else None,
@@ -407,7 +407,7 @@ def worker_alive(cfg: Config) -> bool:
 
 def ensure_worker(cfg: Config, opts: JobOptions = JobOptions()) -> bool:
     """Restart the queue when runs wait without a worker (e.g. after a reboot); True when one was spawned."""
-    if any(read_json(p / JOB_FILE).get("state") == "queued" for p in run_dirs(cfg)) and not worker_alive(cfg):
+    if any(read_json_object(p / JOB_FILE).get("state") == "queued" for p in run_dirs(cfg)) and not worker_alive(cfg):
         spawn_worker(cfg, opts)
         return True
     return False
@@ -415,7 +415,7 @@ def ensure_worker(cfg: Config, opts: JobOptions = JobOptions()) -> bool:
 
 def _start(cfg: Config, run_dir: Path, opts: JobOptions) -> subprocess.Popen[bytes]:
     """Start a queued run's command as a detached process appending to ``train.log``; records its pid."""
-    job = read_json(run_dir / JOB_FILE)
+    job = read_json_object(run_dir / JOB_FILE)
     argv = [opts.python, *list(job.get("argv") or [])[1:]]
     if len(argv) < 2:
         raise JobError(f"run {run_dir.name} has no command in job.json")
@@ -433,10 +433,10 @@ def finalize(run_dir: Path, pid: int, returncode: int) -> str:
 
     A run queued again (resumed) after this child died is left alone.
     """
-    if read_json(run_dir / JOB_FILE).get("pid") != pid:
+    if read_json_object(run_dir / JOB_FILE).get("pid") != pid:
         return "queued again"
     job = _write_job(run_dir, state="ended", returncode=returncode, ended=utc_now())
-    raw = read_json(run_dir / STATUS_FILE)
+    raw = read_json_object(run_dir / STATUS_FILE)
     if raw.get("status") in TERMINAL and _recorded_since(raw, job.get("started")):
         return str(raw["status"])
     if cancel_requested(run_dir) and returncode <= 0:

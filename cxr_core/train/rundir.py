@@ -23,7 +23,7 @@ import pandas as pd
 
 from cxr_core.util import atomic
 from cxr_core.util.clock import utc_now
-from cxr_core.util.atomic import write_text_atomic
+from cxr_core.util.atomic import read_json_object, write_text_atomic
 from cxr_core.config import Config
 from cxr_core.util.processes import pid_alive
 
@@ -78,15 +78,6 @@ def write_csv_atomic(path: str | Path, rows: Iterable[Mapping[str, Any]], column
     return write_text_atomic(path, buffer.getvalue())
 
 
-def read_json(path: str | Path) -> dict[str, Any]:
-    """A JSON object from a file, or ``{}`` when it is missing, half-written or not an object."""
-    try:
-        data = atomic.read_json(path, {})
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def read_csv_rows(path: str | Path) -> list[dict[str, str]]:
     """Rows of a CSV file as dicts of strings, ``[]`` when missing."""
     try:
@@ -111,7 +102,7 @@ def create_run_dir(cfg: Config, arch: str, run_dir: str | Path | None = None) ->
 def update_status(run_dir: str | Path, **fields: Any) -> dict[str, Any]:
     """Merge ``fields`` into ``status.json``, refresh the ``updated`` heartbeat, and return the new status."""
     path = Path(run_dir) / STATUS_FILE
-    status = read_json(path)
+    status = read_json_object(path)
     status.update(fields)
     status["updated"] = utc_now()
     write_json_safe(path, status)
@@ -155,7 +146,7 @@ def read_status(run_dir: str | Path) -> dict[str, Any]:
     The returned dict always has ``status`` and ``run_id``; ``{"status": "unknown"}`` when there is no file.
     """
     run_dir = Path(run_dir)
-    status = read_json(run_dir / STATUS_FILE) or {"status": "unknown"}
+    status = read_json_object(run_dir / STATUS_FILE) or {"status": "unknown"}
     status["run_id"] = run_dir.name
     if stale_reason(status):
         status["status"] = "interrupted"
@@ -164,7 +155,7 @@ def read_status(run_dir: str | Path) -> dict[str, Any]:
 
 def read_config(run_dir: str | Path) -> dict[str, Any]:
     """``config.json`` of a run (the TrainConfig plus data details), ``{}`` when missing."""
-    return read_json(Path(run_dir) / CONFIG_FILE)
+    return read_json_object(Path(run_dir) / CONFIG_FILE)
 
 
 def _read_frame(path: Path, columns: Sequence[str]) -> pd.DataFrame:
@@ -199,8 +190,8 @@ def run_dirs(cfg: Config) -> list[Path]:
 
 def _queue_order(run_dir: Path) -> tuple[str, int, str]:
     """Sort key of a run: when it was queued or created, then the launch's nanosecond stamp (FIFO within a second)."""
-    job = read_json(run_dir / JOB_FILE)
-    return (str(job.get("queued") or read_json(run_dir / STATUS_FILE).get("created") or ""), int(job.get("queued_ns") or 0),
+    job = read_json_object(run_dir / JOB_FILE)
+    return (str(job.get("queued") or read_json_object(run_dir / STATUS_FILE).get("created") or ""), int(job.get("queued_ns") or 0),
             run_dir.name)
 
 

@@ -27,6 +27,7 @@ from cxr_core import __version__
 from cxr_core.train import rundir
 from cxr_core.train.architectures import CLASSES, build_model, set_batchnorm_statistics
 from cxr_core.config import Config
+from cxr_core.util.atomic import read_json_object
 from cxr_core.util.keras_files import save_keras_atomically
 from cxr_core.train.pipeline import (Augmentation, class_weights, labels_of, load_arrays, make_dataset, paper_iterator,
                                select_images)
@@ -184,7 +185,7 @@ def _callback_classes() -> tuple[type, type, type, type]:
             super().__init__()
             self.run_dir, self.tc, self.n_train, self.steps = run_dir, tc, n_train, steps
             self.stoppers, self.export_twin, self.log, self.progress = stoppers, export_twin, log, progress
-            latest = rundir.read_json(run_dir / rundir.CHECKPOINTS / "latest.json")
+            latest = read_json_object(run_dir / rundir.CHECKPOINTS / "latest.json")
             self.metrics: list[Mapping[str, Any]] = [
                 r for r in rundir.read_csv_rows(run_dir / rundir.METRICS_FILE) if int(float(r["epoch"])) <= start_epoch]
             if start_epoch and len(self.metrics) < start_epoch and latest.get("metrics_row"):
@@ -340,7 +341,7 @@ def resume(cfg: Config, run_dir: str | Path, epochs: int | None = None, progress
     tc = TrainConfig.from_dict(config["train"])
     if epochs is not None:
         tc.epochs = int(epochs)
-    latest = rundir.read_json(run / rundir.CHECKPOINTS / "latest.json")
+    latest = read_json_object(run / rundir.CHECKPOINTS / "latest.json")
     if status["status"] == "done" and int(latest.get("epoch", 0)) >= tc.epochs:
         raise TrainingError(f"{run.name} is already done; pass --epochs N (more than {latest.get('epoch')}) to train further")
     tc.validate()
@@ -374,7 +375,7 @@ def _run(cfg: Config, run: Path, tc: TrainConfig, resume_from: bool, progress: P
         rundir.clear_cancel(run)
         rundir.update_status(run, status="cancelled", finished=rundir.utc_now())
         log.info("cancelled: %s", exc)
-        latest = rundir.read_json(run / rundir.CHECKPOINTS / "latest.json")
+        latest = read_json_object(run / rundir.CHECKPOINTS / "latest.json")
         return TrainResult(run, "cancelled", int(latest.get("epoch", 0)), int(latest.get("best_epoch") or 0),
                            latest.get("best_val_auc"), time.monotonic() - started)
     except BaseException as exc:
@@ -401,7 +402,7 @@ def _fit(cfg: Config, run: Path, tc: TrainConfig, resume_from: bool, log: loggin
         rundir.write_csv_atomic(run / rundir.SPLIT_FILE, data.frame.to_dict("records"), list(data.frame.columns))
     counts = data.frame.groupby(["split", "label"]).size()
     log.info("images: %s", {f"{s}/{l}": int(n) for (s, l), n in counts.items()})
-    latest = rundir.read_json(run / rundir.CHECKPOINTS / "latest.json") if resume_from else {}
+    latest = read_json_object(run / rundir.CHECKPOINTS / "latest.json") if resume_from else {}
     start_epoch = int(latest.get("epoch", 0))
     if resume_from and not (run / rundir.CHECKPOINTS / "latest.keras").is_file():
         start_epoch, latest = 0, {}
@@ -507,7 +508,7 @@ def _export(run: Path, tc: TrainConfig, data: TrainingData, log: logging.Logger,
     calibration = calibrate(probs, data.y_val, positive_index=CLASSES.index("COVID"),
                             target_sensitivity=tc.target_sensitivity)
     metrics = rundir.read_metrics(run)
-    latest = rundir.read_json(run / rundir.CHECKPOINTS / "latest.json")
+    latest = read_json_object(run / rundir.CHECKPOINTS / "latest.json")
     best_epoch = int(latest.get("best_epoch") or 0)
     card = base_card(name=run.name, architecture=tc.arch, parameters=model.count_params(),
                      preprocess=data.preprocess.to_dict(), training=_training_summary(run, tc, data, metrics, best_epoch))

@@ -10,7 +10,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submodules=["atomic", "clock", "keras_files", "processes", "progress"],
     submod_attrs={
-        "atomic": ["read_json", "write_json_atomic", "write_text_atomic"],
+        "atomic": ["read_json", "read_json_object", "write_json_atomic", "write_text_atomic"],
         "clock": ["utc_now"],
         "keras_files": ["load_keras_safely", "save_keras_atomically"],
         "processes": ["pid_alive"],

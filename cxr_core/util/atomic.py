@@ -38,3 +38,12 @@ def read_json(path: str | Path, default: Any = None) -> Any:
     if not target.is_file():
         return default
     return json.loads(target.read_text(encoding="utf-8"))
+
+
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """A JSON object from a file another process may be writing: ``{}`` when missing, half-written or not an object."""
+    try:
+        data = read_json(path, {})
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
