@@ -8,9 +8,15 @@ from pathlib import Path
 import streamlit as st
 
 PAGES_DIR = Path(__file__).parent / "pages"
-ICONS = {"Dataset": ":material/database:", "Normalisation": ":material/contrast:", "Predict": ":material/radiology:",
-         "Training": ":material/model_training:", "Run history": ":material/history:",
-         "Evaluation": ":material/analytics:", "Curation": ":material/rule:"}
+ICONS = {
+    "Dataset": ":material/database:",
+    "Normalisation": ":material/contrast:",
+    "Predict": ":material/radiology:",
+    "Training": ":material/model_training:",
+    "Run history": ":material/history:",
+    "Evaluation": ":material/analytics:",
+    "Curation": ":material/rule:",
+}
 
 
 def page_title(path: Path) -> str:

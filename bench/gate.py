@@ -32,8 +32,9 @@ import io
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -42,21 +43,50 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cxr_core.util.atomic import read_json, write_json_atomic, write_text_atomic  # noqa: E402
-from cxr_core.config import load_config  # noqa: E402
-from cxr_core.curation.curated import curated_index  # noqa: E402
-from cxr_core.gate import Gate, assess, load_gate_net  # noqa: E402
-from cxr_core.gate import negatives as procedural  # noqa: E402
-from cxr_core.data.imaging import ImageReadError, read_image, read_xray, rgb_to_gray, to_uint8  # noqa: E402
+from cxr_core.config import load_config
+from cxr_core.curation.curated import curated_index
+from cxr_core.data.imaging import ImageReadError, read_image, read_xray, rgb_to_gray, to_uint8
+from cxr_core.gate import Gate, assess, load_gate_net
+from cxr_core.gate import negatives as procedural
+from cxr_core.util.atomic import read_json, write_json_atomic, write_text_atomic
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cxr-sample"
 RESULTS = REPO / "bench" / "results"
-TARGETS = {"xray_accepted": 0.98, "non_xray_refused": 0.95, "transformed_refused_or_named": 1.0,
-           "familiarity_auroc": 0.90, "gate_plus_familiarity_ms": 30.0}
-SKIMAGE_PICTURES = ("astronaut", "binary_blobs", "brick", "camera", "cat", "cell", "checkerboard", "chelsea", "clock",
-                    "coffee", "coins", "colorwheel", "grass", "gravel", "horse", "hubble_deep_field", "human_mitosis",
-                    "immunohistochemistry", "logo", "microaneurysms", "moon", "page", "retina", "rocket",
-                    "shepp_logan_phantom", "text")
+TARGETS = {
+    "xray_accepted": 0.98,
+    "non_xray_refused": 0.95,
+    "transformed_refused_or_named": 1.0,
+    "familiarity_auroc": 0.90,
+    "gate_plus_familiarity_ms": 30.0,
+}
+SKIMAGE_PICTURES = (
+    "astronaut",
+    "binary_blobs",
+    "brick",
+    "camera",
+    "cat",
+    "cell",
+    "checkerboard",
+    "chelsea",
+    "clock",
+    "coffee",
+    "coins",
+    "colorwheel",
+    "grass",
+    "gravel",
+    "horse",
+    "hubble_deep_field",
+    "human_mitosis",
+    "immunohistochemistry",
+    "logo",
+    "microaneurysms",
+    "moon",
+    "page",
+    "retina",
+    "rocket",
+    "shepp_logan_phantom",
+    "text",
+)
 
 
 def _bench_preprocess_module() -> Any:
@@ -188,12 +218,16 @@ def part_gate(data: Path, limit: int | None) -> dict[str, Any]:
                 lungs_empty["xrays_accepted_by_net"].append(not segment(image, segmenter).mask.any())
             if split == "test":
                 test_images.append(image)
-        xrays[split] = {"n": len(verdicts), "accepted": rate(verdicts),
-                        "by_source": {s: {"n": len(v), "accepted": rate(v)} for s, v in sorted(by_source.items())}}
+        xrays[split] = {
+            "n": len(verdicts),
+            "accepted": rate(verdicts),
+            "by_source": {s: {"n": len(v), "accepted": rate(v)} for s, v in sorted(by_source.items())},
+        }
     negatives: dict[str, dict[str, Any]] = {}
 
-    def add(category: str, name: str, image: np.ndarray | None, tags: dict[str, str] | None = None,
-            unreadable: str = "") -> None:
+    def add(
+        category: str, name: str, image: np.ndarray | None, tags: dict[str, str] | None = None, unreadable: str = ""
+    ) -> None:
         """Score one negative and file it under its category."""
         entry = negatives.setdefault(category, {"n": 0, "refused": 0, "unreadable": 0, "accepted": [], "kinds": {}})
         if image is None:
@@ -225,8 +259,14 @@ def part_gate(data: Path, limit: int | None) -> dict[str, Any]:
             continue
         add("pydicom test files, pixels only (header ignored, from 16 px)", path.name, small.pixels)
     for i, image in enumerate(test_images[:40]):
-        for tags in ({"Modality": "MR"}, {"Modality": "CT"}, {"Modality": "US"}, {"Modality": "OT"},
-                     {"Modality": "DX", "ViewPosition": "LL"}, {"Modality": "CR", "BodyPartExamined": "HAND"}):
+        for tags in (
+            {"Modality": "MR"},
+            {"Modality": "CT"},
+            {"Modality": "US"},
+            {"Modality": "OT"},
+            {"Modality": "DX", "ViewPosition": "LL"},
+            {"Modality": "CR", "BodyPartExamined": "HAND"},
+        ):
             xray = read_xray(dicom_bytes(image, **tags))
             add("X-ray pixels in a refused DICOM header", f"{i}:{tags}", xray.pixels, xray.dicom_tags)
     rng = np.random.default_rng(20261203)
@@ -242,14 +282,23 @@ def part_gate(data: Path, limit: int | None) -> dict[str, Any]:
     def pool(categories: list[str]) -> dict[str, Any]:
         """Refusals pooled over categories."""
         n, refused = sum(negatives[k]["n"] for k in categories), sum(negatives[k]["refused"] for k in categories)
-        return {"categories": categories, "n": n, "refused": refused, "refused_rate": round(refused / n, 4) if n else None}
+        return {
+            "categories": categories,
+            "n": n,
+            "refused": refused,
+            "refused_rate": round(refused / n, 4) if n else None,
+        }
 
     pooled = pool([k for k in negatives if not k.startswith("procedural") and "pixels only" not in k])
     content_only = pool([k for k in negatives if k.startswith("skimage") or "pixels only" in k])
     transformed: dict[str, Any] = {}
-    for name, change in {"rotated 90 ccw": lambda x: np.rot90(x, 1), "rotated 180": lambda x: np.rot90(x, 2),
-                         "rotated 90 cw": lambda x: np.rot90(x, 3), "inverted": lambda x: 255 - x,
-                         "inverted and rotated 90": lambda x: np.rot90(255 - x)}.items():
+    for name, change in {
+        "rotated 90 ccw": lambda x: np.rot90(x, 1),
+        "rotated 180": lambda x: np.rot90(x, 2),
+        "rotated 90 cw": lambda x: np.rot90(x, 3),
+        "inverted": lambda x: 255 - x,
+        "inverted and rotated 90": lambda x: np.rot90(255 - x),
+    }.items():
         verdicts = [judge(np.ascontiguousarray(change(image))) for image in test_images]
         refused = [not v.chest_xray for v in verdicts]
         kinds: dict[str, int] = {}
@@ -257,9 +306,13 @@ def part_gate(data: Path, limit: int | None) -> dict[str, Any]:
             kinds[v.kind] = kinds.get(v.kind, 0) + 1
         transformed[name] = {"n": len(verdicts), "refused_or_named": rate(refused), "named_as": kinds}
     return {
-        "gate_model": str(net.digest) if net else "off", "threshold": net.threshold if net else None,
-        "xrays": xrays, "negatives": negatives, "negatives_real_pooled": pooled,
-        "negatives_content_only": content_only, "transformed": transformed,
+        "gate_model": str(net.digest) if net else "off",
+        "threshold": net.threshold if net else None,
+        "xrays": xrays,
+        "negatives": negatives,
+        "negatives_real_pooled": pooled,
+        "negatives_content_only": content_only,
+        "transformed": transformed,
         "lung_fields_signal": {
             "xrays_accepted_by_net_with_no_lungs_found": rate(lungs_empty["xrays_accepted_by_net"]),
             "n_xrays": len(lungs_empty["xrays_accepted_by_net"]),
@@ -274,10 +327,10 @@ def part_familiarity(data: Path, epochs: int | None) -> dict[str, Any]:
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from cxr_core.gate import familiarity
     from cxr_core.evaluate.loso import LosoOptions, leave_one_source_out
-    from cxr_core.train.pipeline import load_arrays
+    from cxr_core.gate import familiarity
     from cxr_core.serve.registry import load_model
+    from cxr_core.train.pipeline import load_arrays
 
     rows = sample_rows(data)
     cfg, index = rows["cfg"], rows["index"]
@@ -286,17 +339,30 @@ def part_familiarity(data: Path, epochs: int | None) -> dict[str, Any]:
     root = Path(loso["runs_dir"])
     out: dict[str, Any] = {"loso_options": loso["options"], "sources": {}}
     for source in loso["sources"]:
-        run = next(p for p in root.iterdir() if (p / "split.csv").is_file() and
-                   set(pd.read_csv(p / "split.csv", dtype=str, keep_default_na=False).query("split == 'test'")["source"]) == {source})
+        run = next(
+            p
+            for p in root.iterdir()
+            if (p / "split.csv").is_file()
+            and set(pd.read_csv(p / "split.csv", dtype=str, keep_default_na=False).query("split == 'test'")["source"])
+            == {source}
+        )
         model = load_model(run / "model")
         split = pd.read_csv(run / "split.csv", dtype=str, keep_default_na=False)
         seen = set(split.loc[split["split"] != "test", "sha256"])
         in_dist = rows["test"][(rows["test"]["source"] != source) & ~rows["test"]["sha256"].isin(seen)]
-        arrays = {name: load_arrays(frame, index.data_dir, model.preprocess, cfg=cfg, workers=cfg.workers)
-                  for name, frame in (("train", split[split["split"] == "train"]), ("val", split[split["split"] == "val"]),
-                                      ("held", split[split["split"] == "test"]), ("in", in_dist))}
-        feats = {kind: {name: familiarity.embed(model, x, kind) for name, x in arrays.items()}
-                 for kind in sorted(set(familiarity.FEATURES.values()))}
+        arrays = {
+            name: load_arrays(frame, index.data_dir, model.preprocess, cfg=cfg, workers=cfg.workers)
+            for name, frame in (
+                ("train", split[split["split"] == "train"]),
+                ("val", split[split["split"] == "val"]),
+                ("held", split[split["split"] == "test"]),
+                ("in", in_dist),
+            )
+        }
+        feats = {
+            kind: {name: familiarity.embed(model, x, kind) for name, x in arrays.items()}
+            for kind in sorted(set(familiarity.FEATURES.values()))
+        }
         train_rows = split[split["split"] == "train"]
         entry: dict[str, Any] = {"n_held_out": len(arrays["held"]), "n_in_distribution": len(arrays["in"])}
         for method in familiarity.METHODS:
@@ -305,17 +371,27 @@ def part_familiarity(data: Path, epochs: int | None) -> dict[str, Any]:
             familiarity.calibrate(fam, f["val"])
             held, inside = fam.scores(f["held"]), fam.scores(f["in"])
             y = np.r_[np.ones(len(held)), np.zeros(len(inside))]
-            entry[method] = {"auroc": round(float(roc_auc_score(y, np.r_[held, inside])), 4),
-                             "held_out_flagged": round(float((held > 1).mean()), 4),
-                             "in_distribution_flagged": round(float((inside > 1).mean()), 4)}
+            entry[method] = {
+                "auroc": round(float(roc_auc_score(y, np.r_[held, inside])), 4),
+                "held_out_flagged": round(float((held > 1).mean()), 4),
+                "in_distribution_flagged": round(float((inside > 1).mean()), 4),
+            }
         out["sources"][source] = entry
-        print(f"familiarity: {source}: " + ", ".join(f"{m} {entry[m]['auroc']:.3f}" for m in familiarity.METHODS),
-              file=sys.stderr)
+        print(
+            f"familiarity: {source}: " + ", ".join(f"{m} {entry[m]['auroc']:.3f}" for m in familiarity.METHODS),
+            file=sys.stderr,
+        )
     means = {m: round(float(np.mean([e[m]["auroc"] for e in out["sources"].values()])), 4) for m in familiarity.METHODS}
     worst = {m: round(float(min(e[m]["auroc"] for e in out["sources"].values())), 4) for m in familiarity.METHODS}
     best = max(familiarity.METHODS, key=lambda m: (means[m], m == "mahalanobis"))
-    out.update({"mean_auroc": means, "worst_auroc": worst, "chosen": best,
-                "rule": "highest mean AUROC over held-out sources; a tie goes to mahalanobis"})
+    out.update(
+        {
+            "mean_auroc": means,
+            "worst_auroc": worst,
+            "chosen": best,
+            "rule": "highest mean AUROC over held-out sources; a tie goes to mahalanobis",
+        }
+    )
     return out
 
 
@@ -332,8 +408,8 @@ def _timed(fn: Callable[[], Any], repeat: int) -> list[float]:
 
 def part_cost(data: Path, n: int) -> dict[str, Any]:
     """Per-image milliseconds of the gate, familiarity, segmenter and whole predictions, on ``n`` test images."""
-    from cxr_core.serve.inference import predict_image
     from cxr_core.lungs.segmenter import load_segmenter
+    from cxr_core.serve.inference import predict_image
     from cxr_core.serve.registry import load_model
 
     rows = sample_rows(data)
@@ -370,12 +446,19 @@ def part_cost(data: Path, n: int) -> dict[str, Any]:
         "predict_without_gate_or_familiarity": each(bare),
         "predict_with_gate_and_familiarity": each(lambda im: predict_image(model, im, None, "none", gate_net=net)),
     }
-    summary = {k: {"p50_ms": round(float(np.median(v)), 2), "p95_ms": round(float(np.percentile(v, 95)), 2)}
-               for k, v in timings.items() if v}
-    added = summary["predict_with_gate_and_familiarity"]["p50_ms"] - summary["predict_without_gate_or_familiarity"]["p50_ms"]
+    summary = {
+        k: {"p50_ms": round(float(np.median(v)), 2), "p95_ms": round(float(np.percentile(v, 95)), 2)}
+        for k, v in timings.items()
+        if v
+    }
+    added = (
+        summary["predict_with_gate_and_familiarity"]["p50_ms"]
+        - summary["predict_without_gate_or_familiarity"]["p50_ms"]
+    )
     summary["added_by_gate_and_familiarity_p50_ms"] = round(added, 2)
-    summary["gate_plus_familiarity_p50_ms"] = round(summary["gate_net"]["p50_ms"] +
-                                                    summary.get("familiarity_score", {}).get("p50_ms", 0.0), 2)
+    summary["gate_plus_familiarity_p50_ms"] = round(
+        summary["gate_net"]["p50_ms"] + summary.get("familiarity_score", {}).get("p50_ms", 0.0), 2
+    )
     summary["n_images"] = len(images)
     return summary
 
@@ -388,19 +471,34 @@ def verdicts(result: dict[str, Any]) -> dict[str, Any]:
         accepted = min(gate["xrays"][s]["accepted"] for s in ("test", "val"))
         refused = min(gate["negatives_real_pooled"]["refused_rate"], gate["negatives_content_only"]["refused_rate"])
         named = min(t["refused_or_named"] for t in gate["transformed"].values())
-        out["xray_accepted"] = {"measured": accepted, "target": TARGETS["xray_accepted"], "met": accepted >= TARGETS["xray_accepted"]}
-        out["non_xray_refused"] = {"measured": refused, "target": TARGETS["non_xray_refused"], "met": refused >= TARGETS["non_xray_refused"]}
+        out["xray_accepted"] = {
+            "measured": accepted,
+            "target": TARGETS["xray_accepted"],
+            "met": accepted >= TARGETS["xray_accepted"],
+        }
+        out["non_xray_refused"] = {
+            "measured": refused,
+            "target": TARGETS["non_xray_refused"],
+            "met": refused >= TARGETS["non_xray_refused"],
+        }
         out["transformed_refused_or_named"] = {"measured": named, "target": 1.0, "met": named >= 1.0}
     fam = result.get("familiarity")
     if fam:
         worst = fam["worst_auroc"][fam["chosen"]]
-        out["familiarity_auroc"] = {"measured": worst, "target": TARGETS["familiarity_auroc"],
-                                    "met": worst >= TARGETS["familiarity_auroc"], "method": fam["chosen"]}
+        out["familiarity_auroc"] = {
+            "measured": worst,
+            "target": TARGETS["familiarity_auroc"],
+            "met": worst >= TARGETS["familiarity_auroc"],
+            "method": fam["chosen"],
+        }
     cost = result.get("cost")
     if cost:
         ms = max(cost["added_by_gate_and_familiarity_p50_ms"], cost["gate_plus_familiarity_p50_ms"])
-        out["gate_plus_familiarity_ms"] = {"measured": ms, "target": TARGETS["gate_plus_familiarity_ms"],
-                                           "met": ms <= TARGETS["gate_plus_familiarity_ms"]}
+        out["gate_plus_familiarity_ms"] = {
+            "measured": ms,
+            "target": TARGETS["gate_plus_familiarity_ms"],
+            "met": ms <= TARGETS["gate_plus_familiarity_ms"],
+        }
     return out
 
 
@@ -412,65 +510,120 @@ def familiarity_methods(fam: dict[str, Any]) -> list[str]:
 
 def markdown(result: dict[str, Any]) -> str:
     """The results as a Markdown report."""
-    lines = ["# Gate and familiarity benchmark", "", f"Machine: {result['machine']['cpu_model']}, "
-             f"{result['machine']['usable_cores']} usable cores; load average {result['load_average']} at the end. "
-             "Produced by `bench/gate.py`.", "", "## Targets", "", "| target | measured | goal | met |", "|---|---|---|---|"]
+    lines = [
+        "# Gate and familiarity benchmark",
+        "",
+        f"Machine: {result['machine']['cpu_model']}, "
+        f"{result['machine']['usable_cores']} usable cores; load average {result['load_average']} at the end. "
+        "Produced by `bench/gate.py`.",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | goal | met |",
+        "|---|---|---|---|",
+    ]
     for name, v in result["verdicts"].items():
         lines.append(f"| {name} | {v['measured']} | {v['target']} | {'yes' if v['met'] else 'NO'} |")
     gate = result.get("gate")
     if gate:
         lines += ["", "## Real chest X-rays (sample)", "", "| split | n | accepted |", "|---|---|---|"]
         lines += [f"| {s} | {v['n']} | {v['accepted']} |" for s, v in gate["xrays"].items()]
-        lines += ["", "The gate net trained on the train split; test and validation are other patients.", "",
-                  "Test split by source: " + ", ".join(f"{s} {v['accepted']} (n={v['n']})"
-                                                       for s, v in gate["xrays"]["test"]["by_source"].items()) + ".",
-                  "", "## Negatives (never used in training)", "", "| category | n | refused | as | accepted |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "The gate net trained on the train split; test and validation are other patients.",
+            "",
+            "Test split by source: "
+            + ", ".join(f"{s} {v['accepted']} (n={v['n']})" for s, v in gate["xrays"]["test"]["by_source"].items())
+            + ".",
+            "",
+            "## Negatives (never used in training)",
+            "",
+            "| category | n | refused | as | accepted |",
+            "|---|---|---|---|---|",
+        ]
         for name, v in gate["negatives"].items():
             kinds = ", ".join(f"{k} {c}" for k, c in sorted(v["kinds"].items()))
             if v["unreadable"]:
                 kinds += f"{', ' if kinds else ''}unreadable {v['unreadable']}"
-            lines.append(f"| {name} | {v['n']} | {v['refused_rate']} | {kinds} | {', '.join(v['accepted'][:8]) or '-'} |")
+            lines.append(
+                f"| {name} | {v['n']} | {v['refused_rate']} | {kinds} | {', '.join(v['accepted'][:8]) or '-'} |"
+            )
         pooled, content = gate["negatives_real_pooled"], gate["negatives_content_only"]
-        lines += ["", f"Real pictures and DICOMs pooled (the procedural rows excluded): {pooled['refused']} of "
-                      f"{pooled['n']} refused ({pooled['refused_rate']}). Pictures judged by their content alone "
-                      f"(scikit-image pictures, and pydicom's pixels with the header ignored): {content['refused']} of {content['n']} ({content['refused_rate']}); the "
-                      "target row takes the lower of the two. 'unreadable' files never reach the gate: the reader "
-                      "refuses them (not DICOM, no pixels, multi-frame, broken).", "", "## Rotated and inverted test X-rays",
-                  "", "| change | n | refused or named | named as |", "|---|---|---|---|"]
+        lines += [
+            "",
+            f"Real pictures and DICOMs pooled (the procedural rows excluded): {pooled['refused']} of "
+            f"{pooled['n']} refused ({pooled['refused_rate']}). Pictures judged by their content alone "
+            f"(scikit-image pictures, and pydicom's pixels with the header ignored): {content['refused']} of {content['n']} ({content['refused_rate']}); the "
+            "target row takes the lower of the two. 'unreadable' files never reach the gate: the reader "
+            "refuses them (not DICOM, no pixels, multi-frame, broken).",
+            "",
+            "## Rotated and inverted test X-rays",
+            "",
+            "| change | n | refused or named | named as |",
+            "|---|---|---|---|",
+        ]
         for name, v in gate["transformed"].items():
-            lines.append(f"| {name} | {v['n']} | {v['refused_or_named']} | "
-                         + ", ".join(f"{k} {c}" for k, c in sorted(v["named_as"].items())) + " |")
+            lines.append(
+                f"| {name} | {v['n']} | {v['refused_or_named']} | "
+                + ", ".join(f"{k} {c}" for k, c in sorted(v["named_as"].items()))
+                + " |"
+            )
         lungs = gate["lung_fields_signal"]
-        lines += ["", "## Would \"no lung fields found\" help?", "",
-                  f"Of {lungs['n_xrays']} real X-rays the net accepts, {lungs['xrays_accepted_by_net_with_no_lungs_found']} "
-                  f"have no lung field; of {lungs['n_negatives']} negatives it accepts, "
-                  f"{lungs['negatives_accepted_by_net_with_no_lungs_found']} have none."]
+        lines += [
+            "",
+            '## Would "no lung fields found" help?',
+            "",
+            f"Of {lungs['n_xrays']} real X-rays the net accepts, {lungs['xrays_accepted_by_net_with_no_lungs_found']} "
+            f"have no lung field; of {lungs['n_negatives']} negatives it accepts, "
+            f"{lungs['negatives_accepted_by_net_with_no_lungs_found']} have none.",
+        ]
     fam = result.get("familiarity")
     if fam:
-        lines += ["", "## Familiarity, leave-one-source-out", "",
-                  f"Recipe retrained per held-out source: {fam['loso_options']['arch']}, {fam['loso_options']['method']}, "
-                  f"{fam['loso_options']['size']} px, up to {fam['loso_options']['epochs']} epochs. AUROC of held-out-source "
-                  "images vs in-distribution test images of the other sources; flagged = share above the threshold "
-                  "(5 % of validation images).", "",
-                  "| held-out source | n held out | n in-dist. | "
-                  + " | ".join(f"{m} AUROC | flagged held / in" for m in familiarity_methods(fam)) + " |",
-                  "|---|---|---|" + "---|---|" * len(familiarity_methods(fam))]
+        lines += [
+            "",
+            "## Familiarity, leave-one-source-out",
+            "",
+            f"Recipe retrained per held-out source: {fam['loso_options']['arch']}, {fam['loso_options']['method']}, "
+            f"{fam['loso_options']['size']} px, up to {fam['loso_options']['epochs']} epochs. AUROC of held-out-source "
+            "images vs in-distribution test images of the other sources; flagged = share above the threshold "
+            "(5 % of validation images).",
+            "",
+            "| held-out source | n held out | n in-dist. | "
+            + " | ".join(f"{m} AUROC | flagged held / in" for m in familiarity_methods(fam))
+            + " |",
+            "|---|---|---|" + "---|---|" * len(familiarity_methods(fam)),
+        ]
         for source, e in fam["sources"].items():
-            lines.append(f"| {source} | {e['n_held_out']} | {e['n_in_distribution']} | " + " | ".join(
-                f"{e[m]['auroc']} | {e[m]['held_out_flagged']} / {e[m]['in_distribution_flagged']}"
-                for m in familiarity_methods(fam)) + " |")
-        lines += ["", f"Mean AUROC {fam['mean_auroc']}, worst {fam['worst_auroc']}. Rule: {fam['rule']}. Chosen: "
-                      f"**{fam['chosen']}**."]
+            lines.append(
+                f"| {source} | {e['n_held_out']} | {e['n_in_distribution']} | "
+                + " | ".join(
+                    f"{e[m]['auroc']} | {e[m]['held_out_flagged']} / {e[m]['in_distribution_flagged']}"
+                    for m in familiarity_methods(fam)
+                )
+                + " |"
+            )
+        lines += [
+            "",
+            f"Mean AUROC {fam['mean_auroc']}, worst {fam['worst_auroc']}. Rule: {fam['rule']}. Chosen: "
+            f"**{fam['chosen']}**.",
+        ]
     cost = result.get("cost")
     if cost:
-        lines += ["", f"## Cost per image ({cost['n_images']} test images, default model, no explanation)", "",
-                  "| step | p50 ms | p95 ms |", "|---|---|---|"]
+        lines += [
+            "",
+            f"## Cost per image ({cost['n_images']} test images, default model, no explanation)",
+            "",
+            "| step | p50 ms | p95 ms |",
+            "|---|---|---|",
+        ]
         lines += [f"| {k} | {v['p50_ms']} | {v['p95_ms']} |" for k, v in cost.items() if isinstance(v, dict)]
-        lines += ["", f"Gate plus familiarity: {cost['gate_plus_familiarity_p50_ms']} ms (p50, measured alone); the whole "
-                      f"prediction grows by {cost['added_by_gate_and_familiarity_p50_ms']} ms. The lung segmenter is "
-                      "not part of the gate: its mask is shared with the gate only when the lung-attention measure "
-                      "runs anyway."]
+        lines += [
+            "",
+            f"Gate plus familiarity: {cost['gate_plus_familiarity_p50_ms']} ms (p50, measured alone); the whole "
+            f"prediction grows by {cost['added_by_gate_and_familiarity_p50_ms']} ms. The lung segmenter is "
+            "not part of the gate: its mask is shared with the gate only when the lung-attention measure "
+            "runs anyway.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -480,7 +633,9 @@ def main() -> int:
     parser.add_argument("--part", choices=("all", "gate", "familiarity", "cost"), default="all")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--limit", type=int, help="use only N images per split (a quick look, not for the results)")
-    parser.add_argument("--loso-epochs", type=int, help="epochs of each leave-one-source-out model (default: the recipe's)")
+    parser.add_argument(
+        "--loso-epochs", type=int, help="epochs of each leave-one-source-out model (default: the recipe's)"
+    )
     parser.add_argument("--n", type=int, default=50, help="test images timed by the cost part")
     args = parser.parse_args()
     bench = _bench_preprocess_module()

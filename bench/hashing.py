@@ -35,11 +35,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(1, str(REPO / "tests"))
 
-from cxr_core.util.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from cxr_core.config import Config  # noqa: E402
-from cxr_core.data.index import _duplicate_pairs  # noqa: E402
-from cxr_core.data.hashing import near_pairs  # noqa: E402
-from test_hashing import brute_force_pairs, planted_hashes  # noqa: E402
+from test_hashing import brute_force_pairs, planted_hashes
+
+from cxr_core.config import Config
+from cxr_core.data.hashing import near_pairs
+from cxr_core.data.index import _duplicate_pairs
+from cxr_core.util.atomic import write_json_atomic, write_text_atomic
 
 RESULTS = REPO / "bench" / "results"
 DISTANCE = Config.near_duplicate_distance
@@ -131,10 +132,16 @@ def size_rows(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
 def reindex(n: int) -> dict[str, Any]:
     """Seconds of the index's duplicate-pair step on ``n`` planted hashes: first index, then an unchanged re-index."""
     hashes, _ = planted_hashes(n, DISTANCE)
-    frame = pd.DataFrame({
-        "path": [f"COVID/images/{k:07d}.png" for k in range(n)], "sha256": [f"{k:064x}" for k in range(n)],
-        "phash": hashes, "error": "", "split": "train", "label": "COVID",
-    })
+    frame = pd.DataFrame(
+        {
+            "path": [f"COVID/images/{k:07d}.png" for k in range(n)],
+            "sha256": [f"{k:064x}" for k in range(n)],
+            "phash": hashes,
+            "error": "",
+            "split": "train",
+            "label": "COVID",
+        }
+    )
     with tempfile.TemporaryDirectory(prefix="cxr-bench-hashing-") as work:
         seconds = []
         for _ in range(2):
@@ -165,12 +172,22 @@ def markdown(result: dict[str, Any]) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for row in result["sizes"]:
-        brute = [f"{row['brute_wall_s']}", f"{row['brute_cpu_s']}", f"{row['brute_peak_rss_mb']:.0f}",
-                 f"{row['speedup_wall']:,.1f}x", f"{row['speedup_cpu']:,.1f}x",
-                 "yes" if row["equals_brute_force"] else "**NO**"] if "brute_wall_s" in row else ["—"] * 6
+        brute = (
+            [
+                f"{row['brute_wall_s']}",
+                f"{row['brute_cpu_s']}",
+                f"{row['brute_peak_rss_mb']:.0f}",
+                f"{row['speedup_wall']:,.1f}x",
+                f"{row['speedup_cpu']:,.1f}x",
+                "yes" if row["equals_brute_force"] else "**NO**",
+            ]
+            if "brute_wall_s" in row
+            else ["—"] * 6
+        )
         lines.append(
             f"| {row['hashes']:,} | {row['pairs']:,} | {row['wall_s']} | {row['cpu_s']} | {row['peak_rss_mb']:.0f} | "
-            + " | ".join(brute) + f" | {'yes' if row['planted_found'] else '**NO**'} |"
+            + " | ".join(brute)
+            + f" | {'yes' if row['planted_found'] else '**NO**'} |"
         )
     r = result["reindex"]
     lines += [
@@ -183,8 +200,12 @@ def markdown(result: dict[str, Any]) -> str:
         "## Targets",
         "",
         f"- {TARGET_SIZE:,} hashes at distance {DISTANCE} in at most {TARGET_SECONDS:.0f} s and {TARGET_RSS_MB:,.0f} MB "
-        + (f"peak RSS: **{t['wall_s']} s wall ({t['cpu_s']} s CPU), {t['peak_rss_mb']:.0f} MB — "
-           f"{'met' if t['met'] else 'MISSED'}**." if t["measured"] else "peak RSS: **not measured in this run**."),
+        + (
+            f"peak RSS: **{t['wall_s']} s wall ({t['cpu_s']} s CPU), {t['peak_rss_mb']:.0f} MB — "
+            f"{'met' if t['met'] else 'MISSED'}**."
+            if t["measured"]
+            else "peak RSS: **not measured in this run**."
+        ),
         f"- Same pairs as the brute force at every size it was run: **{'yes' if t['equals_brute_force'] else 'NO'}**.",
         "",
     ]

@@ -22,10 +22,10 @@ from sklearn.metrics import roc_auc_score
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cxr_core.util.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from cxr_core.data.imaging import read_image  # noqa: E402
-from cxr_core.markings.classical import DEFAULT_OPTIONS, DEFAULT_THRESHOLD, MarkingsResult, detect_markings  # noqa: E402
-from cxr_core.markings.net import CARD_FILE, load_markings_net, model_dir  # noqa: E402
+from cxr_core.data.imaging import read_image
+from cxr_core.markings.classical import DEFAULT_OPTIONS, DEFAULT_THRESHOLD, MarkingsResult, detect_markings
+from cxr_core.markings.net import CARD_FILE, load_markings_net, model_dir
+from cxr_core.util.atomic import write_json_atomic, write_text_atomic
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cxr-sample"
 CLASSICAL_NOTE = (
@@ -97,18 +97,32 @@ def evaluate(data_dir: Path) -> dict:
     items = []
     for row in rows:
         classical, learned = _scores(read_image(data_dir / row["file"]), seconds)
-        items.append({"file": row["file"], "marked": int(row["marked"]), "score": classical.score,
-                      "learned": round(learned, 4), "max": round(max(classical.score, learned), 4),
-                      "kinds": sorted({m.kind for m in classical.marks}), "note": row["note"]})
+        items.append(
+            {
+                "file": row["file"],
+                "marked": int(row["marked"]),
+                "score": classical.score,
+                "learned": round(learned, 4),
+                "max": round(max(classical.score, learned), 4),
+                "kinds": sorted({m.kind for m in classical.marks}),
+                "note": row["note"],
+            }
+        )
     labels = [i["marked"] for i in items]
     covid = [n for n, i in enumerate(items) if i["file"].startswith("COVID/")]
     predicted = [i["score"] >= DEFAULT_THRESHOLD for i in items]
     return {
-        "images": len(items), "marked": sum(labels), "default": DEFAULT_OPTIONS.combine,
-        "classical": {**_metrics(labels, [i["score"] for i in items], DEFAULT_THRESHOLD, covid),
-                      "ms_per_image": round(1000 * seconds["classical"] / len(items), 1)},
-        "learned_alone": {**_metrics(labels, [i["learned"] for i in items], LEARNED_THRESHOLD, covid),
-                          "ms_per_image": round(1000 * seconds["learned"] / len(items), 1)},
+        "images": len(items),
+        "marked": sum(labels),
+        "default": DEFAULT_OPTIONS.combine,
+        "classical": {
+            **_metrics(labels, [i["score"] for i in items], DEFAULT_THRESHOLD, covid),
+            "ms_per_image": round(1000 * seconds["classical"] / len(items), 1),
+        },
+        "learned_alone": {
+            **_metrics(labels, [i["learned"] for i in items], LEARNED_THRESHOLD, covid),
+            "ms_per_image": round(1000 * seconds["learned"] / len(items), 1),
+        },
         "max_of_both": _metrics(labels, [i["max"] for i in items], LEARNED_THRESHOLD, covid),
         "classical_at_rule_threshold": _metrics(labels, [i["score"] for i in items], RULE_THRESHOLD, covid),
         "youden_threshold": youden_threshold(labels, [i["score"] for i in items]),
@@ -137,8 +151,16 @@ def youden_threshold(labels: list[int], scores: list[float]) -> float:
 def normal_false_alarms(data_dir: Path) -> dict:
     """How many Normal images (unlabelled, presumed clean) each detector flags, and among the net's held-out patients."""
     val_patients = set(json.loads((model_dir() / CARD_FILE).read_text(encoding="utf-8"))["val_patients"])
-    counts = {"images": 0, "classical": 0, "classical_at_rule_threshold": 0, "learned": 0, "max": 0,
-              "held_out_images": 0, "held_out_classical": 0, "held_out_learned": 0}
+    counts = {
+        "images": 0,
+        "classical": 0,
+        "classical_at_rule_threshold": 0,
+        "learned": 0,
+        "max": 0,
+        "held_out_images": 0,
+        "held_out_classical": 0,
+        "held_out_learned": 0,
+    }
     seconds = {"classical": 0.0, "learned": 0.0}
     manifest = csv.DictReader((data_dir / "manifest.csv").open(encoding="utf-8"))
     for row in (r for r in manifest if r["label"] == "Normal"):
@@ -206,8 +228,10 @@ def markdown(result: dict) -> str:
     ]
     for kind, items in result["misses"].items():
         for i in items:
-            lines.append(f"| {i['file']} | {'marked' if i['marked'] else 'clean'} ({kind.replace('_', ' ')}) "
-                         f"| {i['score']:.3f} | {i['learned']:.3f} | {', '.join(i['kinds']) or '-'} | {i['note']} |")
+            lines.append(
+                f"| {i['file']} | {'marked' if i['marked'] else 'clean'} ({kind.replace('_', ' ')}) "
+                f"| {i['score']:.3f} | {i['learned']:.3f} | {', '.join(i['kinds']) or '-'} | {i['note']} |"
+            )
     return "\n".join(lines) + "\n"
 
 

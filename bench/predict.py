@@ -34,11 +34,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cxr_core.util.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from cxr_core.explain.cam import CAM_METHODS as METHODS, ExplainOptions, Explainer  # noqa: E402
-from cxr_core.data.imaging import read_image  # noqa: E402
-from cxr_core.serve.inference import predict_image  # noqa: E402
-from cxr_core.serve.registry import LoadedModel, load_model  # noqa: E402
+from cxr_core.data.imaging import read_image
+from cxr_core.explain.cam import CAM_METHODS as METHODS
+from cxr_core.explain.cam import Explainer, ExplainOptions
+from cxr_core.serve.inference import predict_image
+from cxr_core.serve.registry import LoadedModel, load_model
+from cxr_core.util.atomic import write_json_atomic, write_text_atomic
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cxr-sample"
 RESULTS = REPO / "bench" / "results"
@@ -68,8 +69,11 @@ def stats(values_ms: list[float]) -> dict[str, float]:
     """p50, p95, mean and max of millisecond timings."""
     arr = np.asarray(values_ms, dtype=np.float64)
     return {
-        "n": int(arr.size), "p50_ms": round(float(np.percentile(arr, 50)), 2), "p95_ms": round(float(np.percentile(arr, 95)), 2),
-        "mean_ms": round(float(arr.mean()), 2), "max_ms": round(float(arr.max()), 2),
+        "n": int(arr.size),
+        "p50_ms": round(float(np.percentile(arr, 50)), 2),
+        "p95_ms": round(float(np.percentile(arr, 95)), 2),
+        "mean_ms": round(float(arr.mean()), 2),
+        "max_ms": round(float(arr.max()), 2),
     }
 
 
@@ -105,12 +109,16 @@ def build_explainer(model: Any, options: ExplainOptions = ExplainOptions()) -> t
 
 def stand_in_model(arch: str, size: int, directory: Path, method: str = "clahe") -> LoadedModel:
     """An untrained architecture saved as a model directory with ``method`` preprocessing (for timing only)."""
-    from cxr_core.train.architectures import build_model
     from cxr_core.preprocess.recipe import PreprocessConfig
     from cxr_core.serve.registry import save_model_dir
+    from cxr_core.train.architectures import build_model
 
-    save_model_dir(directory, build_model(arch, size=size), PreprocessConfig(method=method, size=size),
-                   card={"name": f"{arch} (untrained, timing only)", "architecture": arch})
+    save_model_dir(
+        directory,
+        build_model(arch, size=size),
+        PreprocessConfig(method=method, size=size),
+        card={"name": f"{arch} (untrained, timing only)", "architecture": arch},
+    )
     return load_model(directory)
 
 
@@ -162,8 +170,10 @@ def markdown(result: dict[str, Any]) -> str:
     for name, block in (("default", d), ("paper_cnn", p)):
         for method, timing in block["methods"].items():
             label = LABELS.get(method) or METHODS[method]
-            lines.append(f"| {name} | {label} | {timing['p50_ms']} | {timing['p95_ms']} | "
-                         f"{timing['mean_ms']} | {block['explainer_build_ms']} |")
+            lines.append(
+                f"| {name} | {label} | {timing['p50_ms']} | {timing['p95_ms']} | "
+                f"{timing['mean_ms']} | {block['explainer_build_ms']} |"
+            )
     checks = result["targets"]
     lines += [
         "",
@@ -206,11 +216,16 @@ def main() -> int:
         default, note = load_model(args.model), "the registered default model"
         model_dir = args.model
     else:
-        default, note = stand_in_model("cxr_net", 224, work / "cxr_net"), "models/default missing: untrained cxr_net stand-in"
+        default, note = (
+            stand_in_model("cxr_net", 224, work / "cxr_net"),
+            "models/default missing: untrained cxr_net stand-in",
+        )
         model_dir = work / "cxr_net"
     explainer, build_ms = build_explainer(default.model)
     methods = {m: time_method(default, explainer, images, m) for m in METHODS}
-    methods["gradcam_tf_keras_vis"] = time_method(default, build_explainer(default.model, TF_KERAS_VIS)[0], images, "gradcam")
+    methods["gradcam_tf_keras_vis"] = time_method(
+        default, build_explainer(default.model, TF_KERAS_VIS)[0], images, "gradcam"
+    )
     paper = stand_in_model("paper_cnn", 299, work / "paper_cnn")
     paper_explainer, paper_build_ms = build_explainer(paper.model, TF_KERAS_VIS)
     paper_gradcam = time_method(paper, paper_explainer, images, "gradcam")
@@ -224,20 +239,35 @@ def main() -> int:
     speedup = round(paper_pipeline["p50_ms"] / ours, 1)
     result = {
         "machine": helpers.machine(),
-        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "tf_keras_vis": tf_keras_vis.__version__},
+        "versions": {
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "tf_keras_vis": tf_keras_vis.__version__,
+        },
         "load_average_start": load_start,
         "n_images": len(images),
         "options": ExplainOptions().__dict__,
         "default_model": {
-            "name": default.name, "version": default.version, "note": note, "size": default.preprocess.size,
-            "parameters": int(default.model.count_params()), "explainer_build_ms": build_ms,
-            "explained_layer": explainer.layer_name, "methods": methods,
+            "name": default.name,
+            "version": default.version,
+            "note": note,
+            "size": default.preprocess.size,
+            "parameters": int(default.model.count_params()),
+            "explainer_build_ms": build_ms,
+            "explained_layer": explainer.layer_name,
+            "methods": methods,
         },
         "paper_cnn": {
-            "note": "untrained weights (timing only)", "size": 299, "parameters": int(paper.model.count_params()),
-            "explainer_build_ms": paper_build_ms, "explained_layer": paper_explainer.layer_name,
-            "methods": {"gradcam_tf_keras_vis": paper_gradcam, "gradcam_paper_preprocessing": paper_pipeline,
-                        "gradcam": paper_compiled},
+            "note": "untrained weights (timing only)",
+            "size": 299,
+            "parameters": int(paper.model.count_params()),
+            "explainer_build_ms": paper_build_ms,
+            "explained_layer": paper_explainer.layer_name,
+            "methods": {
+                "gradcam_tf_keras_vis": paper_gradcam,
+                "gradcam_paper_preprocessing": paper_pipeline,
+                "gradcam": paper_compiled,
+            },
         },
         "speedup_vs_paper_cnn": speedup,
         "speedup_vs_paper_cnn_same_preprocessing": speedup_same,

@@ -35,13 +35,13 @@ import skimage
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cxr_core.util.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from cxr_core.preprocess.cache import PreprocessCache  # noqa: E402
-from cxr_core.config import load_config  # noqa: E402
-from cxr_core.curation.curated import curated_index  # noqa: E402
-from cxr_core.data.imaging import read_image  # noqa: E402
-from cxr_core.preprocess.normalise import METHODS, describe, normalise  # noqa: E402
-from cxr_core.preprocess.recipe import PreprocessConfig  # noqa: E402
+from cxr_core.config import load_config
+from cxr_core.curation.curated import curated_index
+from cxr_core.data.imaging import read_image
+from cxr_core.preprocess.cache import PreprocessCache
+from cxr_core.preprocess.normalise import METHODS, describe, normalise
+from cxr_core.preprocess.recipe import PreprocessConfig
+from cxr_core.util.atomic import write_json_atomic, write_text_atomic
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cxr-sample"
 RESULTS = REPO / "bench" / "results"
@@ -81,7 +81,9 @@ def sample_images(data: Path, limit: int | None) -> list[np.ndarray]:
     images = []
     for path in paths:
         gray = read_image(path)
-        images.append(gray if gray.shape == (SIZE, SIZE) else cv2.resize(gray, (SIZE, SIZE), interpolation=cv2.INTER_AREA))
+        images.append(
+            gray if gray.shape == (SIZE, SIZE) else cv2.resize(gray, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+        )
     return images
 
 
@@ -92,7 +94,7 @@ def time_methods(images: list[np.ndarray]) -> dict[str, dict[str, list[float]]]:
         normalise(images[0], name)
     times: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in names}
     for i, image in enumerate(images):
-        for name in names[i % len(names):] + names[: i % len(names)]:
+        for name in names[i % len(names) :] + names[: i % len(names)]:
             wall, cpu = time.perf_counter(), time.thread_time()
             normalise(image, name)
             times[name]["cpu"].append((time.thread_time() - cpu) * 1000)
@@ -107,18 +109,20 @@ def method_rows(times: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]
     for name, values in times.items():
         median = statistics.median(values["wall"])
         cpu = statistics.median(values["cpu"])
-        rows.append({
-            "method": name,
-            "config": describe(name),
-            "images": len(values["wall"]),
-            "median_ms": round(median, 4),
-            "p90_ms": round(float(np.percentile(values["wall"], 90)), 4),
-            "mean_ms": round(statistics.fmean(values["wall"]), 4),
-            "median_cpu_ms": round(cpu, 4),
-            "images_per_s_one_core": round(1000 / median, 1) if median > 0 else None,
-            "speedup_vs_local_rank_eq": round(paper["wall"] / median, 1) if median > 0 else None,
-            "cpu_speedup_vs_local_rank_eq": round(paper["cpu"] / cpu, 1) if cpu > 0 else None,
-        })
+        rows.append(
+            {
+                "method": name,
+                "config": describe(name),
+                "images": len(values["wall"]),
+                "median_ms": round(median, 4),
+                "p90_ms": round(float(np.percentile(values["wall"], 90)), 4),
+                "mean_ms": round(statistics.fmean(values["wall"]), 4),
+                "median_cpu_ms": round(cpu, 4),
+                "images_per_s_one_core": round(1000 / median, 1) if median > 0 else None,
+                "speedup_vs_local_rank_eq": round(paper["wall"] / median, 1) if median > 0 else None,
+                "cpu_speedup_vs_local_rank_eq": round(paper["cpu"] / cpu, 1) if cpu > 0 else None,
+            }
+        )
     return rows
 
 
@@ -163,29 +167,36 @@ def time_cli(data: Path, home: Path) -> dict[str, Any]:
     for workers in (1, 2):
         shutil.rmtree(home / "cache" / "preprocessed", ignore_errors=True)
         wall, cpu, report = run_cli(
-            ["preprocess", str(data), "--method", DEFAULT_METHOD, "--size", "224", "--workers", str(workers), "--json"], env
+            ["preprocess", str(data), "--method", DEFAULT_METHOD, "--size", "224", "--workers", str(workers), "--json"],
+            env,
         )
         assert report is not None
         processing = report["seconds"]
         overhead = wall - processing
         per_image = processing / report["images"]
         scale = DATABASE_IMAGES / report["images"]
-        idle = startup_cpu + max(0.0, index_cpu - startup_cpu) * scale + pipeline_cpu_ms / 1000 * DATABASE_IMAGES / report["workers"]
-        runs.append({
-            "workers_requested": workers,
-            "workers": report["workers"],
-            "images": report["images"],
-            "written": report["written"],
-            "excluded": report["excluded"],
-            "unreadable": len(report["unreadable"]),
-            "wall_s": round(wall, 2),
-            "preprocessing_s": round(processing, 2),
-            "overhead_s": round(overhead, 2),
-            "images_per_s": round(report["images"] / processing, 1),
-            "database_extrapolated_wall_s": round(overhead + per_image * DATABASE_IMAGES, 1),
-            "cpu_s": round(cpu, 2),
-            "database_idle_estimate_s": round(idle, 1),
-        })
+        idle = (
+            startup_cpu
+            + max(0.0, index_cpu - startup_cpu) * scale
+            + pipeline_cpu_ms / 1000 * DATABASE_IMAGES / report["workers"]
+        )
+        runs.append(
+            {
+                "workers_requested": workers,
+                "workers": report["workers"],
+                "images": report["images"],
+                "written": report["written"],
+                "excluded": report["excluded"],
+                "unreadable": len(report["unreadable"]),
+                "wall_s": round(wall, 2),
+                "preprocessing_s": round(processing, 2),
+                "overhead_s": round(overhead, 2),
+                "images_per_s": round(report["images"] / processing, 1),
+                "database_extrapolated_wall_s": round(overhead + per_image * DATABASE_IMAGES, 1),
+                "cpu_s": round(cpu, 2),
+                "database_idle_estimate_s": round(idle, 1),
+            }
+        )
     return {
         "cli_startup_s": round(startup, 2),
         "cli_startup_cpu_s": round(startup_cpu, 2),

@@ -33,15 +33,16 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cxr_core.util.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from cxr_core.config import load_config  # noqa: E402
-from cxr_core.curation.curated import curated_index  # noqa: E402
-from cxr_core.data.imaging import read_image  # noqa: E402
-from cxr_core.markings.classical import detect_markings  # noqa: E402
-from cxr_core.markings.synth import OverlayOptions, draw_overlays  # noqa: E402
-from cxr_core.curation.repair import DEFAULT_MARGIN, METHODS, marking_mask, repair  # noqa: E402
-from cxr_core.preprocess.roi import dilate  # noqa: E402
-from preprocess import load_average, machine  # noqa: E402  (bench/preprocess.py)
+from preprocess import load_average, machine
+
+from cxr_core.config import load_config
+from cxr_core.curation.curated import curated_index
+from cxr_core.curation.repair import DEFAULT_MARGIN, METHODS, marking_mask, repair
+from cxr_core.data.imaging import read_image
+from cxr_core.markings.classical import detect_markings
+from cxr_core.markings.synth import OverlayOptions, draw_overlays
+from cxr_core.preprocess.roi import dilate
+from cxr_core.util.atomic import write_json_atomic, write_text_atomic
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cxr-sample"
 RESULTS = REPO / "bench" / "results"
@@ -91,20 +92,30 @@ def run(data: Path, n: int, seed: int) -> dict[str, Any]:
             cases.append((clean, marked, overlay, marking_mask(marked)))
     coverage = [float((detected & overlay).sum() / overlay.sum()) for _, _, overlay, detected in cases]
     clean_masked = [float(marking_mask(clean).mean()) for clean in films]
-    p = lambda images: model.predict_probs(images)[:, model.positive_index]  # noqa: E731
+
+    def p(images: list[np.ndarray]) -> np.ndarray:
+        """P(positive) of each image."""
+        return model.predict_probs(images)[:, model.positive_index]
+
     p_clean, p_marked = p([c[0] for c in cases]), p([c[1] for c in cases])
     base_psnr = [psnr(m, c, o) for c, m, o, _ in cases]
     out: dict[str, Any] = {
-        "n_films": len(films), "n_cases": len(cases), "margin": DEFAULT_MARGIN,
+        "n_films": len(films),
+        "n_cases": len(cases),
+        "margin": DEFAULT_MARGIN,
         "overlay_fraction": round(float(np.mean([o.mean() for _, _, o, _ in cases])), 4),
-        "detected_mask_coverage": {"mean": round(float(np.mean(coverage)), 4),
-                                   "median": round(float(np.median(coverage)), 4),
-                                   "share_of_cases_at_least_90": round(float(np.mean(np.array(coverage) >= 0.9)), 4)},
+        "detected_mask_coverage": {
+            "mean": round(float(np.mean(coverage)), 4),
+            "median": round(float(np.median(coverage)), 4),
+            "share_of_cases_at_least_90": round(float(np.mean(np.array(coverage) >= 0.9)), 4),
+        },
         "clean_film_masked_fraction": round(float(np.mean(clean_masked)), 5),
         "clean_films_with_any_mask": round(float(np.mean(np.array(clean_masked) > 0)), 4),
-        "unrepaired": {"psnr_in_overlay": round(float(np.mean(base_psnr)), 2),
-                       "ssim_in_overlay": round(float(np.mean([ssim_inside(m, c, o) for c, m, o, _ in cases])), 4),
-                       "mean_abs_delta_p": round(float(np.mean(np.abs(p_marked - p_clean))), 4)},
+        "unrepaired": {
+            "psnr_in_overlay": round(float(np.mean(base_psnr)), 2),
+            "ssim_in_overlay": round(float(np.mean([ssim_inside(m, c, o) for c, m, o, _ in cases])), 4),
+            "mean_abs_delta_p": round(float(np.mean(np.abs(p_marked - p_clean))), 4),
+        },
         "methods": {},
     }
     for method in METHODS:
@@ -120,13 +131,19 @@ def run(data: Path, n: int, seed: int) -> dict[str, Any]:
             entry[mask_name] = {
                 "psnr_in_overlay": round(float(np.mean([psnr(r, c[0], c[2]) for r, c in zip(repaired, cases)])), 2),
                 "psnr_gain_db": round(float(np.mean(gains)), 2),
-                "ssim_in_overlay": round(float(np.mean([ssim_inside(r, c[0], c[2]) for r, c in zip(repaired, cases)])), 4),
+                "ssim_in_overlay": round(
+                    float(np.mean([ssim_inside(r, c[0], c[2]) for r, c in zip(repaired, cases)])), 4
+                ),
                 "mean_abs_delta_p": round(float(np.mean(np.abs(p(repaired) - p_clean))), 4),
-                "ms_p50": round(float(np.median(ms)), 2), "ms_p95": round(float(np.percentile(ms, 95)), 2),
+                "ms_p50": round(float(np.median(ms)), 2),
+                "ms_p95": round(float(np.percentile(ms, 95)), 2),
             }
         out["methods"][method] = entry
-        print(f"repair: {method}: gain {entry['detected']['psnr_gain_db']} dB (detected mask), "
-              f"{entry['true']['psnr_gain_db']} dB (true mask)", file=sys.stderr)
+        print(
+            f"repair: {method}: gain {entry['detected']['psnr_gain_db']} dB (detected mask), "
+            f"{entry['true']['psnr_gain_db']} dB (true mask)",
+            file=sys.stderr,
+        )
     best = max(out["methods"][m]["detected"]["psnr_gain_db"] for m in METHODS)
     close = [m for m in METHODS if out["methods"][m]["detected"]["psnr_gain_db"] >= best - 0.1]
     out["chosen"] = min(close, key=lambda m: out["methods"][m]["detected"]["ms_p50"])
@@ -138,25 +155,38 @@ def markdown(result: dict[str, Any]) -> str:
     """The results as a Markdown report."""
     m = result["machine"]
     cov = result["detected_mask_coverage"]
-    lines = ["# Inpainting benchmark (repair instead of discard)", "",
-             f"Machine: {m.get('cpu_model')}, {m.get('usable_cores', m.get('logical_cores'))} usable cores; load average "
-             f"{result['load_average']} at the end. Produced by `bench/repair.py`.", "",
-             f"{result['n_cases']} clean validation-split films of the sample (no marking detected), each with synthetic markings "
-             f"(mean {result['overlay_fraction']:.1%} of the pixels). PSNR and SSIM are measured inside the overlay "
-             "pixels against the clean film; delta p is the mean absolute change of the default model's P(COVID) "
-             "against the clean film.", "",
-             f"Unrepaired: PSNR {result['unrepaired']['psnr_in_overlay']} dB, SSIM "
-             f"{result['unrepaired']['ssim_in_overlay']}, delta p {result['unrepaired']['mean_abs_delta_p']}.", "",
-             "| method | mask | PSNR dB | gain dB | SSIM | delta p | ms p50 | ms p95 |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Inpainting benchmark (repair instead of discard)",
+        "",
+        f"Machine: {m.get('cpu_model')}, {m.get('usable_cores', m.get('logical_cores'))} usable cores; load average "
+        f"{result['load_average']} at the end. Produced by `bench/repair.py`.",
+        "",
+        f"{result['n_cases']} clean validation-split films of the sample (no marking detected), each with synthetic markings "
+        f"(mean {result['overlay_fraction']:.1%} of the pixels). PSNR and SSIM are measured inside the overlay "
+        "pixels against the clean film; delta p is the mean absolute change of the default model's P(COVID) "
+        "against the clean film.",
+        "",
+        f"Unrepaired: PSNR {result['unrepaired']['psnr_in_overlay']} dB, SSIM "
+        f"{result['unrepaired']['ssim_in_overlay']}, delta p {result['unrepaired']['mean_abs_delta_p']}.",
+        "",
+        "| method | mask | PSNR dB | gain dB | SSIM | delta p | ms p50 | ms p95 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for method, entry in result["methods"].items():
         for mask, e in entry.items():
-            lines.append(f"| {method} | {mask} | {e['psnr_in_overlay']} | {e['psnr_gain_db']} | {e['ssim_in_overlay']} | "
-                         f"{e['mean_abs_delta_p']} | {e['ms_p50']} | {e['ms_p95']} |")
-    lines += ["", f"Rule: {result['rule']}. Chosen: **{result['chosen']}**.", "",
-              f"Detected mask: covers {cov['mean']:.1%} of the overlay pixels on average (median {cov['median']:.1%}; "
-              f"{cov['share_of_cases_at_least_90']:.0%} of the films reach the {TARGET_COVERAGE:.0%} target). "
-              f"On the clean films it masks {result['clean_film_masked_fraction']:.3%} of the pixels "
-              f"({result['clean_films_with_any_mask']:.0%} of them have any mask at all)."]
+            lines.append(
+                f"| {method} | {mask} | {e['psnr_in_overlay']} | {e['psnr_gain_db']} | {e['ssim_in_overlay']} | "
+                f"{e['mean_abs_delta_p']} | {e['ms_p50']} | {e['ms_p95']} |"
+            )
+    lines += [
+        "",
+        f"Rule: {result['rule']}. Chosen: **{result['chosen']}**.",
+        "",
+        f"Detected mask: covers {cov['mean']:.1%} of the overlay pixels on average (median {cov['median']:.1%}; "
+        f"{cov['share_of_cases_at_least_90']:.0%} of the films reach the {TARGET_COVERAGE:.0%} target). "
+        f"On the clean films it masks {result['clean_film_masked_fraction']:.3%} of the pixels "
+        f"({result['clean_films_with_any_mask']:.0%} of them have any mask at all).",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -22,11 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cxr_core.util.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from cxr_core.evaluate.audit import AuditOptions, run_audit, save_audit  # noqa: E402
-from cxr_core.config import load_config  # noqa: E402
-from cxr_core.serve.registry import load_model  # noqa: E402
-from cxr_core.train.trainer import TrainConfig, train  # noqa: E402
+from cxr_core.config import load_config
+from cxr_core.evaluate.audit import AuditOptions, run_audit, save_audit
+from cxr_core.serve.registry import load_model
+from cxr_core.train.trainer import TrainConfig, train
+from cxr_core.util.atomic import write_json_atomic, write_text_atomic
 
 RESULTS = REPO / "bench" / "results"
 GOAL = {"auc": 0.93, "auc_lungs_blanked": 0.65, "lung_attention_mean": 0.70}
@@ -41,25 +41,58 @@ def meets_goal(row: dict[str, Any]) -> bool:
     )
 
 
-def one_config(cfg: Any, data: Path, arch: str, roi: str, args: argparse.Namespace) -> tuple[dict[str, Any], dict | None]:
+def one_config(
+    cfg: Any, data: Path, arch: str, roi: str, args: argparse.Namespace
+) -> tuple[dict[str, Any], dict | None]:
     """Train one architecture with one roi mode, audit it on the test split; the table row and the stats baseline."""
-    tc = TrainConfig(arch=arch, epochs=args.epochs, size=args.size, roi=roi, method="clahe", data_dir=str(data),
-                     patience=args.epochs, batch=32)
+    tc = TrainConfig(
+        arch=arch,
+        epochs=args.epochs,
+        size=args.size,
+        roi=roi,
+        method="clahe",
+        data_dir=str(data),
+        patience=args.epochs,
+        batch=32,
+    )
     started = time.time()
     result = train(cfg, tc)
     train_seconds = time.time() - started
     if result.model_dir is None:
         return {"arch": arch, "roi": roi, "status": result.status, "train_seconds": round(train_seconds, 1)}, None
-    audit = run_audit(load_model(result.model_dir), cfg, data,
-                      AuditOptions(split="test", cam_images=args.cam_images, seed=cfg.seed), progress=False)
+    audit = run_audit(
+        load_model(result.model_dir),
+        cfg,
+        data,
+        AuditOptions(split="test", cam_images=args.cam_images, seed=cfg.seed),
+        progress=False,
+    )
     save_audit(result.model_dir, audit)
     row = {
-        "arch": arch, "roi": roi, "size": args.size, "status": result.status, "epochs_run": result.epochs_run,
-        "best_epoch": result.best_epoch, "best_val_auc": result.best_val_auc, "train_seconds": round(train_seconds, 1),
+        "arch": arch,
+        "roi": roi,
+        "size": args.size,
+        "status": result.status,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "best_val_auc": result.best_val_auc,
+        "train_seconds": round(train_seconds, 1),
         "model_dir": str(result.model_dir),
-        **{k: audit[k] for k in ("n", "auc", "auc_lungs_blanked", "auc_lungs_blanked_drop", "auc_lungs_only",
-                                 "lung_attention_mean", "lung_attention_by_class", "stats_baseline_auc",
-                                 "verdict_level", "verdict")},
+        **{
+            k: audit[k]
+            for k in (
+                "n",
+                "auc",
+                "auc_lungs_blanked",
+                "auc_lungs_blanked_drop",
+                "auc_lungs_only",
+                "lung_attention_mean",
+                "lung_attention_by_class",
+                "stats_baseline_auc",
+                "verdict_level",
+                "verdict",
+            )
+        },
         "audit_seconds": audit["seconds"],
     }
     row["meets_goal"] = meets_goal(row)
@@ -69,19 +102,30 @@ def one_config(cfg: Any, data: Path, arch: str, roi: str, args: argparse.Namespa
 def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, stats: dict[str, Any] | None) -> None:
     """Write shortcuts.json and shortcuts.md."""
     meta = {
-        "data": str(args.data), "epochs": args.epochs, "size": args.size, "cam_images": args.cam_images,
-        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "goal": GOAL,
+        "data": str(args.data),
+        "epochs": args.epochs,
+        "size": args.size,
+        "cam_images": args.cam_images,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "goal": GOAL,
         "note": "2 shared CPU cores; short trainings (reduced budget), one seed; numbers are indicative.",
     }
     write_json_atomic(RESULTS / "shortcuts.json", {"meta": meta, "stats_baseline": stats, "rows": rows})
     lines = [
-        "# Shortcut benchmark", "",
+        "# Shortcut benchmark",
+        "",
         f"Sample `{args.data}`, patient-grouped split, test split audited; {args.epochs} epochs max at {args.size} px, "
-        f"CLAHE, Grad-CAM on up to {args.cam_images} test images. 2 shared CPU cores, one seed: indicative.", "",
+        f"CLAHE, Grad-CAM on up to {args.cam_images} test images. 2 shared CPU cores, one seed: indicative.",
+        "",
         "| arch | roi | test AUC | lungs blanked | drop | lungs only | Grad-CAM in lungs | train s | verdict | goal |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+
+    def fmt(v: float | None) -> str:
+        """A metric with three decimals, or a dash."""
+        return "–" if v is None else f"{v:.3f}"
+
     for r in rows:
         lines.append(
             f"| {r['arch']} | {r['roi']} | {fmt(r.get('auc'))} | {fmt(r.get('auc_lungs_blanked'))} | "
@@ -90,16 +134,23 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, stats: d
             f"{'yes' if r.get('meets_goal') else 'no'} |"
         )
     if stats:
-        lines += ["", f"No-CNN baseline (random forest on image statistics, out-of-fold): label AUC on test "
-                      f"{fmt(stats.get('label_auc'))}, source accuracy {fmt(stats.get('source_accuracy'))} "
-                      f"(chance {fmt(stats.get('source_chance'))})."]
-    lines += ["", f"Goal: AUC >= {GOAL['auc']}, lungs-blanked AUC <= {GOAL['auc_lungs_blanked']}, "
-                  f">= {GOAL['lung_attention_mean']:.0%} of Grad-CAM mass in the lungs.", "",
-              "Caveats: `train s` is wall time on shared cores and includes reading, segmenting and preprocessing the "
-              "images when they are not cached yet. Lungs-blanked is a test-time intervention (a black hole is also "
-              "out of distribution). Grad-CAM is coarse, so even `lung_mask` models, which see only black outside the "
-              "dilated lungs, show some mass outside the mask. Models trained on the lungs only can still use "
-              "source-specific appearance inside the lungs (the Normal images include children)."]
+        lines += [
+            "",
+            f"No-CNN baseline (random forest on image statistics, out-of-fold): label AUC on test "
+            f"{fmt(stats.get('label_auc'))}, source accuracy {fmt(stats.get('source_accuracy'))} "
+            f"(chance {fmt(stats.get('source_chance'))}).",
+        ]
+    lines += [
+        "",
+        f"Goal: AUC >= {GOAL['auc']}, lungs-blanked AUC <= {GOAL['auc_lungs_blanked']}, "
+        f">= {GOAL['lung_attention_mean']:.0%} of Grad-CAM mass in the lungs.",
+        "",
+        "Caveats: `train s` is wall time on shared cores and includes reading, segmenting and preprocessing the "
+        "images when they are not cached yet. Lungs-blanked is a test-time intervention (a black hole is also "
+        "out of distribution). Grad-CAM is coarse, so even `lung_mask` models, which see only black outside the "
+        "dilated lungs, show some mass outside the mask. Models trained on the lungs only can still use "
+        "source-specific appearance inside the lungs (the Normal images include children).",
+    ]
     write_text_atomic(RESULTS / "shortcuts.md", "\n".join(lines) + "\n")
 
 
@@ -125,8 +176,11 @@ def main() -> int:
             row, baseline = one_config(cfg, args.data.resolve(), arch, roi, args)
             rows = [r for r in rows if (r["arch"], r["roi"]) != (arch, roi)] + [row]
             stats = stats or baseline
-            print(json.dumps({k: row.get(k) for k in ("arch", "roi", "auc", "auc_lungs_blanked", "lung_attention_mean")}),
-                  file=sys.stderr, flush=True)
+            print(
+                json.dumps({k: row.get(k) for k in ("arch", "roi", "auc", "auc_lungs_blanked", "lung_attention_mean")}),
+                file=sys.stderr,
+                flush=True,
+            )
             write_results(rows, args, stats)
     return 0
 

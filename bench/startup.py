@@ -73,11 +73,11 @@ QUICK_IMAGES = 3_000
 CROP = 0.10
 CHANGED_PIXELS = 5
 TARGETS = {
-    "help_ratio": 5.0,         # cxr --help / python -c "import numpy, argparse", at most
+    "help_ratio": 5.0,  # cxr --help / python -c "import numpy, argparse", at most
     "preprocess_speedup": 10.0,  # paper end to end / cxr preprocess end to end, at least
-    "reindex_share": 0.10,     # unchanged re-index / first index, at most
-    "dataset_page_s": 5.0,     # cold Dataset page, at most
-    "predict_page_s": 1.0,     # Predict page until the uploader, at most
+    "reindex_share": 0.10,  # unchanged re-index / first index, at most
+    "dataset_page_s": 5.0,  # cold Dataset page, at most
+    "predict_page_s": 1.0,  # Predict page until the uploader, at most
 }
 TOP = 10
 
@@ -87,8 +87,14 @@ def machine() -> dict[str, Any]:
     cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8") if Path("/proc/cpuinfo").exists() else ""
     models = sorted({line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")})
     versions = {}
-    for name, dists in {"numpy": ["numpy"], "pandas": ["pandas"], "scikit-image": ["scikit-image"],
-                        "streamlit": ["streamlit"], "tensorflow": ["tensorflow", "tensorflow-cpu"], "keras": ["keras"]}.items():
+    for name, dists in {
+        "numpy": ["numpy"],
+        "pandas": ["pandas"],
+        "scikit-image": ["scikit-image"],
+        "streamlit": ["streamlit"],
+        "tensorflow": ["tensorflow", "tensorflow-cpu"],
+        "keras": ["keras"],
+    }.items():
         versions[name] = None
         for dist in dists:
             try:
@@ -180,18 +186,25 @@ def rounded(values: list[float], digits: int = 3) -> list[float]:
 def time_help(repeats: int) -> dict[str, Any]:
     """``cxr --help`` vs ``python -c "import numpy, argparse"``, interleaved, median of ``repeats`` each."""
     env = base_env()
-    commands = {"help": [sys.executable, "-m", "cxr_core", "--help"],
-                "baseline": [sys.executable, "-c", "import numpy, argparse"]}
+    commands = {
+        "help": [sys.executable, "-m", "cxr_core", "--help"],
+        "baseline": [sys.executable, "-c", "import numpy, argparse"],
+    }
     for cmd in commands.values():  # warm the file cache once
         run(cmd, env, "warm-up")
     walls: dict[str, list[float]] = {name: [] for name in commands}
     for i in range(repeats):
-        for name in (list(commands) if i % 2 == 0 else list(commands)[::-1]):
+        for name in list(commands) if i % 2 == 0 else list(commands)[::-1]:
             walls[name].append(run(commands[name], env, name)[0])
     help_s, base_s = statistics.median(walls["help"]), statistics.median(walls["baseline"])
-    return {"runs": repeats, "help_s": round(help_s, 3), "baseline_s": round(base_s, 3),
-            "help_walls": rounded(walls["help"]), "baseline_walls": rounded(walls["baseline"]),
-            "ratio": round(help_s / base_s, 2)}
+    return {
+        "runs": repeats,
+        "help_s": round(help_s, 3),
+        "baseline_s": round(base_s, 3),
+        "help_walls": rounded(walls["help"]),
+        "baseline_walls": rounded(walls["baseline"]),
+        "ratio": round(help_s / base_s, 2),
+    }
 
 
 # --- 2. cxr preprocess vs the paper, end to end ------------------------------------------------------------------
@@ -277,10 +290,12 @@ def time_preprocess(data: Path, tmp: Path, repeats: int) -> dict[str, Any]:
     ours, ours_cpu, paper, paper_cpu, paper_loop, reports = [], [], [], [], [], []
     for r in range(repeats):
         home, out = tmp / f"home-preprocess-{r}", tmp / f"paper-out-{r}"
-        for turn in ((0, 1) if r % 2 == 0 else (1, 0)):
+        for turn in (0, 1) if r % 2 == 0 else (1, 0):
             if turn == 0:
-                wall, cpu, report = cxr(["preprocess", str(folder), "--method", METHOD, "--size", str(SIZE), "--json"],
-                                        base_env(CXR_HOME=home))
+                wall, cpu, report = cxr(
+                    ["preprocess", str(folder), "--method", METHOD, "--size", str(SIZE), "--json"],
+                    base_env(CXR_HOME=home),
+                )
                 assert report is not None and report["written"] == report["images"], report
                 ours.append(wall), ours_cpu.append(cpu), reports.append(report)
             else:
@@ -294,12 +309,21 @@ def time_preprocess(data: Path, tmp: Path, repeats: int) -> dict[str, Any]:
     last = reports[-1]
     ours_s, paper_s = statistics.median(ours), statistics.median(paper)
     return {
-        "images": n, "runs": repeats, "size": SIZE, "method": METHOD, "workers": last["workers"],
-        "ours_written": last["written"], "ours_excluded": last["excluded"],
-        "ours_s": round(ours_s, 2), "ours_walls": rounded(ours, 2), "ours_cpu_s": round(statistics.median(ours_cpu), 2),
+        "images": n,
+        "runs": repeats,
+        "size": SIZE,
+        "method": METHOD,
+        "workers": last["workers"],
+        "ours_written": last["written"],
+        "ours_excluded": last["excluded"],
+        "ours_s": round(ours_s, 2),
+        "ours_walls": rounded(ours, 2),
+        "ours_cpu_s": round(statistics.median(ours_cpu), 2),
         "ours_preprocessing_s": round(statistics.median(r["seconds"] for r in reports), 2),
-        "paper_s": round(paper_s, 2), "paper_walls": rounded(paper, 2),
-        "paper_cpu_s": round(statistics.median(paper_cpu), 2), "paper_loop_s": round(statistics.median(paper_loop), 2),
+        "paper_s": round(paper_s, 2),
+        "paper_walls": rounded(paper, 2),
+        "paper_cpu_s": round(statistics.median(paper_cpu), 2),
+        "paper_loop_s": round(statistics.median(paper_loop), 2),
         "speedup": round(paper_s / ours_s, 1),
         "cpu_speedup": round(statistics.median(paper_cpu) / statistics.median(ours_cpu), 1),
     }
@@ -317,7 +341,7 @@ def variant(gray: np.ndarray, copy: int, rng: np.random.Generator) -> np.ndarray
     if level:
         h, w = out.shape
         my, mx = int(h * CROP * level), int(w * CROP * level)
-        out = cv2.resize(np.ascontiguousarray(out[my:h - my, mx:w - mx]), (w, h), interpolation=cv2.INTER_AREA)
+        out = cv2.resize(np.ascontiguousarray(out[my : h - my, mx : w - mx]), (w, h), interpolation=cv2.INTER_AREA)
     out = np.ascontiguousarray(out).copy()
     ys, xs = rng.integers(0, out.shape[0], CHANGED_PIXELS), rng.integers(0, out.shape[1], CHANGED_PIXELS)
     out[ys, xs] = rng.integers(0, 256, CHANGED_PIXELS, dtype=np.uint8)
@@ -364,8 +388,14 @@ def make_large(data: Path, dest: Path, n: int) -> dict[str, Any]:
     with ProcessPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
         written = sum(pool.map(write_copies, jobs.items(), chunksize=16))
     write_manifest(dest / "manifest.csv", [h for h in header if h != "sha256"], rows)
-    return {"images": n, "sources": len(files), "copies_per_image": copies, "hard_links": n - written,
-            "re_encoded": written, "build_s": round(time.perf_counter() - start, 1)}
+    return {
+        "images": n,
+        "sources": len(files),
+        "copies_per_image": copies,
+        "hard_links": n - written,
+        "re_encoded": written,
+        "build_s": round(time.perf_counter() - start, 1),
+    }
 
 
 def time_index(folder: Path, home: Path, repeats: int) -> dict[str, Any]:
@@ -380,12 +410,20 @@ def time_index(folder: Path, home: Path, repeats: int) -> dict[str, Any]:
         again.append(wall), again_cpu.append(cpu), refresh.append(second["refresh"])
     reindex = statistics.median(again)
     return {
-        "files": summary["n_files"], "images": summary["n_images"], "patients": summary["n_patients"],
-        "duplicate_pairs": summary["duplicate_pairs"], "duplicates_across_splits": summary["duplicates_across_splits"],
-        "excluded": summary["excluded"], "unreadable": len(summary["unreadable"]),
-        "first_s": round(first, 2), "first_cpu_s": round(first_cpu, 2), "first_refresh": summary["refresh"],
-        "reindex_s": round(reindex, 2), "reindex_walls": rounded(again, 2),
-        "reindex_cpu_s": round(statistics.median(again_cpu), 2), "reindex_refresh": refresh[-1],
+        "files": summary["n_files"],
+        "images": summary["n_images"],
+        "patients": summary["n_patients"],
+        "duplicate_pairs": summary["duplicate_pairs"],
+        "duplicates_across_splits": summary["duplicates_across_splits"],
+        "excluded": summary["excluded"],
+        "unreadable": len(summary["unreadable"]),
+        "first_s": round(first, 2),
+        "first_cpu_s": round(first_cpu, 2),
+        "first_refresh": summary["refresh"],
+        "reindex_s": round(reindex, 2),
+        "reindex_walls": rounded(again, 2),
+        "reindex_cpu_s": round(statistics.median(again_cpu), 2),
+        "reindex_refresh": refresh[-1],
         "share": round(reindex / first, 3),
     }
 
@@ -449,16 +487,21 @@ def time_page(page: Path, env: dict[str, str], repeats: int, key: str) -> dict[s
         wall, report, _ = run_page(page, env)
         walls.append(wall), reports.append(report)
     if any(r[key] is None for r in reports):
-        raise RuntimeError(f"{page.name}: no file uploader was rendered ({reports[-1]['warnings']} {reports[-1]['errors']})")
+        raise RuntimeError(
+            f"{page.name}: no file uploader was rendered ({reports[-1]['warnings']} {reports[-1]['errors']})"
+        )
     return {
-        "page": page.relative_to(REPO).as_posix(), "runs": repeats,
+        "page": page.relative_to(REPO).as_posix(),
+        "runs": repeats,
         "seconds": round(statistics.median(r[key] for r in reports), 2),
         "seconds_runs": rounded([r[key] for r in reports], 2),
         "run_s": round(statistics.median(r["run_s"] for r in reports), 2),
         "streamlit_import_s": round(statistics.median(r["import_s"] for r in reports), 2),
         "process_s": round(statistics.median(walls), 2),
-        "metrics": reports[-1]["metrics"], "uploaders": reports[-1]["uploaders"],
-        "warnings": reports[-1]["warnings"], "errors": reports[-1]["errors"],
+        "metrics": reports[-1]["metrics"],
+        "uploaders": reports[-1]["uploaders"],
+        "warnings": reports[-1]["warnings"],
+        "errors": reports[-1]["errors"],
     }
 
 
@@ -473,7 +516,7 @@ def where(filename: str, line: int, func: str) -> str:
     if path.is_relative_to(REPO):
         name = path.relative_to(REPO).as_posix()
     elif "site-packages" in path.parts:
-        name = "/".join(path.parts[path.parts.index("site-packages") + 1:])
+        name = "/".join(path.parts[path.parts.index("site-packages") + 1 :])
     else:
         name = path.name
     return f"{name}:{line}:{func}"
@@ -482,12 +525,23 @@ def where(filename: str, line: int, func: str) -> str:
 def profile_rows(stats_file: Path) -> dict[str, list[dict[str, Any]]]:
     """Top project functions by cumulative time and top functions overall by own time, from a cProfile dump."""
     stats = pstats.Stats(str(stats_file)).stats  # type: ignore[attr-defined]
-    rows = [{"where": where(*key), "calls": nc, "own_s": round(tt, 3), "cumulative_s": round(ct, 3),
-             "project": Path(key[0]).is_absolute() and Path(key[0]).resolve().is_relative_to(REPO)}
-            for key, (_, nc, tt, ct, _) in stats.items()]
+    rows = [
+        {
+            "where": where(*key),
+            "calls": nc,
+            "own_s": round(tt, 3),
+            "cumulative_s": round(ct, 3),
+            "project": Path(key[0]).is_absolute() and Path(key[0]).resolve().is_relative_to(REPO),
+        }
+        for key, (_, nc, tt, ct, _) in stats.items()
+    ]
     project = sorted((r for r in rows if r["project"]), key=lambda r: -r["cumulative_s"])[:TOP]
     own = sorted(rows, key=lambda r: -r["own_s"])[:TOP]
-    strip = lambda items: [{k: v for k, v in r.items() if k != "project"} for r in items]  # noqa: E731
+
+    def strip(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows without their ``project`` flag."""
+        return [{k: v for k, v in r.items() if k != "project"} for r in items]
+
     return {"project_cumulative": strip(project), "own_time": strip(own)}
 
 
@@ -498,16 +552,24 @@ def import_rows(stderr: str) -> list[dict[str, Any]]:
     for line in after.splitlines():
         match = re.match(r"import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)", line)
         if match and len(match.group(3)) <= 2:  # the page's own imports and the first level below them
-            rows.append({"module": match.group(4), "depth": len(match.group(3)) // 2,
-                         "cumulative_s": round(int(match.group(2)) / 1e6, 3)})
+            rows.append(
+                {
+                    "module": match.group(4),
+                    "depth": len(match.group(3)) // 2,
+                    "cumulative_s": round(int(match.group(2)) / 1e6, 3),
+                }
+            )
     return sorted(rows, key=lambda r: -r["cumulative_s"])[:TOP]
 
 
 def profile_index(folder: Path, home: Path, out: Path) -> dict[str, Any]:
     """cProfile of one more unchanged ``cxr index DIR --json``."""
     stats = out / "reindex.prof"
-    run([sys.executable, "-m", "cProfile", "-o", str(stats), "-m", "cxr_core", "index", str(folder), "--json"],
-        base_env(CXR_HOME=home), "profiled re-index")
+    run(
+        [sys.executable, "-m", "cProfile", "-o", str(stats), "-m", "cxr_core", "index", str(folder), "--json"],
+        base_env(CXR_HOME=home),
+        "profiled re-index",
+    )
     return profile_rows(stats)
 
 
@@ -530,22 +592,40 @@ def profile_md(title: str, prof: dict[str, Any]) -> list[str]:
     """A profile as Markdown tables."""
     lines = ["", f"### {title}", ""]
     if prof.get("imports"):
-        lines += ["Slowest imports made while the page ran (`-X importtime`; depth 0 = imported by the page script itself, "
-                  "1 = by one of those):", "", "| module | depth | cumulative s |", "|---|---:|---:|"]
+        lines += [
+            "Slowest imports made while the page ran (`-X importtime`; depth 0 = imported by the page script itself, "
+            "1 = by one of those):",
+            "",
+            "| module | depth | cumulative s |",
+            "|---|---:|---:|",
+        ]
         lines += [f"| `{r['module']}` | {r['depth']} | {r['cumulative_s']} |" for r in prof["imports"]]
         lines.append("")
-    lines += ["Project functions by cumulative time (cProfile; profiling inflates the times):", "",
-              "| function | calls | cumulative s | own s |", "|---|---:|---:|---:|"]
-    lines += [f"| `{r['where']}` | {r['calls']} | {r['cumulative_s']} | {r['own_s']} |" for r in prof["project_cumulative"]]
-    lines += ["", "All functions by own time:", "", "| function | calls | own s | cumulative s |", "|---|---:|---:|---:|"]
+    lines += [
+        "Project functions by cumulative time (cProfile; profiling inflates the times):",
+        "",
+        "| function | calls | cumulative s | own s |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| `{r['where']}` | {r['calls']} | {r['cumulative_s']} | {r['own_s']} |" for r in prof["project_cumulative"]
+    ]
+    lines += [
+        "",
+        "All functions by own time:",
+        "",
+        "| function | calls | own s | cumulative s |",
+        "|---|---:|---:|---:|",
+    ]
     lines += [f"| `{r['where']}` | {r['calls']} | {r['own_s']} | {r['cumulative_s']} |" for r in prof["own_time"]]
     return lines
 
 
 def markdown(result: dict[str, Any]) -> str:
     """The results as a Markdown report."""
-    m, h, p, ix, ds, pr, t = (result[k] for k in ("machine", "help", "preprocess", "index", "dataset_page",
-                                                   "predict_page", "targets"))
+    m, h, p, ix, ds, pr, t = (
+        result[k] for k in ("machine", "help", "preprocess", "index", "dataset_page", "predict_page", "targets")
+    )
     lines = [
         "# Start-up and first-use benchmark" + (" (quick run)" if result["quick"] else ""),
         "",
@@ -561,7 +641,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "| target | measured | goal | met |",
         "|---|---|---|---|",
-        f"| `cxr --help` / `python -c \"import numpy, argparse\"` | {h['ratio']}x ({h['help_s']} s / {h['baseline_s']} s, "
+        f'| `cxr --help` / `python -c "import numpy, argparse"` | {h["ratio"]}x ({h["help_s"]} s / {h["baseline_s"]} s, '
         f"median of {h['runs']}) | <= {TARGETS['help_ratio']:g}x | {verdict(t['help'])} |",
         f"| paper / `cxr preprocess` end to end, {p['images']} images at {p['size']} px | {p['speedup']}x "
         f"({p['paper_s']} s / {p['ours_s']} s) | >= {TARGETS['preprocess_speedup']:g}x | {verdict(t['preprocess'])} |",
@@ -574,7 +654,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "## 1. CLI start-up",
         "",
-        f"`python -m cxr_core --help`: {h['help_walls']} s; `python -c \"import numpy, argparse\"`: {h['baseline_walls']} s "
+        f'`python -m cxr_core --help`: {h["help_walls"]} s; `python -c "import numpy, argparse"`: {h["baseline_walls"]} s '
         "(interleaved, after one warm-up run of each).",
         "",
         "## 2. `cxr preprocess` vs the paper, end to end",
@@ -617,9 +697,11 @@ def markdown(result: dict[str, Any]) -> str:
     profiles = result.get("profiles", {})
     if profiles:
         lines += ["", "## Profiles of the missed targets"]
-        titles = {"reindex": "Unchanged re-index (`python -m cProfile -m cxr_core index DIR --json`)",
-                  "dataset_page": "Dataset page (script thread under cProfile)",
-                  "predict_page": "Predict page (script thread under cProfile)"}
+        titles = {
+            "reindex": "Unchanged re-index (`python -m cProfile -m cxr_core index DIR --json`)",
+            "dataset_page": "Dataset page (script thread under cProfile)",
+            "predict_page": "Predict page (script thread under cProfile)",
+        }
         for key, prof in profiles.items():
             lines += profile_md(titles[key], prof)
     lines.append("")
@@ -630,7 +712,9 @@ def main() -> int:
     """Run the benchmark and write the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the sample (Kaggle layout, manifest.csv)")
-    parser.add_argument("--images", type=int, help=f"images in the large folder (default {FULL_IMAGES:,}; quick {QUICK_IMAGES:,})")
+    parser.add_argument(
+        "--images", type=int, help=f"images in the large folder (default {FULL_IMAGES:,}; quick {QUICK_IMAGES:,})"
+    )
     parser.add_argument("--repeats", type=int, help="runs of cxr --help and its baseline (default 9, quick 7; >= 7)")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_IMAGES:,} images and fewer repeats, to try it")
     parser.add_argument("--no-profile", action="store_true", help="do not profile the missed targets 3-5")
@@ -642,8 +726,12 @@ def main() -> int:
     out = args.out or (Path(tempfile.gettempdir()) / "cxr-bench-startup-quick" if args.quick else RESULTS)
     began = time.perf_counter()
     result: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": args.quick,
-        "machine": machine(), "load_before": load_average(), "load_steps": {}, "targets_set": TARGETS,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "quick": args.quick,
+        "machine": machine(),
+        "load_before": load_average(),
+        "load_steps": {},
+        "targets_set": TARGETS,
         "code_under_test": code_under_test(),
     }
     steps = result["load_steps"]
@@ -661,8 +749,9 @@ def main() -> int:
         print("3. cxr index, first and unchanged…", file=sys.stderr)
         result["index"] = {**time_index(large, home, runs), "build": build}
         steps["index"] = load_average()
-        page_env = base_env(CXR_HOME=home, CXR_DATA_DIR=large, CXR_MODELS_DIR=REPO / "models",
-                            CXR_LUNGS_MODEL=REPO / "models" / "lungs")
+        page_env = base_env(
+            CXR_HOME=home, CXR_DATA_DIR=large, CXR_MODELS_DIR=REPO / "models", CXR_LUNGS_MODEL=REPO / "models" / "lungs"
+        )
         print("4. Dataset page…", file=sys.stderr)
         result["dataset_page"] = time_page(page_file("Dataset"), page_env, runs, "run_s")
         steps["dataset_page"] = load_average()

@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 CONFIG_FILE_ENV = "CXR_CONFIG"
 DEFAULT_CONFIG_FILE = "cxr.toml"
@@ -58,7 +59,9 @@ class Config:
             object.__setattr__(self, "lungs_model", Path(self.lungs_model).expanduser().resolve())
         fractions = tuple(float(f) for f in self.split_fractions)
         if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
-            raise ConfigError(f"split_fractions must be three non-negative numbers summing to 1, got {self.split_fractions}")
+            raise ConfigError(
+                f"split_fractions must be three non-negative numbers summing to 1, got {self.split_fractions}"
+            )
         object.__setattr__(self, "split_fractions", fractions)
         if self.max_pixels <= 0 or self.min_side <= 0:
             raise ConfigError("max_pixels and min_side must be positive")
@@ -100,7 +103,7 @@ class Config:
         """Where deleted runs are moved instead of being removed."""
         return self.home / "trash"
 
-    def with_overrides(self, **changes: Any) -> "Config":
+    def with_overrides(self, **changes: Any) -> Config:
         """A copy of this config with some fields replaced (None values are ignored)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 

@@ -32,7 +32,12 @@ left, mid, right = st.columns(3)
 for column, by, title in ((left, None, "Overall"), (mid, "split", "Per split"), (right, "source", "Per source")):
     data = index.class_balance(by)
     fig = px.bar(
-        data, x=by or "label", y="n", color="label", barmode="group" if by else "relative", title=title,
+        data,
+        x=by or "label",
+        y="n",
+        color="label",
+        barmode="group" if by else "relative",
+        title=title,
         text=data.apply(lambda r: f"{r['n']}<br>{r['share']:.0%}", axis=1),
         category_orders={"split": ["train", "val", "test"]},
     )
@@ -43,9 +48,7 @@ for column, by, title in ((left, None, "Overall"), (mid, "split", "Per split"), 
 st.subheader("Label x source: can the source predict the label?")
 conf = summary["confounding"]
 table = index.images()
-st.dataframe(
-    table.groupby(["source", "label"]).size().unstack(fill_value=0), width="stretch"
-)
+st.dataframe(table.groupby(["source", "label"]).size().unstack(fill_value=0), width="stretch")
 message = (
     f"Cramér's V between source and label is **{conf['cramers_v']:.2f}**; guessing the label from the source alone "
     f"is right for **{conf['source_only_accuracy']:.1%}** of images."
@@ -61,7 +64,9 @@ else:
 
 st.subheader("Image sizes")
 sizes = index.images(include_excluded=True)
-fig = px.histogram(sizes, x="width", color="label", nbins=40, barmode="overlay", title="Width of the stored images (px)")
+fig = px.histogram(
+    sizes, x="width", color="label", nbins=40, barmode="overlay", title="Width of the stored images (px)"
+)
 fig.update_layout(height=300, margin=dict(t=40, b=10))
 st.plotly_chart(fig, width="stretch", key="sizes")
 
@@ -109,6 +114,8 @@ if sources:
 shown = shown.sample(min(count, len(shown)), random_state=0) if len(shown) else shown
 grid = st.columns(6)
 for i, row in enumerate(shown.itertuples()):
-    grid[i % 6].image(load_gray(str(index.abspath(row.path))), caption=f"{row.path.split('/')[-1]} · {row.source}", width="stretch")
+    grid[i % 6].image(
+        load_gray(str(index.abspath(row.path))), caption=f"{row.path.split('/')[-1]} · {row.source}", width="stretch"
+    )
 if shown.empty:
     st.write("No images match the filters.")

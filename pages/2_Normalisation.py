@@ -14,14 +14,22 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from cxr_core.explain.attention import outline_gray
-from cxr_core.data.index import DatasetIndex
 from cxr_core.data.imaging import IMAGE_SUFFIXES, ImageReadError, read_image, sha256_bytes
-from cxr_core.lungs.segmenter import MODEL_FILE as LUNGS_MODEL_FILE, LUNGS_MODEL_ENV, LungModelError, lung_mask
+from cxr_core.data.index import DatasetIndex
+from cxr_core.explain.attention import outline_gray
+from cxr_core.lungs.segmenter import LUNGS_MODEL_ENV, LungModelError, lung_mask
+from cxr_core.lungs.segmenter import MODEL_FILE as LUNGS_MODEL_FILE
 from cxr_core.lungs.segmenter import model_dir as lungs_model_dir
 from cxr_core.preprocess.normalise import METHODS, Param, describe, normalise
+from cxr_core.preprocess.quality import (
+    MEASURES,
+    histogram,
+    measure_files,
+    quality_measures,
+    rms_contrast,
+    signed_difference,
+)
 from cxr_core.preprocess.recipe import RESIZE_POLICIES, ROI_MODES, PreprocessConfig
-from cxr_core.preprocess.quality import MEASURES, histogram, measure_files, quality_measures, rms_contrast, signed_difference
 from pages.common import config, dataset_index, load_gray, no_dataset_message
 
 # Images are sent as PNG: JPEG artefacts would blur exactly the differences this page is about.
@@ -131,7 +139,12 @@ def param_widgets(method: str) -> tuple[tuple[str, float], ...]:
             key = f"param-{method}-{name}"
             st.session_state.setdefault(key, spec.default)
             values[name] = st.number_input(
-                name, min_value=spec.low, max_value=spec.high, step=step_for(spec), help=spec.help, key=key,
+                name,
+                min_value=spec.low,
+                max_value=spec.high,
+                step=step_for(spec),
+                help=spec.help,
+                key=key,
                 format="%d" if spec.kind is int else "%g",
             )
         st.button("Defaults", key=f"reset-{method}", on_click=reset_params, args=(method,))
@@ -240,7 +253,11 @@ def roi_controls() -> tuple[str, bool]:
     available = (directory / LUNGS_MODEL_FILE).is_file()
     roi_col, outline_col = st.columns(2)
     roi = roi_col.selectbox(
-        "Region of interest", ROI_MODES, format_func=ROI_LABELS.get, key="roi", disabled=not available,
+        "Region of interest",
+        ROI_MODES,
+        format_func=ROI_LABELS.get,
+        key="roi",
+        disabled=not available,
         help="applied before normalisation exactly as training does (PreprocessConfig roi)",
     )
     show = outline_col.toggle("Outline the lungs on the original", key="show-lungs", disabled=not available)
@@ -329,9 +346,14 @@ def grid(index: DatasetIndex, size: int | str, policy: str) -> None:
         after, ms = normalised(before, method, params)
         columns = st.columns([1, 1, 1])
         contrast = rms_contrast(before), rms_contrast(after)
-        columns[0].image(before, width="stretch", output_format="PNG", caption=f"{path} · RMS contrast {contrast[0]:.3f}")
+        columns[0].image(
+            before, width="stretch", output_format="PNG", caption=f"{path} · RMS contrast {contrast[0]:.3f}"
+        )
         columns[1].image(
-            after, width="stretch", output_format="PNG", caption=f"{method} · RMS contrast {contrast[1]:.3f} · {ms:.2f} ms"
+            after,
+            width="stretch",
+            output_format="PNG",
+            caption=f"{method} · RMS contrast {contrast[1]:.3f} · {ms:.2f} ms",
         )
         columns[2].plotly_chart(histogram_figure(after, height=200), key=f"grid-hist-{path}", config=PLOT_CONFIG)
 
@@ -344,7 +366,9 @@ st.caption(
 index = dataset_index()
 mode = st.segmented_control("Mode", ["Compare", "Grid"], default="Compare", required=True, key="mode")
 size_col, policy_col = st.columns(2)
-size = size_col.selectbox("Working size", SIZES, key="size", help="resize first, as training does (original: no resize)")
+size = size_col.selectbox(
+    "Working size", SIZES, key="size", help="resize first, as training does (original: no resize)"
+)
 policy = policy_col.selectbox("Resize policy", RESIZE_POLICIES, key="policy", disabled=size == "original")
 
 if mode == "Grid":

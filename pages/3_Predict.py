@@ -8,14 +8,22 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from cxr_core.data.imaging import IMAGE_SUFFIXES, ImageReadError, read_xray, sha256_bytes
 from cxr_core.explain.attention import COLORMAPS, draw_boxes, outline, overlay, png_bytes
 from cxr_core.explain.cam import CAM_METHODS, Explainer
-from cxr_core.data.imaging import IMAGE_SUFFIXES, ImageReadError, read_xray, sha256_bytes
 from cxr_core.gate import GateModelError, GateNet, load_gate_net
-from cxr_core.serve.inference import NO_CAM, Prediction, predict_image, report_dict, unfamiliar_warning
-from cxr_core.lungs.segmenter import MODEL_FILE as LUNGS_MODEL_FILE, LungModelError, LungSegmenter, load_segmenter, lung_mask
+from cxr_core.lungs.segmenter import (
+    MODEL_FILE as LUNGS_MODEL_FILE,
+)
+from cxr_core.lungs.segmenter import (
+    LungModelError,
+    LungSegmenter,
+    load_segmenter,
+    lung_mask,
+)
 from cxr_core.lungs.segmenter import model_dir as lungs_model_dir
 from cxr_core.markings.classical import detect_markings
+from cxr_core.serve.inference import NO_CAM, Prediction, predict_image, report_dict, unfamiliar_warning
 from cxr_core.serve.registry import LoadedModel, ModelInfo, RegistryError, list_models, load_model, read_classes
 from pages.common import CAUTION, config, dataset_index, load_gray, no_dataset_message
 
@@ -52,7 +60,9 @@ def cached_segmenter() -> LungSegmenter | None:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def cached_regions(sha256: str, lungs: bool, _gray: np.ndarray) -> tuple[np.ndarray | None, list[tuple[int, int, int, int]]]:
+def cached_regions(
+    sha256: str, lungs: bool, _gray: np.ndarray
+) -> tuple[np.ndarray | None, list[tuple[int, int, int, int]]]:
     """The lung mask (when asked and a segmenter is installed) and detected marking boxes of one image."""
     segmenter = cached_segmenter() if lungs else None
     mask = lung_mask(_gray, segmenter) if segmenter is not None else None
@@ -61,14 +71,29 @@ def cached_regions(sha256: str, lungs: bool, _gray: np.ndarray) -> tuple[np.ndar
 
 @st.cache_data(show_spinner="Predicting…", max_entries=64)
 def cached_prediction(
-    path: str, version: str, sha256: str, cam: str, target: str | None, lungs: bool, _gray: np.ndarray,
+    path: str,
+    version: str,
+    sha256: str,
+    cam: str,
+    target: str | None,
+    lungs: bool,
+    _gray: np.ndarray,
     _tags: dict[str, str] | None = None,
 ) -> Prediction:
     """The gated prediction for one image (keyed by its sha256), so moving a display slider does not recompute it."""
     explainer = cached_explainer(path, version) if cam != NO_CAM else None
     mask, boxes = cached_regions(sha256, lungs, _gray) if cam != NO_CAM else (None, [])
-    return predict_image(cached_model(path, version), _gray, explainer, cam, target=target, lung_mask=mask, boxes=boxes,
-                         gate_net=cached_gate(), dicom_tags=_tags)
+    return predict_image(
+        cached_model(path, version),
+        _gray,
+        explainer,
+        cam,
+        target=target,
+        lung_mask=mask,
+        boxes=boxes,
+        gate_net=cached_gate(),
+        dicom_tags=_tags,
+    )
 
 
 @st.cache_data(ttl=15, show_spinner=False)
@@ -149,8 +174,13 @@ def show_refusal(pred: Prediction, loaded: LoadedModel, gray: np.ndarray, sha256
     st.error(f"**Not assessed.** {pred.gate.message}.", icon=":material/block:")
     st.caption(f"Gate score {pred.gate.score:.2f}: the model gives no probability for images the gate refuses.")
     st.image(gray, caption=f"Original ({gray.shape[1]}x{gray.shape[0]})", width=360)
-    st.download_button("Download JSON report", json.dumps(report_dict(pred, loaded, sha256), indent=2),
-                       f"report_{sha256[:8]}.json", "application/json", on_click="ignore")
+    st.download_button(
+        "Download JSON report",
+        json.dumps(report_dict(pred, loaded, sha256), indent=2),
+        f"report_{sha256[:8]}.json",
+        "application/json",
+        on_click="ignore",
+    )
 
 
 def show_prediction(pred: Prediction, loaded: LoadedModel, gray: np.ndarray, sha256: str, lungs: bool) -> None:
@@ -159,21 +189,31 @@ def show_prediction(pred: Prediction, loaded: LoadedModel, gray: np.ndarray, sha
         show_refusal(pred, loaded, gray, sha256)
         return
     if pred.familiar is False:
-        st.warning(f"**Unfamiliar image** (familiarity score {pred.familiarity['score']:.2f}, above 1 is unfamiliar; "
-                   f"nearest training source {pred.familiarity['nearest_source']}). {unfamiliar_warning(loaded.card)}",
-                   icon=":material/warning:")
+        st.warning(
+            f"**Unfamiliar image** (familiarity score {pred.familiarity['score']:.2f}, above 1 is unfamiliar; "
+            f"nearest training source {pred.familiarity['nearest_source']}). {unfamiliar_warning(loaded.card)}",
+            icon=":material/warning:",
+        )
     elif pred.familiarity is None:
-        st.caption("This model has no familiarity fit (`cxr familiarity`), so nobody checked that it has seen images "
-                   "like this one.")
+        st.caption(
+            "This model has no familiarity fit (`cxr familiarity`), so nobody checked that it has seen images "
+            "like this one."
+        )
     left, right = st.columns(2)
     left.image(gray, caption=f"Original ({gray.shape[1]}x{gray.shape[0]})", width="stretch")
-    right.image(pred.model_input, caption=f"Model input ({loaded.preprocess.method}, {loaded.preprocess.size} px)", width="stretch")
+    right.image(
+        pred.model_input,
+        caption=f"Model input ({loaded.preprocess.method}, {loaded.preprocess.size} px)",
+        width="stretch",
+    )
     cols = st.columns(3)
     cols[0].metric(f"P({pred.positive}), calibrated", f"{pred.p_covid:.1%}")
     cols[1].metric(f"Decision at threshold {pred.threshold:.2f}", pred.label)
     cols[2].metric("Certainty", pred.certainty)
     st.caption(f"{pred.uncertainty}. {CAUTION}")
-    report = report_dict(pred, loaded, sha256, cached_explainer(str(loaded.path), loaded.version) if pred.heatmap is not None else None)
+    report = report_dict(
+        pred, loaded, sha256, cached_explainer(str(loaded.path), loaded.version) if pred.heatmap is not None else None
+    )
     overlay_png = None
     if pred.heatmap is not None:
         controls = st.columns(2)
@@ -198,13 +238,21 @@ def show_prediction(pred: Prediction, loaded: LoadedModel, gray: np.ndarray, sha
                 f"({shares.border:.0%} on the border, {shares.corners:.0%} in the corners).{lungs_text}"
             )
         if boxes:
-            st.caption(f"{len(boxes)} detected marking region(s) (text, arrows) outlined in orange; "
-                       f"{(shares.markings or 0):.0%} of the heatmap lies on them.")
+            st.caption(
+                f"{len(boxes)} detected marking region(s) (text, arrows) outlined in orange; "
+                f"{(shares.markings or 0):.0%} of the heatmap lies on them."
+            )
     downloads = st.columns(2)
     if overlay_png is not None:
-        downloads[0].download_button("Download overlay PNG", overlay_png, f"overlay_{sha256[:8]}.png", "image/png", on_click="ignore")
+        downloads[0].download_button(
+            "Download overlay PNG", overlay_png, f"overlay_{sha256[:8]}.png", "image/png", on_click="ignore"
+        )
     downloads[1].download_button(
-        "Download JSON report", json.dumps(report, indent=2), f"report_{sha256[:8]}.json", "application/json", on_click="ignore"
+        "Download JSON report",
+        json.dumps(report, indent=2),
+        f"report_{sha256[:8]}.json",
+        "application/json",
+        on_click="ignore",
     )
 
 
@@ -224,8 +272,11 @@ target_choice = options[1].selectbox("Explain class", ["predicted class", *class
 has_segmenter = (lungs_model_dir() / LUNGS_MODEL_FILE).is_file()
 lungs = st.checkbox(
     "Measure attention inside the segmented lungs (outlined in green)",
-    value=has_segmenter, disabled=not has_segmenter,
-    help=None if has_segmenter else "No lung segmenter installed (models/lungs): only the thorax/border/corner shares are shown.",
+    value=has_segmenter,
+    disabled=not has_segmenter,
+    help=None
+    if has_segmenter
+    else "No lung segmenter installed (models/lungs): only the thorax/border/corner shares are shown.",
 )
 picked = image_from_upload() if source == SOURCES[0] else image_from_dataset(source == SOURCES[2])
 try:

@@ -7,10 +7,9 @@ from typing import Any
 import streamlit as st
 
 from cxr_core.evaluate import figures
-
+from cxr_core.preprocess.normalise import METHODS
 from cxr_core.train import jobs
 from cxr_core.train.architectures import ARCHITECTURES
-from cxr_core.preprocess.normalise import METHODS
 from cxr_core.train.config import train_options
 from cxr_core.train.rundir import log_tail, read_batches, read_metrics
 from pages.common import config, dataset_index, no_dataset_message
@@ -49,15 +48,28 @@ def method_params(method: str) -> dict[str, Any]:
 def training_form(n_train: int) -> tuple[dict[str, Any], int]:
     """The run settings (every option of the page's TrainConfig specs) as a request for :func:`jobs.launch`."""
     specs = {spec.name: spec for spec in train_options() if spec.option.on_page}
-    arch = option_widget(st, specs.pop("arch"), "cxr_net",
-                         help_text="\n\n".join(f"**{a}**: {ARCHITECTURES[a].summary}" for a in sorted(ARCHITECTURES)))
+    arch = option_widget(
+        st,
+        specs.pop("arch"),
+        "cxr_net",
+        help_text="\n\n".join(f"**{a}**: {ARCHITECTURES[a].summary}" for a in sorted(ARCHITECTURES)),
+    )
     arch_spec = ARCHITECTURES[arch]
     values = {"size": int(arch_spec.default_size), "lr": float(arch_spec.default_lr), "seed": int(cfg.seed)}
     keys = {name: f"{name}-{arch}" for name in ("size", "lr", "weights")}
     helps = {"method": "\n\n".join(f"**{m}**: {METHODS[m].summary}" for m in sorted(METHODS))}
     disabled = frozenset() if arch_spec.pretrained else frozenset({"weights"})
-    request = {"arch": arch, **options_form(list(specs.values()), values, keys, helps, disabled,
-                                            custom={"method_params": lambda chosen: method_params(chosen["method"])})}
+    request = {
+        "arch": arch,
+        **options_form(
+            list(specs.values()),
+            values,
+            keys,
+            helps,
+            disabled,
+            custom={"method_params": lambda chosen: method_params(chosen["method"])},
+        ),
+    }
     limit = request.get("limit")
     return request, min(n_train, int(limit)) if limit else n_train
 
@@ -67,7 +79,9 @@ def size_and_speed(request: dict[str, Any], images: int) -> None:
     size = request.get("size") or ARCHITECTURES[request["arch"]].default_size
     count = parameter_count(request["arch"], size) if size > 0 else "size must be positive"
     c1, c2, c3 = st.columns(3)
-    c1.metric("Parameters", f"{count:,}" if isinstance(count, int) else "n/a", help=None if isinstance(count, int) else count)
+    c1.metric(
+        "Parameters", f"{count:,}" if isinstance(count, int) else "n/a", help=None if isinstance(count, int) else count
+    )
     batch = max(int(request.get("batch") or 1), 1)
     key = (request["arch"], size, batch, images)
     estimate = st.session_state.get("estimate", {}).get(key)
@@ -79,9 +93,12 @@ def size_and_speed(request: dict[str, Any], images: int) -> None:
         except ValueError as exc:
             st.error(str(exc))
     if estimate:
-        c2.metric("Estimated time per epoch", f"{estimate['seconds_per_epoch'] / 60:.1f} min",
-                  help=f"{estimate['images_per_second']:.0f} images/s measured on {images} training images "
-                       "(data loading and validation add to it)")
+        c2.metric(
+            "Estimated time per epoch",
+            f"{estimate['seconds_per_epoch'] / 60:.1f} min",
+            help=f"{estimate['images_per_second']:.0f} images/s measured on {images} training images "
+            "(data loading and validation add to it)",
+        )
     else:
         c2.metric("Estimated time per epoch", "not measured")
 
@@ -100,7 +117,9 @@ def run_actions(summary: jobs.RunSummary) -> None:
     """Cancel / Resume buttons for a run, each calling the job runner."""
     try:
         if summary.status in ("queued", "running") and not summary.cancel_requested:
-            if st.button("Cancel run", key=f"cancel-{summary.id}", help="stops after the current batch; keeps the checkpoint"):
+            if st.button(
+                "Cancel run", key=f"cancel-{summary.id}", help="stops after the current batch; keeps the checkpoint"
+            ):
                 st.info(jobs.cancel(cfg, summary.id))
         elif summary.status in jobs.RESUMABLE and (summary.path / "status.json").exists():
             if st.button("Resume run", key=f"resume-{summary.id}", help="continues from the latest checkpoint"):
@@ -120,21 +139,39 @@ def live_view(run_id: str) -> None:
     status = jobs.effective_status(run_dir)
     metrics, batches = read_metrics(run_dir).dropna(how="all"), read_batches(run_dir).dropna(how="all")
     fraction, eta = jobs.progress(status, metrics)
-    label = {"running": "🟢 running", "queued": "⏳ queued", "done": "✅ done", "failed": "❌ failed",
-             "cancelled": "⏹ cancelled", "interrupted": "⚠️ interrupted"}.get(summary.status, summary.status)
-    st.markdown(f"**{run_id}** — {label}" + (" (cancel requested)" if summary.cancel_requested and
-                                            summary.status == "running" else "") + (f" — {summary.note}" if summary.note else ""))
-    batch_text = f", batch {status.get('batch', 0)}/{status.get('batches_per_epoch', '?')}" if summary.status == "running" else ""
-    st.progress(fraction, text=f"epoch {summary.epoch}/{summary.epochs}{batch_text} — "
-                               f"{'ETA ' + duration(eta) if summary.status == 'running' else summary.status}")
+    label = {
+        "running": "🟢 running",
+        "queued": "⏳ queued",
+        "done": "✅ done",
+        "failed": "❌ failed",
+        "cancelled": "⏹ cancelled",
+        "interrupted": "⚠️ interrupted",
+    }.get(summary.status, summary.status)
+    st.markdown(
+        f"**{run_id}** — {label}"
+        + (" (cancel requested)" if summary.cancel_requested and summary.status == "running" else "")
+        + (f" — {summary.note}" if summary.note else "")
+    )
+    batch_text = (
+        f", batch {status.get('batch', 0)}/{status.get('batches_per_epoch', '?')}"
+        if summary.status == "running"
+        else ""
+    )
+    st.progress(
+        fraction,
+        text=f"epoch {summary.epoch}/{summary.epochs}{batch_text} — "
+        f"{'ETA ' + duration(eta) if summary.status == 'running' else summary.status}",
+    )
     run_actions(summary)
     if summary.status == "failed" and summary.error:
         st.error("The run failed. End of its traceback:")
         st.code(summary.error[-3000:], language="text")
     if summary.best_epoch:
         best = run_dir / "checkpoints" / "best.keras"
-        st.markdown(f"Best checkpoint: epoch **{summary.best_epoch}**, validation AUC **{summary.best_val_auc:.4f}**"
-                    + (f" (`{best}`)" if best.exists() else ""))
+        st.markdown(
+            f"Best checkpoint: epoch **{summary.best_epoch}**, validation AUC **{summary.best_val_auc:.4f}**"
+            + (f" (`{best}`)" if best.exists() else "")
+        )
     st.plotly_chart(figures.epoch_curves({run_id: metrics}), key=f"epochs-{run_id}")
     st.plotly_chart(figures.batch_loss_curve(batches), key=f"batches-{run_id}")
     st.caption(f"{len(metrics)} epochs and {len(batches)} batch records so far")
@@ -156,9 +193,11 @@ with st.container(border=True):
     else:
         frame = index.frame
         n_train = len(index.images("train"))
-        st.markdown(f"Dataset: `{index.data_dir}` — {n_train} training, {len(index.images('val'))} validation, "
-                    f"{len(index.images('test'))} test images; **{int(frame['excluded'].sum())} excluded** "
-                    "(discarded in curation or duplicates of training images).")
+        st.markdown(
+            f"Dataset: `{index.data_dir}` — {n_train} training, {len(index.images('val'))} validation, "
+            f"{len(index.images('test'))} test images; **{int(frame['excluded'].sum())} excluded** "
+            "(discarded in curation or duplicates of training images)."
+        )
     request, images = training_form(n_train)
     size_and_speed(request, images)
     if st.button("Launch training", type="primary", disabled=index is None):

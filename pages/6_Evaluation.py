@@ -9,10 +9,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from cxr_core.evaluate import view as ev
 from cxr_core.evaluate import figures
-from cxr_core.evaluate.report import figures as report_figures
+from cxr_core.evaluate import view as ev
 from cxr_core.evaluate.evaluate import HEADLINE, SPLIT_CHOICES
+from cxr_core.evaluate.report import figures as report_figures
 from cxr_core.serve.registry import LoadedModel, list_models, load_model
 from pages.common import CAUTION, config, load_gray
 
@@ -39,8 +39,13 @@ def evaluation(model: LoadedModel, data_dir: str, split: str) -> tuple[dict[str,
     """The cached evaluation and per-image predictions (computed with a progress bar the first time)."""
     index = ev.open_index(cfg, data_dir)
     bar = st.progress(0.0, text="Predicting…")
-    result = ev.cached_evaluation(cfg, model, index, split,
-                                  progress=lambda done, total: bar.progress(done / max(total, 1), text=f"Predicting {done}/{total}"))
+    result = ev.cached_evaluation(
+        cfg,
+        model,
+        index,
+        split,
+        progress=lambda done, total: bar.progress(done / max(total, 1), text=f"Predicting {done}/{total}"),
+    )
     cases = ev.case_predictions(cfg, model, index, split)
     bar.empty()
     return result, cases
@@ -49,18 +54,32 @@ def evaluation(model: LoadedModel, data_dir: str, split: str) -> tuple[dict[str,
 def metrics_table(result: dict[str, Any]) -> pd.DataFrame:
     """Headline metrics with their 95% CIs and the values at threshold 0.5."""
     ci, half = result.get("ci95") or {}, result.get("at_0_5") or {}
-    return pd.DataFrame([{
-        "metric": key, "value": result.get(key),
-        "95% CI low": (ci.get(key) or [None, None])[0], "95% CI high": (ci.get(key) or [None, None])[1],
-        "at threshold 0.5": half.get(key),
-    } for key in HEADLINE])
+    return pd.DataFrame(
+        [
+            {
+                "metric": key,
+                "value": result.get(key),
+                "95% CI low": (ci.get(key) or [None, None])[0],
+                "95% CI high": (ci.get(key) or [None, None])[1],
+                "at threshold 0.5": half.get(key),
+            }
+            for key in HEADLINE
+        ]
+    )
 
 
 def with_point(fig: go.Figure, x: float | None, y: float | None) -> go.Figure:
     """Mark the operating point of the current threshold on a curve figure."""
     if x is not None and y is not None:
-        fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name="current threshold",
-                                 marker={"size": 13, "symbol": "x", "color": "black"}))
+        fig.add_trace(
+            go.Scatter(
+                x=[x],
+                y=[y],
+                mode="markers",
+                name="current threshold",
+                marker={"size": 13, "symbol": "x", "color": "black"},
+            )
+        )
     return fig
 
 
@@ -71,11 +90,17 @@ def audit_panel(model: LoadedModel) -> None:
     if not audit:
         st.info(f"This model has not been audited for shortcuts yet: `cxr audit --model {model.path}`.")
         return
-    show = {"shortcut": st.error, "mixed": st.warning, "undetermined": st.info}.get(str(audit.get("verdict_level")), st.success)
+    show = {"shortcut": st.error, "mixed": st.warning, "undetermined": st.info}.get(
+        str(audit.get("verdict_level")), st.success
+    )
     show(f"**Verdict: {audit.get('verdict_level')}.** {audit.get('verdict', '')}")
-    numbers = {"AUC": audit.get("auc"), "AUC, lungs blanked": audit.get("auc_lungs_blanked"),
-               "AUC, lungs only": audit.get("auc_lungs_only"), "Grad-CAM in lungs": audit.get("lung_attention_mean"),
-               "image-statistics baseline AUC": audit.get("stats_baseline_auc")}
+    numbers = {
+        "AUC": audit.get("auc"),
+        "AUC, lungs blanked": audit.get("auc_lungs_blanked"),
+        "AUC, lungs only": audit.get("auc_lungs_only"),
+        "Grad-CAM in lungs": audit.get("lung_attention_mean"),
+        "image-statistics baseline AUC": audit.get("stats_baseline_auc"),
+    }
     cols = st.columns(len(numbers))
     for col, (label, value) in zip(cols, numbers.items()):
         col.metric(label, "n/a" if value is None else f"{value:.2f}")
@@ -90,8 +115,12 @@ def confounding_panel(model: LoadedModel, result: dict[str, Any]) -> None:
         "In this kind of dataset COVID and Normal images often come from **different hospitals and archives**. "
         "A model can then score well by recognising *where an image came from* (its processing, borders, markings) "
         "instead of the lungs. "
-        + (f"Here, knowing only the source predicts the label with accuracy **{source_acc:.0%}**"
-           f" (Cramér's V {conf.get('cramers_v', 0):.2f}). " if source_acc is not None else "")
+        + (
+            f"Here, knowing only the source predicts the label with accuracy **{source_acc:.0%}**"
+            f" (Cramér's V {conf.get('cramers_v', 0):.2f}). "
+            if source_acc is not None
+            else ""
+        )
         + "The honest figure is the accuracy on a source the model never saw in training (leave-one-source-out), "
         "shown next to the in-distribution result."
     )
@@ -108,8 +137,10 @@ def confounding_panel(model: LoadedModel, result: dict[str, Any]) -> None:
         if loso.get("method"):
             st.caption(str(loso["method"]))
     else:
-        st.info("Leave-one-source-out has not been run for this model (it retrains once per source): "
-                f"`cxr evaluate --model {model.path} --leave-one-source-out`.")
+        st.info(
+            "Leave-one-source-out has not been run for this model (it retrains once per source): "
+            f"`cxr evaluate --model {model.path} --leave-one-source-out`."
+        )
 
 
 def coverage_panel(result: dict[str, Any]) -> None:
@@ -126,23 +157,30 @@ def coverage_panel(result: dict[str, Any]) -> None:
     covered = cov["on_covered"]
     for col, key in zip(cols[2:], ("sensitivity", "specificity")):
         value, everyone = covered.get(key), cov["on_all"].get(key)
-        col.metric(f"{key.capitalize()} on those", "n/a" if value is None else f"{value:.3f}",
-                   None if value is None or everyone is None else f"{value - everyone:+.3f} vs all images")
+        col.metric(
+            f"{key.capitalize()} on those",
+            "n/a" if value is None else f"{value:.3f}",
+            None if value is None or everyone is None else f"{value - everyone:+.3f} vs all images",
+        )
     if cov["gate_reasons"]:
         st.caption("Refused by the gate: " + "; ".join(f"{reason} ({n})" for reason, n in cov["gate_reasons"].items()))
     if not cov["familiarity_fitted"]:
         st.caption("This model has no familiarity fit: `cxr familiarity --model DIR` adds one.")
     st.plotly_chart(figures.risk_coverage_figure(cov["risk_coverage"]), key="risk-coverage")
-    st.caption("Read from the right: at coverage 1 every image is answered. Abstaining on images that fail the gate "
-               "and then on the least familiar (or least confident) ones should lower the error rate of the answers "
-               "that remain.")
+    st.caption(
+        "Read from the right: at coverage 1 every image is answered. Abstaining on images that fail the gate "
+        "and then on the least familiar (or least confident) ones should lower the error rate of the answers "
+        "that remain."
+    )
 
 
 def error_gallery(model: LoadedModel, cases: pd.DataFrame, threshold: float) -> None:
     """The most confident false positives and false negatives with their Grad-CAM overlays."""
     st.subheader("Worst errors")
-    st.caption("The false positives with the highest P(COVID) and the false negatives with the lowest, at the "
-               "current threshold; the overlay shows where the model looked (Grad-CAM of the predicted class).")
+    st.caption(
+        "The false positives with the highest P(COVID) and the false negatives with the lowest, at the "
+        "current threshold; the overlay shows where the model looked (Grad-CAM of the predicted class)."
+    )
     if not st.toggle("Show the worst errors with Grad-CAM", value=True):
         return
     explainer = explainer_for(str(model.path), model.version)
@@ -159,26 +197,38 @@ def error_gallery(model: LoadedModel, cases: pd.DataFrame, threshold: float) -> 
 
 models = list_models(cfg)
 if not models:
-    st.info("No registered models yet: finish a training run and promote it on the Run history page, "
-            "or register one with `cxr models`.")
+    st.info(
+        "No registered models yet: finish a training run and promote it on the Run history page, "
+        "or register one with `cxr models`."
+    )
     st.stop()
 names = [m.name for m in models]
 default_name = next((m.name for m in models if m.default), names[0])
 wanted = st.query_params.get("model")
-name = st.selectbox("Model", names, index=names.index(wanted if wanted in names else default_name),
-                    format_func=lambda n: f"{n} (default)" if n == default_name else n)
+name = st.selectbox(
+    "Model",
+    names,
+    index=names.index(wanted if wanted in names else default_name),
+    format_func=lambda n: f"{n} (default)" if n == default_name else n,
+)
 info = next(m for m in models if m.name == name)
 model = model_for(info.path, info.version)
-st.caption(f"{info.arch}, {info.params or 0:,} parameters, version {info.version}, threshold {model.threshold:.3f}, "
-           f"temperature {model.temperature:.2f}")
+st.caption(
+    f"{info.arch}, {info.params or 0:,} parameters, version {info.version}, threshold {model.threshold:.3f}, "
+    f"temperature {model.temperature:.2f}"
+)
 
 source = st.radio("Evaluate on", ["the configured dataset", "another dataset folder"], horizontal=True)
 if source == "the configured dataset":
     data_dir, split = str(cfg.data_dir), st.selectbox("Split", SPLIT_CHOICES, index=0)
 else:
     data_dir = st.text_input("Dataset folder (COVID/ and Normal/ image folders)", value="")
-    split = st.selectbox("Split", SPLIT_CHOICES, index=SPLIT_CHOICES.index("all"),
-                         help="'all' for an external dataset that was never split")
+    split = st.selectbox(
+        "Split",
+        SPLIT_CHOICES,
+        index=SPLIT_CHOICES.index("all"),
+        help="'all' for an external dataset that was never split",
+    )
     if not data_dir:
         st.stop()
 try:
@@ -189,17 +239,27 @@ except (ValueError, OSError) as exc:
 
 audit_panel(model)
 st.subheader(f"Metrics on {Path(result['data']['dir']).name} [{split}]")
-st.markdown(f"n = {result['n']} images ({result.get('n_covid', 0)} COVID, {result.get('n_normal', 0)} Normal); "
-            f"95% CIs by bootstrap over {result['bootstrap']['n_clusters']} {result['bootstrap']['cluster']} clusters. "
-            + ("(cached)" if result.get("cached") else ""))
+st.markdown(
+    f"n = {result['n']} images ({result.get('n_covid', 0)} COVID, {result.get('n_normal', 0)} Normal); "
+    f"95% CIs by bootstrap over {result['bootstrap']['n_clusters']} {result['bootstrap']['cluster']} clusters. "
+    + ("(cached)" if result.get("cached") else "")
+)
 if result.get("training_overlap"):
-    st.warning(f"{result['training_overlap']} of these images were in this model's training or validation split: "
-               "these numbers are optimistic.")
+    st.warning(
+        f"{result['training_overlap']} of these images were in this model's training or validation split: "
+        "these numbers are optimistic."
+    )
 st.dataframe(metrics_table(result), hide_index=True, width="stretch")
 
-threshold = st.slider("Decision threshold", 0.0, 1.0, float(model.threshold), 0.01,
-                      help=f"stored threshold {model.threshold:.3f}, chosen on validation for sensitivity "
-                           f"≥ {model.target_sensitivity:.2f}")
+threshold = st.slider(
+    "Decision threshold",
+    0.0,
+    1.0,
+    float(model.threshold),
+    0.01,
+    help=f"stored threshold {model.threshold:.3f}, chosen on validation for sensitivity "
+    f"≥ {model.target_sensitivity:.2f}",
+)
 live = ev.at_threshold(cases, threshold)
 cols = st.columns(4)
 for col, key in zip(cols, ("sensitivity", "specificity", "ppv", "npv")):
@@ -215,8 +275,10 @@ if "pr" in figs:
     c2.plotly_chart(with_point(figs["pr"], sens, ppv), key="pr")
 c3.plotly_chart(figs["confusion"], key="confusion")
 st.plotly_chart(figs["reliability"], key="reliability")
-st.caption(f"ECE before calibration {result.get('ece_uncalibrated') or 0:.3f}, after temperature scaling "
-           f"(T = {result.get('temperature', 1):.2f}) {result.get('ece') or 0:.3f}.")
+st.caption(
+    f"ECE before calibration {result.get('ece_uncalibrated') or 0:.3f}, after temperature scaling "
+    f"(T = {result.get('temperature', 1):.2f}) {result.get('ece') or 0:.3f}."
+)
 
 coverage_panel(result)
 confounding_panel(model, result)

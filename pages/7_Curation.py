@@ -8,12 +8,20 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from cxr_core.data.index import DatasetIndex
-from cxr_core.curation.flags import DECISION_STATES, FLAGS, analyse_all, compute_flags, lung_reasons, missing_analyses, review_queue
+from cxr_core.curation.flags import (
+    DECISION_STATES,
+    FLAGS,
+    analyse_all,
+    compute_flags,
+    lung_reasons,
+    missing_analyses,
+    review_queue,
+)
 from cxr_core.curation.ledger import REASONS, LedgerError, open_ledger
+from cxr_core.data.index import DatasetIndex
+from cxr_core.data.thumbnails import thumbnail
 from cxr_core.lungs.cache import describe_lung_flags, lung_flags_version
 from cxr_core.markings.classical import outline_regions
-from cxr_core.data.thumbnails import thumbnail
 from pages.common import config, load_gray, require_dataset
 
 PAGE_SIZE = 48
@@ -108,41 +116,70 @@ with st.sidebar:
     sources = st.multiselect("Source", sorted(frame["source"].unique()), key="f-source")
     splits = st.multiselect("Split", ["train", "val", "test"], key="f-split")
     wanted = st.multiselect("Decision state", DECISION_STATES, default=["undecided"], key="f-state")
-    lung_wanted = st.multiselect("Lung segmentation flag", sorted(lung_reasons(frame["lung_flags"]).unique()),
-                                 key="f-lungs", format_func=describe_lung_flags)
-    st.caption(f"Lung segmentation recorded for {int(frame['lung_area'].notna().sum())} of {len(frame)} images; "
-               "`cxr lungs DATA_DIR` records the rest.")
+    lung_wanted = st.multiselect(
+        "Lung segmentation flag",
+        sorted(lung_reasons(frame["lung_flags"]).unique()),
+        key="f-lungs",
+        format_func=describe_lung_flags,
+    )
+    st.caption(
+        f"Lung segmentation recorded for {int(frame['lung_area'].notna().sum())} of {len(frame)} images; "
+        "`cxr lungs DATA_DIR` records the rest."
+    )
     reason = st.selectbox("Reason for discards", REASONS, key="reason")
     note = st.text_input("Note (optional)", key="note")
 
-queue = review_queue(frame[frame["error"] == ""], states, sort_by, only_flagged, labels, sources, splits, wanted,
-                     lung_wanted)
+queue = review_queue(
+    frame[frame["error"] == ""], states, sort_by, only_flagged, labels, sources, splits, wanted, lung_wanted
+)
 n_pages = max(1, -(-len(queue) // PAGE_SIZE))
 st.session_state["page-no"] = min(st.session_state.get("page-no", 1), n_pages)
 top = st.columns([2, 1, 1, 1, 1])
-top[0].markdown(f"**{len(queue)}** images in the queue · {sum(s == 'discard' for s in states.values())} discarded in total")
+top[0].markdown(
+    f"**{len(queue)}** images in the queue · {sum(s == 'discard' for s in states.values())} discarded in total"
+)
 page = int(top[1].number_input("Page", 1, n_pages, key="page-no", label_visibility="collapsed")) - 1
 shown = queue.iloc[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
 if (frame["error"] != "").any():
-    st.caption(f"{int((frame['error'] != '').sum())} unreadable files cannot be reviewed here; the Dataset page lists them.")
+    st.caption(
+        f"{int((frame['error'] != '').sum())} unreadable files cannot be reviewed here; the Dataset page lists them."
+    )
 items = list(zip(shown["sha256"], shown["path"]))
 selected = [(s, p) for s, p in items if st.session_state.get(f"sel-{widget_key(p)}")]
-top[2].button(f"Discard selected ({len(selected)})", key="bulk-discard", disabled=not selected,
-              on_click=decide, args=(selected, "discard", reason, note))
-top[3].button(f"Keep selected ({len(selected)})", key="bulk-keep", disabled=not selected,
-              on_click=decide, args=(selected, "keep"))
-top[4].button("Select page", key="select-page",
-              on_click=lambda: st.session_state.update({f"sel-{widget_key(p)}": True for _, p in items}))
+top[2].button(
+    f"Discard selected ({len(selected)})",
+    key="bulk-discard",
+    disabled=not selected,
+    on_click=decide,
+    args=(selected, "discard", reason, note),
+)
+top[3].button(
+    f"Keep selected ({len(selected)})", key="bulk-keep", disabled=not selected, on_click=decide, args=(selected, "keep")
+)
+top[4].button(
+    "Select page",
+    key="select-page",
+    on_click=lambda: st.session_state.update({f"sel-{widget_key(p)}": True for _, p in items}),
+)
 
 for start in range(0, len(shown), COLUMNS):
     for col, row in zip(st.columns(COLUMNS), shown.iloc[start : start + COLUMNS].itertuples(index=False)):
         with col:
-            st.image(str(thumbnail(cfg, index.abspath(row.path), row.sha256)), width="stretch",
-                     caption=f"{row.path.rsplit('/', 1)[-1]} · {row.label} · {sort_by} {row.score:.2f} · {row.state}"
-                     + (f" · lungs: {row.lung_flags}" if row.lung_flags else ""))
+            st.image(
+                str(thumbnail(cfg, index.abspath(row.path), row.sha256)),
+                width="stretch",
+                caption=f"{row.path.rsplit('/', 1)[-1]} · {row.label} · {sort_by} {row.score:.2f} · {row.state}"
+                + (f" · lungs: {row.lung_flags}" if row.lung_flags else ""),
+            )
             key = widget_key(row.path)
-            st.segmented_control("action", TILE_ACTIONS, key=f"act-{key}", label_visibility="collapsed",
-                                 on_change=tile_action, args=(key, row.sha256, row.path, reason, note))
+            st.segmented_control(
+                "action",
+                TILE_ACTIONS,
+                key=f"act-{key}",
+                label_visibility="collapsed",
+                on_change=tile_action,
+                args=(key, row.sha256, row.path, reason, note),
+            )
             st.checkbox("select", key=f"sel-{key}")
 
 detail = st.session_state.get("detail")
@@ -160,9 +197,12 @@ if len(rows):
     left.plotly_chart(fig, key="detail-image", config={"scrollZoom": True})
     left.caption("Drag to zoom, double-click to reset. Boxes: regions the markings detector found.")
     scores = pd.DataFrame(
-        {"flag": list(FLAGS), "score": [round(float(row[n]), 3) for n in FLAGS],
-         "threshold": [f.threshold for f in FLAGS.values()],
-         "flagged": [bool(row[n] >= f.threshold) for n, f in FLAGS.items()]}
+        {
+            "flag": list(FLAGS),
+            "score": [round(float(row[n]), 3) for n in FLAGS],
+            "threshold": [f.threshold for f in FLAGS.values()],
+            "flagged": [bool(row[n] >= f.threshold) for n, f in FLAGS.items()],
+        }
     )
     right.dataframe(scores, hide_index=True, width="stretch")
     if row["duplicate_of"]:
@@ -174,14 +214,21 @@ if len(rows):
     else:
         right.caption("Lung segmentation not recorded yet: `cxr lungs DATA_DIR` checks it.")
     current = latest.get(row["sha256"])
-    right.write(f"Class {row['label']} · source {row['source']} · split {row['split'] or '-'} · "
-                f"decision: **{current.decision if current else 'none'}**")
+    right.write(
+        f"Class {row['label']} · source {row['source']} · split {row['split'] or '-'} · "
+        f"decision: **{current.decision if current else 'none'}**"
+    )
     one = [(row["sha256"], row["path"])]
     x, y, z = right.columns(3)
     x.button("Discard", key="detail-discard", on_click=decide, args=(one, "discard", reason, note), type="primary")
     y.button("Keep", key="detail-keep", on_click=decide, args=(one, "keep"))
-    z.button("Restore", key="detail-restore", on_click=decide, args=(one, "restore"),
-             disabled=not current or current.decision != "discard")
+    z.button(
+        "Restore",
+        key="detail-restore",
+        on_click=decide,
+        args=(one, "restore"),
+        disabled=not current or current.decision != "discard",
+    )
     for d in ledger.history(row["sha256"]):
         right.caption(f"#{d.id} {d.timestamp[:19]} {d.reviewer}: {d.decision} {d.reason} {d.note}".strip())
 
@@ -193,7 +240,9 @@ if not recent:
 for d in recent:
     line, action = st.columns([6, 1])
     extra = f" — undoes #{d.undoes}" if d.undoes else ""
-    line.write(f"#{d.id} · {d.timestamp[:19].replace('T', ' ')} · {d.reviewer} · **{d.decision}** "
-               f"`{d.path}` {d.reason} {d.note}{extra}")
+    line.write(
+        f"#{d.id} · {d.timestamp[:19].replace('T', ' ')} · {d.reviewer} · **{d.decision}** "
+        f"`{d.path}` {d.reason} {d.note}{extra}"
+    )
     if latest.get(d.sha256) and latest[d.sha256].id == d.id:
         action.button("Undo", key=f"undo-{d.id}", on_click=undo, args=(d.id,))

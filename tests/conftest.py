@@ -12,8 +12,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -131,8 +132,13 @@ def write_dataset(root: Path, n_per_class: int = 12, size: int = 96, seed: int =
     return root
 
 
-def dicom_bytes(gray: np.ndarray, photometric: str = "MONOCHROME2", patient_name: str = "Doe^Jane",
-                patient_id: str = "PID-0042", **tags: str) -> bytes:
+def dicom_bytes(
+    gray: np.ndarray,
+    photometric: str = "MONOCHROME2",
+    patient_name: str = "Doe^Jane",
+    patient_id: str = "PID-0042",
+    **tags: str,
+) -> bytes:
     """A 12-bit DX DICOM of a grayscale image with patient identifiers and any other ``tags`` (e.g. Modality="MR",
     ViewPosition="LL"); MONOCHROME1 stores inverted values."""
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -184,7 +190,7 @@ def processes_using_home(home: Path) -> list[int]:
             variables = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        values = [v[len(b"CXR_HOME="):].decode(errors="replace") for v in variables if v.startswith(b"CXR_HOME=")]
+        values = [v[len(b"CXR_HOME=") :].decode(errors="replace") for v in variables if v.startswith(b"CXR_HOME=")]
         if values and values[0] and str(Path(values[0]).resolve()) == target:
             pids.append(int(entry.name))
     return pids
@@ -227,25 +233,48 @@ class StreamlitServers:
     def __call__(self, env: dict[str, str] | None = None, timeout: float = 90.0) -> str:
         """Start a server with ``env`` added to the environment and return its URL once healthy; fail fast otherwise."""
         port = _free_port()
-        full_env = {**os.environ, "CXR_HOME": str(self.tmp_path / "app-home"),
-                    "CXR_LUNGS_MODEL": str(SHIPPED_LUNGS_DIR), **(env or {})}
+        full_env = {
+            **os.environ,
+            "CXR_HOME": str(self.tmp_path / "app-home"),
+            "CXR_LUNGS_MODEL": str(SHIPPED_LUNGS_DIR),
+            **(env or {}),
+        }
         url, log_path = f"http://127.0.0.1:{port}", self.tmp_path / f"streamlit-{port}.log"
         self.logs[url] = log_path
         self.homes.append(Path(full_env["CXR_HOME"]))
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                 "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-                 "--server.fileWatcherType", "none"],
-                cwd=REPO, env=full_env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "streamlit",
+                    "run",
+                    "app.py",
+                    "--server.port",
+                    str(port),
+                    "--server.address",
+                    "127.0.0.1",
+                    "--server.headless",
+                    "true",
+                    "--browser.gatherUsageStats",
+                    "false",
+                    "--server.fileWatcherType",
+                    "none",
+                ],
+                cwd=REPO,
+                env=full_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         self.procs.append(proc)
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with code {proc.returncode} before serving:\n{self.log_tail(url)}",
-                            pytrace=False)
+                pytest.fail(
+                    f"streamlit exited with code {proc.returncode} before serving:\n{self.log_tail(url)}", pytrace=False
+                )
             try:
                 with _DIRECT.open(f"{url}/_stcore/health", timeout=2) as resp:
                     if resp.status == 200:
@@ -253,8 +282,10 @@ class StreamlitServers:
             except OSError:
                 pass
             time.sleep(0.25)
-        pytest.fail(f"streamlit did not answer {url}/_stcore/health within {timeout:.0f} s:\n{self.log_tail(url)}",
-                    pytrace=False)
+        pytest.fail(
+            f"streamlit did not answer {url}/_stcore/health within {timeout:.0f} s:\n{self.log_tail(url)}",
+            pytrace=False,
+        )
 
     def log_tail(self, url: str, chars: int = 3000) -> str:
         """The end of the server log of ``url``."""
@@ -328,5 +359,6 @@ def copy_tree(src: Path, dst: Path) -> Path:
 def settle(page: Any, timeout_ms: float = 60_000) -> None:
     """Wait (bounded) until Streamlit has finished the rerun that the last widget change triggered."""
     page.wait_for_timeout(300)
-    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(state="attached",
-                                                                                       timeout=timeout_ms)
+    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(
+        state="attached", timeout=timeout_ms
+    )

@@ -9,9 +9,16 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from cxr_core.train import architectures  # noqa: E402
-from cxr_core.train.architectures import (ARCHITECTURES, CLASSES, VGG19_NOTOP, ArchitectureError,  # noqa: E402
-                                    build_model, flops_per_image, set_batchnorm_statistics)
+from cxr_core.train import architectures
+from cxr_core.train.architectures import (
+    ARCHITECTURES,
+    CLASSES,
+    VGG19_NOTOP,
+    ArchitectureError,
+    build_model,
+    flops_per_image,
+    set_batchnorm_statistics,
+)
 
 
 def test_paper_cnn_has_exactly_the_papers_parameter_count() -> None:
@@ -56,7 +63,8 @@ def test_vgg19_backbone_is_frozen() -> None:
 
 
 def test_vgg19_offline_without_weights_names_the_file_and_where_to_put_it(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
 
     def no_network(*args: object, **kwargs: object) -> str:

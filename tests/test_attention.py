@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 
 from cxr_core.explain.attention import (
-    AttentionError, RegionLayout, attention_shares, attention_warning, boxes_mask, colorize, outline, overlay,
-    png_bytes, region_masks,
+    AttentionError,
+    RegionLayout,
+    attention_shares,
+    attention_warning,
+    boxes_mask,
+    colorize,
+    outline,
+    overlay,
+    png_bytes,
+    region_masks,
 )
 
 SHAPE = (200, 300)

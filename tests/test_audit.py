@@ -16,7 +16,9 @@ from cxr_core.preprocess.recipe import PreprocessConfig
 from cxr_core.serve.registry import load_model, save_model_dir
 
 SIZE = 64
-needs_model = pytest.mark.skipif(not (SHIPPED_MODEL_DIR / "model.keras").is_file(), reason="models/lungs not trained yet")
+needs_model = pytest.mark.skipif(
+    not (SHIPPED_MODEL_DIR / "model.keras").is_file(), reason="models/lungs not trained yet"
+)
 
 
 def shortcut_dataset(root: Path, n_per_class: int = 20, seed: int = 0) -> Path:
@@ -106,13 +108,23 @@ def test_an_audit_on_other_data_leaves_the_models_own_audit(tmp_path: Path) -> N
 
     def audit(data: Path, split: str, auc: float) -> dict:
         """A minimal audit result."""
-        return {"data_dir": str(data), "split": split, "n": 40, "auc": auc, "auc_lungs_blanked": 0.6,
-                "verdict_level": "mixed", "verdict": "mixed"}
+        return {
+            "data_dir": str(data),
+            "split": split,
+            "n": 40,
+            "auc": auc,
+            "auc_lungs_blanked": 0.6,
+            "verdict_level": "mixed",
+            "verdict": "mixed",
+        }
 
     assert save_audit(model_dir, audit(own_data, "test", 0.97)) == model_dir / "audit.json"
     other = save_audit(model_dir, audit(other_data, "test", 0.61))
     val = save_audit(model_dir, audit(own_data, "val", 0.95))
-    assert other == model_dir / "audits" / "hospital-b-test" / "audit.json" and json.loads(other.read_text())["auc"] == 0.61
+    assert (
+        other == model_dir / "audits" / "hospital-b-test" / "audit.json"
+        and json.loads(other.read_text())["auc"] == 0.61
+    )
     assert val == model_dir / "audits" / "sample-val" / "audit.json"
     assert json.loads((model_dir / "audit.json").read_text())["auc"] == 0.97
     card = read_card(model_dir)
@@ -125,6 +137,8 @@ def test_an_audit_on_other_data_leaves_the_models_own_audit(tmp_path: Path) -> N
 def test_cxr_audit_refuses_a_missing_model(tmp_path: Path, capsys) -> None:
     from cxr_core.cli.parser import main
 
-    assert main(["--home", str(tmp_path / "h"), "audit", "--model", str(tmp_path / "nope"), "--data", str(tmp_path)]) == 2
+    assert (
+        main(["--home", str(tmp_path / "h"), "audit", "--model", str(tmp_path / "nope"), "--data", str(tmp_path)]) == 2
+    )
     err = capsys.readouterr().err
     assert "no model directory" in err and "Traceback" not in err

@@ -6,8 +6,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -15,6 +15,11 @@ import pytest
 from PIL import Image
 
 from conftest import write_dataset
+from cxr_core.cli.parser import main
+from cxr_core.config import Config
+from cxr_core.curation.curated import curated_index
+from cxr_core.curation.ledger import open_ledger
+from cxr_core.data.imaging import ImageReadError, read_image, sha256_file
 from cxr_core.preprocess import cache as batch_preprocess
 from cxr_core.preprocess.cache import (
     SOURCE_KEY,
@@ -24,11 +29,6 @@ from cxr_core.preprocess.cache import (
     cached_name,
     preprocess_dataset,
 )
-from cxr_core.cli.parser import main
-from cxr_core.config import Config
-from cxr_core.curation.curated import curated_index
-from cxr_core.data.imaging import ImageReadError, read_image, sha256_file
-from cxr_core.curation.ledger import open_ledger
 from cxr_core.preprocess.recipe import PreprocessConfig, PreprocessError
 
 CONFIG = PreprocessConfig("clahe", size=32)
@@ -97,7 +97,9 @@ def test_a_rerun_skips_finished_files_and_reprocesses_a_changed_original(cfg: Co
     np.testing.assert_array_equal(read_cached(root / "Normal/images/Normal-3.png"), CONFIG.apply(read_image(changed)))
 
 
-def test_an_interrupted_run_leaves_no_half_written_file_and_resumes(cfg: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_interrupted_run_leaves_no_half_written_file_and_resumes(
+    cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
     index = curated_index(cfg)
     real_replace = os.replace
     renames: list[str] = []
@@ -129,7 +131,9 @@ def test_an_interrupted_run_leaves_no_half_written_file_and_resumes(cfg: Config,
 def test_discarded_and_unreadable_images_are_reported_not_processed(cfg: Config) -> None:
     (cfg.data_dir / "COVID/images/broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     discarded = cfg.data_dir / "COVID/images/COVID-2.png"
-    open_ledger(cfg).record(sha256_file(discarded), "COVID/images/COVID-2.png", "discard", reason="markings", reviewer="test")
+    open_ledger(cfg).record(
+        sha256_file(discarded), "COVID/images/COVID-2.png", "discard", reason="markings", reviewer="test"
+    )
     report = preprocess_dataset(cfg, CONFIG, curated_index(cfg))
     assert report.images == 23 and report.written == 23
     assert report.excluded == 1 and report.excluded_by_reason == {"discarded": 1}
@@ -162,7 +166,9 @@ def test_load_serves_the_cache_or_preprocesses_on_the_fly(cfg: Config) -> None:
     expected = CONFIG.apply(read_image(cfg.data_dir / rel))
     np.testing.assert_array_equal(cache.load(rel), expected)
     assert cache.path_for(rel).is_file() and (cache.root / "config.json").is_file()
-    cache.path_for(rel).write_bytes(batch_preprocess.encode_png(np.zeros((32, 32), np.uint8), sha256_file(cfg.data_dir / rel)))
+    cache.path_for(rel).write_bytes(
+        batch_preprocess.encode_png(np.zeros((32, 32), np.uint8), sha256_file(cfg.data_dir / rel))
+    )
     assert cache.load(cfg.data_dir / rel).max() == 0, "a fresh cache entry is served without recomputing"
     assert cache.load(rel, sha256="0" * 64).max() > 0, "an entry made from another original is recomputed"
     for outside in (Path("/etc/hostname"), "../elsewhere.png", "COVID/../../x.png"):
@@ -192,16 +198,54 @@ def test_two_workers_give_the_same_files_as_one(make_cfg: Callable[..., Config],
         assert p.read_bytes() == (b / p.relative_to(a)).read_bytes()
 
 
-def test_cli_prints_one_json_object(cfg: Config, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_cli_prints_one_json_object(
+    cfg: Config, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.setenv("CXR_HOME", str(cfg.home))
-    code = main(["preprocess", str(cfg.data_dir), "--method", "gamma", "--param", "gamma=0.7", "--size", "48",
-                 "--resize", "pad", "--workers", "1", "--json"])
+    code = main(
+        [
+            "preprocess",
+            str(cfg.data_dir),
+            "--method",
+            "gamma",
+            "--param",
+            "gamma=0.7",
+            "--size",
+            "48",
+            "--resize",
+            "pad",
+            "--workers",
+            "1",
+            "--json",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["written"] == 24 and out["workers"] == 1
-    assert out["config"] == {"method": "gamma", "params": {"gamma": 0.7}, "size": 48, "resize": "pad",
-                             "interpolation": "area", "roi": "none"}
-    assert main(["preprocess", str(cfg.data_dir), "--method", "gamma", "--param", "gamma=0.7", "--size", "48",
-                 "--resize", "pad"]) == 0
+    assert out["config"] == {
+        "method": "gamma",
+        "params": {"gamma": 0.7},
+        "size": 48,
+        "resize": "pad",
+        "interpolation": "area",
+        "roi": "none",
+    }
+    assert (
+        main(
+            [
+                "preprocess",
+                str(cfg.data_dir),
+                "--method",
+                "gamma",
+                "--param",
+                "gamma=0.7",
+                "--size",
+                "48",
+                "--resize",
+                "pad",
+            ]
+        )
+        == 0
+    )
     assert "0 written, 24 already cached" in capsys.readouterr().out
 
 
@@ -224,7 +268,9 @@ def test_cli_errors_are_one_line(
     assert not (cfg.cache_dir / "preprocessed").exists()
 
 
-def test_cli_refuses_a_missing_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_cli_refuses_a_missing_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
     assert main(["preprocess", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err

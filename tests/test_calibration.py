@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from cxr_core.evaluate.calibration import (
-    CalibrationError, apply_temperature, calibrate, choose_threshold, fit_temperature,
+    CalibrationError,
+    apply_temperature,
+    calibrate,
+    choose_threshold,
+    fit_temperature,
 )
 from cxr_core.evaluate.metrics import expected_calibration_error
 

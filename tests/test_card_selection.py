@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from conftest import REPO
-from cxr_core.util.atomic import write_json_atomic
 from cxr_core.evaluate.audit import save_audit
 from cxr_core.evaluate.card import SelectionRule, base_card, card_with_selection, read_card, render_markdown, write_card
+from cxr_core.util.atomic import write_json_atomic
 
 SECTION = "## Why this model is the default"
 DATA = "/data/sample"
@@ -19,9 +19,20 @@ DATA = "/data/sample"
 
 def audit(auc: float, blanked: float, attention: float, level: str, data_dir: str = DATA) -> dict[str, Any]:
     """A shortcut audit result with the keys the card reads."""
-    return {"auc": auc, "auc_lungs_blanked": blanked, "auc_lungs_only": 0.8, "lung_attention_mean": attention,
-            "lung_area_mean": 0.35, "verdict_level": level, "verdict": f"{level} verdict", "data_dir": data_dir,
-            "split": "test", "n": 40, "model_version": "abc123", "created": "2026-01-01T00:00:00+00:00"}
+    return {
+        "auc": auc,
+        "auc_lungs_blanked": blanked,
+        "auc_lungs_only": 0.8,
+        "lung_attention_mean": attention,
+        "lung_area_mean": 0.35,
+        "verdict_level": level,
+        "verdict": f"{level} verdict",
+        "data_dir": data_dir,
+        "split": "test",
+        "n": 40,
+        "model_version": "abc123",
+        "created": "2026-01-01T00:00:00+00:00",
+    }
 
 
 def model_dir(path: Path, name: str, roi: str, result: dict[str, Any]) -> Path:
@@ -34,8 +45,10 @@ def model_dir(path: Path, name: str, roi: str, result: dict[str, Any]) -> Path:
 
 def own_card(auc: float = 0.985, blanked: float = 0.74, attention: float = 0.47) -> dict[str, Any]:
     """The card of the model being documented, with its own shortcut audit."""
-    return {**base_card("default-v9", "cxr_net", 1000, {"method": "clahe", "size": 160, "roi": "none"}),
-            "shortcut_audit": audit(auc, blanked, attention, "mixed")}
+    return {
+        **base_card("default-v9", "cxr_net", 1000, {"method": "clahe", "size": 160, "roi": "none"}),
+        "shortcut_audit": audit(auc, blanked, attention, "mixed"),
+    }
 
 
 def test_section_explains_the_choice_with_the_alternatives_audit_numbers(tmp_path: Path) -> None:
@@ -48,13 +61,21 @@ def test_section_explains_the_choice_with_the_alternatives_audit_numbers(tmp_pat
     assert read_card(tmp_path / "default") == written
 
     text = (tmp_path / "default" / "card.md").read_text()
-    section = text[text.index(SECTION):]
+    section = text[text.index(SECTION) :]
     assert "whose test AUC reaches 0.97 (issue #4's target for the shipped default)" in section
-    assert "| this model (default-v9) | cxr_net | none | 160 | 0.985 | 0.740 | 0.800 | 47% (35%) | mixed | yes |" in section
-    assert "| `lung_model` (lm-1) | cxr_net | lung_mask | 128 | 0.949 | 0.411 | 0.800 | 62% (35%) | lungs | no |" in section
+    assert (
+        "| this model (default-v9) | cxr_net | none | 160 | 0.985 | 0.740 | 0.800 | 47% (35%) | mixed | yes |"
+        in section
+    )
+    assert (
+        "| `lung_model` (lm-1) | cxr_net | lung_mask | 128 | 0.949 | 0.411 | 0.800 | 62% (35%) | lungs | no |"
+        in section
+    )
     assert "**This model is the default by this rule.** Its own shortcut verdict is *mixed*" in section
-    assert ("`lung_model` relies more on the lungs (lungs-blanked AUC 0.411 vs 0.740, 62% vs 47% of Grad-CAM in the "
-            "lungs) but its test AUC 0.949 misses the 0.97 target.") in section
+    assert (
+        "`lung_model` relies more on the lungs (lungs-blanked AUC 0.411 vs 0.740, 62% vs 47% of Grad-CAM in the "
+        "lungs) but its test AUC 0.949 misses the 0.97 target."
+    ) in section
     assert "met by no candidate." in section and "- The lung model ships beside it." in section
 
 
@@ -108,11 +129,12 @@ def test_shipped_default_card_says_why_with_numbers_from_the_audit_files() -> No
     (stored,) = card["selection"]["alternatives"]
     assert stored["dir"] == "cxr_net_lung_mask"
     assert {k: stored[k] for k in ("auc", "auc_lungs_blanked", "lung_attention_mean")} == {
-        k: other[k] for k in ("auc", "auc_lungs_blanked", "lung_attention_mean")}
+        k: other[k] for k in ("auc", "auc_lungs_blanked", "lung_attention_mean")
+    }
     assert card["shortcut_audit"]["auc_lungs_blanked"] == own["auc_lungs_blanked"]
     text = (default / "card.md").read_text()
     assert text == render_markdown(card)
-    section = text[text.index(SECTION):]
+    section = text[text.index(SECTION) :]
     assert f"| {other['auc']:.3f} | {other['auc_lungs_blanked']:.3f} |" in section
     assert f"| {own['auc']:.3f} | {own['auc_lungs_blanked']:.3f} |" in section
     assert card["selection"]["decision"]["this_model_chosen"] == ("This model is the default by this rule" in section)

@@ -34,11 +34,17 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 def test_discard_is_honoured_by_the_index_and_restore_undoes_it(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = load_config()
     before = curated_index(cfg).summary()["n_images"]
-    code, out, _ = run(capsys, "discard", "COVID/images/COVID-1.png", "--reason", "markings", "--note", "arrow", "--json")
+    code, out, _ = run(
+        capsys, "discard", "COVID/images/COVID-1.png", "--reason", "markings", "--note", "arrow", "--json"
+    )
     assert code == 0
     decision = json.loads(out)["decision"]
     assert (decision["decision"], decision["reason"], decision["note"], decision["reviewer"]) == (
-        "discard", "markings", "arrow", "tester")
+        "discard",
+        "markings",
+        "arrow",
+        "tester",
+    )
     index = curated_index(cfg)
     assert index.summary()["n_images"] == before - 1
     assert index.excluded_counts() == {"discarded": 1}

@@ -26,11 +26,19 @@ PLAUSIBLE = "Normal/images/Normal-1.png"
 
 def record(cfg: Config, data: Path, rows: dict[str, tuple[str, float]]) -> Path:
     """Write ``lung_flags.csv`` with the writer ``cxr lungs`` uses, for images path -> (flags, area fraction)."""
-    frame = pd.DataFrame([
-        {"sha256": sha256_file(data / path), "path": path, "flags": flags, "area_fraction": area,
-         "components": 0 if flags == "empty" else 2, "error": ""}
-        for path, (flags, area) in rows.items()
-    ])
+    frame = pd.DataFrame(
+        [
+            {
+                "sha256": sha256_file(data / path),
+                "path": path,
+                "flags": flags,
+                "area_fraction": area,
+                "components": 0 if flags == "empty" else 2,
+                "error": "",
+            }
+            for path, (flags, area) in rows.items()
+        ]
+    )
     return record_flags(cfg, data.resolve(), frame, "test-segmenter")
 
 
@@ -89,15 +97,18 @@ def test_recording_new_flags_changes_the_version(lung_env: tuple[Config, Path]) 
     assert lung_flags_version(cfg) != before
 
 
-def test_flags_command_lists_lung_flags_with_reasons(lung_env: tuple[Config, Path],
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_flags_command_lists_lung_flags_with_reasons(
+    lung_env: tuple[Config, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     _, data = lung_env
     assert main(["flags", str(data), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert {"images", "flagged_any", "flags", "thresholds", "data_dir", "flagged"} <= set(result)
     assert result["flags"]["lungs"] == 2
-    assert result["flagged"]["lungs"] == [{"path": EMPTY, "score": 1.0, "reason": "empty"},
-                                          {"path": ONE_LUNG, "score": 0.9, "reason": "area_low;one_lung"}]
+    assert result["flagged"]["lungs"] == [
+        {"path": EMPTY, "score": 1.0, "reason": "empty"},
+        {"path": ONE_LUNG, "score": 0.9, "reason": "area_low;one_lung"},
+    ]
     assert result["lung_segmentation"]["checked"] == 3
     assert main(["flags", str(data)]) == 0
     text = capsys.readouterr().out

@@ -51,8 +51,9 @@ COMMANDS = {
 
 @pytest.mark.parametrize("kind", ["empty", "unreadable", "bad-labels"])
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_bad_dataset_gives_one_line_and_exit_2(command: str, kind: str, model: Path, tmp_path: Path, monkeypatch,
-                                               capsys) -> None:
+def test_bad_dataset_gives_one_line_and_exit_2(
+    command: str, kind: str, model: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
     folder = bad_folder(tmp_path / "data", kind)
     monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CXR_DATA_DIR", str(folder))
@@ -69,9 +70,16 @@ def test_bad_dataset_gives_one_line_and_exit_2(command: str, kind: str, model: P
 def test_train_on_a_folder_without_classes_or_labels_in_a_real_process(tmp_path: Path) -> None:
     folder = bad_folder(tmp_path / "data", "empty")
     env = {**os.environ, "CXR_HOME": str(tmp_path / "home"), "CXR_DATA_DIR": str(folder)}
-    out = subprocess.run([sys.executable, "-m", "cxr_core", "train", "--data", str(folder), "--epochs", "1"],
-                         capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "cxr_core", "train", "--data", str(folder), "--epochs", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines() == [
         f"cxr train: error: {folder} has none of the class folders ['COVID', 'Normal'] and no labels.csv (expected "
-        "CLASS/images/*.png or CLASS/*.png, or a label CSV: `cxr index DIR --labels LABELS.csv`)"]
+        "CLASS/images/*.png or CLASS/*.png, or a label CSV: `cxr index DIR --labels LABELS.csv`)"
+    ]

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_core.data.index import DatasetError, load_index
-from cxr_core.data.hashing import hamming, phash
 from conftest import REPO, write_dataset
+from cxr_core.data.hashing import hamming, phash
+from cxr_core.data.index import DatasetError, load_index
 
 
 def test_kaggle_and_flat_layouts_with_manifest(tmp_path: Path, make_cfg) -> None:
@@ -50,8 +50,10 @@ def test_unreadable_files_are_listed_not_dropped(tmp_path: Path, make_cfg) -> No
     (root / "Normal" / "images" / "empty.png").write_bytes(b"")
     index = load_index(make_cfg(), root)
     errors = {item["path"]: item["error"] for item in index.summary()["unreadable"]}
-    assert errors == {"COVID/images/broken.png": "not a readable image (unknown or unsupported format)",
-                      "Normal/images/empty.png": "file is empty"}
+    assert errors == {
+        "COVID/images/broken.png": "not a readable image (unknown or unsupported format)",
+        "Normal/images/empty.png": "file is empty",
+    }
     assert index.summary()["n_images"] == 8 and len(index.images()) + 0 <= 8
 
 
@@ -84,7 +86,9 @@ def test_refresh_rereads_only_changed_files(tmp_path: Path, make_cfg) -> None:
     third = load_index(cfg, root)
     assert (third.n_read, third.n_reused) == (1, 15)
     paths = third.frame["path"].tolist()
-    assert paths == sorted(paths) and "Normal/images/Normal-2.png" not in paths and "Normal/images/Normal-new.png" in paths
+    assert (
+        paths == sorted(paths) and "Normal/images/Normal-2.png" not in paths and "Normal/images/Normal-new.png" in paths
+    )
     read = ["sha256", "phash", "width", "height", "error"]
     reused = third.frame.set_index("path").drop(["Normal/images/Normal-new.png"])[read]
     assert reused.equals(second.frame.set_index("path").drop(["Normal/images/Normal-2.png"])[read])
@@ -126,9 +130,10 @@ def test_exact_duplicates_share_a_split_and_near_duplicates_are_cleaned_from_tes
     assert rows.at["COVID/images/COVID-copy.png", "split"] == rows.at["COVID/images/COVID-1.png", "split"]
     exact = index.duplicate_pairs[index.duplicate_pairs["kind"] == "exact"]
     assert len(exact) == 1 and index.summary()["patients_in_multiple_splits"] == 0
-    assert phash(original) == phash(cv2.resize(cv2.resize(original, (60, 60)), original.shape[::-1])) or hamming(
-        phash(original), phash(cv2.resize(cv2.resize(original, (60, 60)), original.shape[::-1]))
-    ) <= 4
+    assert (
+        phash(original) == phash(cv2.resize(cv2.resize(original, (60, 60)), original.shape[::-1]))
+        or hamming(phash(original), phash(cv2.resize(cv2.resize(original, (60, 60)), original.shape[::-1]))) <= 4
+    )
 
 
 def test_confounding_reports_source_predicting_label(tmp_path: Path, make_cfg) -> None:
@@ -158,21 +163,46 @@ def test_sample_index_matches_manifest(sample_dir: Path, make_cfg) -> None:
 @pytest.mark.data
 def test_cli_index_json(sample_dir: Path, tmp_path: Path) -> None:
     env = {**os.environ, "CXR_HOME": str(tmp_path / "home")}
-    out = subprocess.run([sys.executable, "-m", "cxr_core", "index", str(sample_dir), "--json"],
-                         capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "cxr_core", "index", str(sample_dir), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
-    for key in ("n_images", "by_class", "by_source", "splits", "patients_in_multiple_splits",
-                "duplicates_across_splits", "unreadable"):
+    for key in (
+        "n_images",
+        "by_class",
+        "by_source",
+        "splits",
+        "patients_in_multiple_splits",
+        "duplicates_across_splits",
+        "unreadable",
+    ):
         assert key in summary
     assert summary["n_images"] == 1502 and summary["patients_in_multiple_splits"] == 0
 
 
 def test_cli_index_bad_arguments(tmp_path: Path) -> None:
     env = {**os.environ, "CXR_HOME": str(tmp_path / "home")}
-    out = subprocess.run([sys.executable, "-m", "cxr_core", "index", str(tmp_path / "missing")],
-                         capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "cxr_core", "index", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
     assert out.returncode == 2 and "does not exist" in out.stderr and "Traceback" not in out.stderr
-    out = subprocess.run([sys.executable, "-m", "cxr_core", "index", "--bogus"],
-                         capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "cxr_core", "index", "--bogus"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
     assert out.returncode == 2 and "unrecognized arguments" in out.stderr

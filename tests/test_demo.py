@@ -49,8 +49,17 @@ def test_demo_size_manifest_and_licences() -> None:
     files = [p for p in DEMO_DIR.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     assert sum(p.stat().st_size for p in files) <= 6 * 1024 * 1024
     manifest = pd.read_csv(DEMO_DIR / "manifest.csv", dtype=str, keep_default_na=False)
-    assert list(manifest.columns) == ["file", "label", "source", "source_repo", "original_path", "patient_id", "view",
-                                      "license", "sha256"]
+    assert list(manifest.columns) == [
+        "file",
+        "label",
+        "source",
+        "source_repo",
+        "original_path",
+        "patient_id",
+        "view",
+        "license",
+        "sha256",
+    ]
     pngs = sorted(p.relative_to(DEMO_DIR).as_posix() for p in DEMO_DIR.rglob("*.png"))
     assert pngs == sorted(manifest["file"]) and len(pngs) == 100
     for row in manifest.itertuples():
@@ -61,8 +70,15 @@ def test_demo_size_manifest_and_licences() -> None:
     assert set(manifest["label"].value_counts().index) == {"COVID", "Normal"}
     assert manifest.loc[manifest["label"] == "Normal", "source"].nunique() == 2
     credits = (DEMO_DIR / "SOURCES.md").read_text()
-    for needed in ("10.6084/m9.figshare.12275009", "CC BY 3.0", "Wang X.", "NIH Clinical Center",
-                   "10.17632/rscbjbr9sj.2", "CC BY 4.0", "confounded"):
+    for needed in (
+        "10.6084/m9.figshare.12275009",
+        "CC BY 3.0",
+        "Wang X.",
+        "NIH Clinical Center",
+        "10.17632/rscbjbr9sj.2",
+        "CC BY 4.0",
+        "confounded",
+    ):
         assert needed in credits
 
 

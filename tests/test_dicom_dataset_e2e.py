@@ -57,8 +57,11 @@ def run_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
 
 
 def test_compressed_dicom_export_is_indexed_curated_trained_and_predicted(
-        hospital: tuple[Path, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    hospital: tuple[Path, Path, list[str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     root, labels, identifiers = hospital
     home = tmp_path / "home"
     monkeypatch.setenv("CXR_HOME", str(home))
@@ -78,21 +81,43 @@ def test_compressed_dicom_export_is_indexed_curated_trained_and_predicted(
     assert code == 0
 
     run = tmp_path / "run"
-    code, trained, err = run_json(["train", "--data", str(root), "--arch", "cxr_net", "--size", "64", "--epochs", "1",
-                                   "--batch", "8", "--no-augment", "--hparams", '{"width": 8}', "--run-dir", str(run)],
-                                  capsys)
+    code, trained, err = run_json(
+        [
+            "train",
+            "--data",
+            str(root),
+            "--arch",
+            "cxr_net",
+            "--size",
+            "64",
+            "--epochs",
+            "1",
+            "--batch",
+            "8",
+            "--no-augment",
+            "--hparams",
+            '{"width": 8}',
+            "--run-dir",
+            str(run),
+        ],
+        capsys,
+    )
     assert code == 0 and trained["status"] == "done" and trained["model_dir"], err
     split = pd.read_csv(run / "split.csv", dtype=str, keep_default_na=False)
     assert "P000/study1/IM0000" not in set(split["path"]) and len(split) == 2 * N_PER_CLASS - 1
     assert set(split["patient_id"]) <= {p for p in split["patient_id"] if p.startswith("patient-")}
 
-    code, predicted, err = run_json(["predict", str(root / "P001" / "study1" / "IM0001"), "--model",
-                                     trained["model_dir"], "--cam", "none"], capsys)
+    code, predicted, err = run_json(
+        ["predict", str(root / "P001" / "study1" / "IM0001"), "--model", trained["model_dir"], "--cam", "none"], capsys
+    )
     assert code == 0 and predicted["decision"] in ("COVID", "Normal") and 0 <= predicted["p_covid"] <= 1
     assert predicted["gate"]["chest_xray"] is True
 
     outputs = [json.dumps(x) for x in (index, flags, trained, predicted)] + [err]
-    outputs += [p.read_bytes().decode("latin-1") for p in [*home.rglob("*"), *run.rglob("*")]
-                if p.is_file() and p.suffix in (".json", ".csv", ".log", ".txt", ".md")]
+    outputs += [
+        p.read_bytes().decode("latin-1")
+        for p in [*home.rglob("*"), *run.rglob("*")]
+        if p.is_file() and p.suffix in (".json", ".csv", ".log", ".txt", ".md")
+    ]
     assert not [ident for ident in identifiers for text in outputs if ident in text]
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before

@@ -12,17 +12,17 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.pixels import get_decoder
 from pydicom.uid import (
+    MPEG2MPML,
     UID,
     DeflatedExplicitVRLittleEndian,
+    DigitalXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLossless,
     JPEGLosslessSV1,
     JPEGLSLossless,
-    MPEG2MPML,
     RLELossless,
-    DigitalXRayImageStorageForPresentation,
     generate_uid,
 )
 
@@ -123,8 +123,13 @@ def test_uncompressed_12bit_maps_the_stored_bit_range_to_8_bits() -> None:
 @pytest.mark.parametrize(
     "syntax",
     [
-        ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, RLELossless, JPEGLSLossless, JPEG2000Lossless,
-        JPEGLossless, JPEGLosslessSV1,
+        ImplicitVRLittleEndian,
+        DeflatedExplicitVRLittleEndian,
+        RLELossless,
+        JPEGLSLossless,
+        JPEG2000Lossless,
+        JPEGLossless,
+        JPEGLosslessSV1,
     ],
     ids=lambda syntax: UID(syntax).name,
 )
@@ -216,8 +221,11 @@ def test_compressed_stream_with_a_broken_header_is_refused_with_one_line(syntax:
 
 @pytest.mark.parametrize(
     ("syntax", "reason"),
-    [(JPEGLSLossless, "cut short or damaged"), (JPEGLosslessSV1, "cut short or damaged"),
-     (JPEG2000Lossless, "cannot be decoded")],
+    [
+        (JPEGLSLossless, "cut short or damaged"),
+        (JPEGLosslessSV1, "cut short or damaged"),
+        (JPEG2000Lossless, "cannot be decoded"),
+    ],
     ids=["JPEG-LS", "JPEG Lossless SV1", "JPEG 2000"],
 )
 def test_cut_compressed_stream_is_refused_not_filled_in(syntax: str, reason: str) -> None:

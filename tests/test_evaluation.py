@@ -9,14 +9,30 @@ import pytest
 
 from conftest import write_dataset
 from cxr_core.cli.parser import main
-from cxr_core.evaluate.evaluate import evaluate
 from cxr_core.evaluate.card import base_card
+from cxr_core.evaluate.evaluate import evaluate
 from cxr_core.preprocess.recipe import PreprocessConfig
 from cxr_core.serve.registry import load_model, save_model_dir
 from tiny_models import brightness_model
 
-ISSUE_KEYS = {"n", "n_covid", "n_normal", "roc_auc", "pr_auc", "accuracy", "sensitivity", "specificity", "ppv", "npv",
-              "f1", "ece", "threshold", "confusion", "ci95", "by_source"}
+ISSUE_KEYS = {
+    "n",
+    "n_covid",
+    "n_normal",
+    "roc_auc",
+    "pr_auc",
+    "accuracy",
+    "sensitivity",
+    "specificity",
+    "ppv",
+    "npv",
+    "f1",
+    "ece",
+    "threshold",
+    "confusion",
+    "ci95",
+    "by_source",
+}
 EXTRA_KEYS = {"at_0_5", "ece_uncalibrated", "reliability", "excluded", "label_by_source", "temperature"}
 
 
@@ -27,7 +43,9 @@ def trained_dir(tmp_path: Path, make_cfg) -> tuple[Path, Path, object]:
     cfg = make_cfg(data_dir=data)
     preprocess = PreprocessConfig(method="none", size=64)
     model = brightness_model()
-    card = base_card("tiny", "brightness_net", model.count_params(), preprocess.to_dict(), training={"data_dir": str(data)})
+    card = base_card(
+        "tiny", "brightness_net", model.count_params(), preprocess.to_dict(), training={"data_dir": str(data)}
+    )
     directory = save_model_dir(tmp_path / "model", model, preprocess, temperature=1.3, threshold=0.4, card=card)
     return directory, data, cfg
 
@@ -60,15 +78,37 @@ def test_cli_evaluate_json_prints_all_keys_and_writes_reports(trained_dir, capsy
     assert main(["evaluate", "--model", str(directory), "--data", str(data), "--json", "--bootstrap", "100"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert ISSUE_KEYS | EXTRA_KEYS <= set(result) and result["split"] == "test"
-    for name in ("evaluation.json", "evaluation.md", "card.json", "card.md", "figures/roc.json", "figures/reliability.json"):
+    for name in (
+        "evaluation.json",
+        "evaluation.md",
+        "card.json",
+        "card.md",
+        "figures/roc.json",
+        "figures/reliability.json",
+    ):
         assert (directory / name).is_file(), name
     card = json.loads((directory / "card.json").read_text())
     assert card["metrics"]["n"] == result["n"] and card["calibration"]["temperature"] == 1.3
     assert "shortcut_audit" in card and "not diagnosis" in card["intended_use"]
     assert "## Test metrics" in (directory / "card.md").read_text()
     external = write_dataset(data.parent / "external", n_per_class=4, size=64, seed=9, layout="flat")
-    assert main(["evaluate", "--model", str(directory), "--data", str(external), "--split", "all", "--json",
-                 "--bootstrap", "100"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(directory),
+                "--data",
+                str(external),
+                "--split",
+                "all",
+                "--json",
+                "--bootstrap",
+                "100",
+            ]
+        )
+        == 0
+    )
     other = json.loads(capsys.readouterr().out)
     assert other["n"] == 8 and Path(other["report_dir"]).parent.name == "evaluations"
     card = json.loads((directory / "card.json").read_text())
@@ -102,7 +142,9 @@ def _one_source_per_patient(root: Path) -> Path:
     """Rewrite a synthetic manifest so that every image is its own patient (sources then share no patients)."""
     lines = (root / "manifest.csv").read_text().splitlines()
     rows = [line.split(",") for line in lines[1:]]
-    (root / "manifest.csv").write_text("\n".join([lines[0]] + [",".join(r[:3] + [Path(r[0]).stem]) for r in rows]) + "\n")
+    (root / "manifest.csv").write_text(
+        "\n".join([lines[0]] + [",".join(r[:3] + [Path(r[0]).stem]) for r in rows]) + "\n"
+    )
     return root
 
 
@@ -143,13 +185,26 @@ def test_card_renders_every_section(tmp_path: Path) -> None:
     from cxr_core.evaluate.card import card_with_loso, read_card, render_markdown, write_card
 
     card = base_card("m", "cxr_net", 49_000, {"method": "clahe", "size": 224})
-    loso = {"method": "retrained per source", "sources": {"jsrt": {"n": 73, "n_covid": 0, "n_normal": 73, "accuracy": 0.41,
-                                                                     "specificity": 0.41}}, "pooled": {"n": 73, "accuracy": 0.41}}
-    card = {**card_with_loso(card, loso), "shortcut_audit": {"verdict": "shortcut likely", "auc_lungs_blanked": 0.93,
-                                                             "details": {"nested": 1}}}
+    loso = {
+        "method": "retrained per source",
+        "sources": {"jsrt": {"n": 73, "n_covid": 0, "n_normal": 73, "accuracy": 0.41, "specificity": 0.41}},
+        "pooled": {"n": 73, "accuracy": 0.41},
+    }
+    card = {
+        **card_with_loso(card, loso),
+        "shortcut_audit": {"verdict": "shortcut likely", "auc_lungs_blanked": 0.93, "details": {"nested": 1}},
+    }
     text = render_markdown(card)
-    for needle in ("## Intended use", "not diagnosis", "## Leave-one-source-out", "| jsrt | 73 | 0 | 73 | 0.410",
-                   "markings", "**shortcut likely**", "auc_lungs_blanked: 0.930", "Not evaluated yet"):
+    for needle in (
+        "## Intended use",
+        "not diagnosis",
+        "## Leave-one-source-out",
+        "| jsrt | 73 | 0 | 73 | 0.410",
+        "markings",
+        "**shortcut likely**",
+        "auc_lungs_blanked: 0.930",
+        "Not evaluated yet",
+    ):
         assert needle.lower() in text.lower(), needle
     write_card(tmp_path, card)
     assert read_card(tmp_path) == card and (tmp_path / "card.md").read_text() == text

@@ -11,9 +11,9 @@ from tiny_models import TINY_SIZE, build_tiny_model, train_briefly
 
 keras = pytest.importorskip("keras")
 
-from cxr_core.explain.cam import CAM_METHODS, ExplainError, Explainer, find_target_layer, rescale01, to_original_shape  # noqa: E402
-from cxr_core.data.imaging import read_image  # noqa: E402
-from cxr_core.preprocess.recipe import PreprocessConfig  # noqa: E402
+from cxr_core.data.imaging import read_image
+from cxr_core.explain.cam import CAM_METHODS, Explainer, ExplainError, find_target_layer, rescale01, to_original_shape
+from cxr_core.preprocess.recipe import PreprocessConfig
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,6 @@ def test_compiled_gradcam_equals_tf_keras_vis_gradcam(real_input, nested: bool) 
 
 def test_compiled_gradcam_equals_tf_keras_vis_on_the_default_model(sample_dir) -> None:
     from conftest import REPO
-
     from cxr_core.explain.cam import ExplainOptions
     from cxr_core.serve.registry import load_model
 

@@ -10,13 +10,11 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_xray, write_dataset
-from tiny_models import make_model_dir
-
-from cxr_core.gate import familiarity
 from cxr_core.cli.parser import main
 from cxr_core.evaluate.coverage import coverage_report, risk_coverage
-from cxr_core.gate import Gate
+from cxr_core.gate import Gate, familiarity
 from cxr_core.serve.registry import RegistryError, load_model
+from tiny_models import make_model_dir
 
 
 def gaussian_domain(rng: np.random.Generator, n: int, shift: float = 0.0) -> tuple[np.ndarray, list[str], list[str]]:
@@ -81,13 +79,16 @@ def test_fitted_familiarity_is_stored_with_the_model_and_tied_to_its_version(mod
     rows = pd.DataFrame({"label": ["COVID", "Normal"] * 8, "source": ["a", "b", "c", "d"] * 4})
     familiarity.fit_model(model, images[:16], rows, images[16:])
     reloaded = load_model(model_dir)
-    assert reloaded.familiarity is not None and reloaded.familiarity.threshold == pytest.approx(model.familiarity.threshold)
+    assert reloaded.familiarity is not None and reloaded.familiarity.threshold == pytest.approx(
+        model.familiarity.threshold
+    )
     shifted = np.stack([model.preprocess.apply(255 - synthetic_xray(rng, 64)) for _ in range(8)])
     inside = np.stack([model.preprocess.apply(synthetic_xray(rng, 64, covid=i % 2 == 0)) for i in range(8)])
     kind = reloaded.familiarity.features
     assert kind == familiarity.FEATURES[familiarity.DEFAULT_METHOD]
-    assert np.median(reloaded.familiarity.scores(familiarity.embed(reloaded, shifted, kind))) > \
-        np.median(reloaded.familiarity.scores(familiarity.embed(reloaded, inside, kind)))
+    assert np.median(reloaded.familiarity.scores(familiarity.embed(reloaded, shifted, kind))) > np.median(
+        reloaded.familiarity.scores(familiarity.embed(reloaded, inside, kind))
+    )
     meta = json.loads((model_dir / familiarity.FAMILIARITY_JSON).read_text())
     assert meta["model_version"] == model.version and meta["n_train"] == 16
     assert familiarity.load(model_dir, "another-version") is None

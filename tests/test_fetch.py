@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cxr_core.data.fetch import FetchError, fetch_dataset, find_dataset_root
 from conftest import write_dataset
+from cxr_core.data.fetch import FetchError, fetch_dataset, find_dataset_root
 
 
 def test_links_downloaded_class_folders_into_the_data_dir(tmp_path: Path) -> None:

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 import pytest
 
 from conftest import synthetic_xray, write_dataset
-from cxr_core.curation import flags as flags_module
 from cxr_core.config import Config
+from cxr_core.curation import flags as flags_module
 from cxr_core.curation.curated import curated_index
-from cxr_core.curation.flags import FlagOptions, compute_flags, flagged, quality_scores, review_queue, small_score, summarise
+from cxr_core.curation.flags import (
+    FlagOptions,
+    compute_flags,
+    flagged,
+    quality_scores,
+    review_queue,
+    small_score,
+    summarise,
+)
 from cxr_core.preprocess.quality import quality_measures
 
 
@@ -67,7 +75,9 @@ def test_analyses_are_cached_by_sha256_and_reused(flag_cfg: Config, monkeypatch:
     assert again.drop(columns="regions").equals(first.drop(columns="regions"))
 
 
-def test_parallel_workers_give_the_same_scores(flag_cfg: Config, make_cfg: Callable[..., Config], tmp_path: Path) -> None:
+def test_parallel_workers_give_the_same_scores(
+    flag_cfg: Config, make_cfg: Callable[..., Config], tmp_path: Path
+) -> None:
     index = curated_index(flag_cfg)
     serial = compute_flags(flag_cfg, index)
     other = make_cfg(data_dir=flag_cfg.data_dir, home=tmp_path / "home2")

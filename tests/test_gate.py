@@ -12,13 +12,11 @@ import numpy as np
 import pytest
 
 from conftest import SHIPPED_GATE_DIR, dicom_bytes
-from tiny_models import make_model_dir
-
 from cxr_core.cli.parser import main
-from cxr_core.gate import assess, header_reasons, load_gate_net
-from cxr_core.gate import negatives
-from cxr_core.gate.assess import KIND_REASONS, NO_LUNGS
 from cxr_core.data.imaging import read_image, read_xray
+from cxr_core.gate import assess, header_reasons, load_gate_net, negatives
+from cxr_core.gate.assess import KIND_REASONS, NO_LUNGS
+from tiny_models import make_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +58,12 @@ def test_a_sample_xray_passes_and_its_inverted_and_rotated_copies_are_named(net,
     good = assess(xray, net)
     assert good.chest_xray and good.score >= net.threshold and good.reasons == ()
     assert good.to_dict() == {"chest_xray": True, "score": round(good.score, 4), "reasons": []}
-    for changed, kind in ((255 - xray, "inverted"), (np.rot90(xray, 1), "rot90"), (np.rot90(xray, 2), "rot180"),
-                          (np.rot90(xray, 3), "rot270")):
+    for changed, kind in (
+        (255 - xray, "inverted"),
+        (np.rot90(xray, 1), "rot90"),
+        (np.rot90(xray, 2), "rot180"),
+        (np.rot90(xray, 3), "rot270"),
+    ):
         verdict = assess(np.ascontiguousarray(changed), net)
         assert not verdict.chest_xray and verdict.reasons == (KIND_REASONS[kind],), kind
     assert "inverted" in KIND_REASONS["inverted"] and "rotated" in KIND_REASONS["rot90"]
@@ -73,11 +75,17 @@ def test_no_lung_fields_refuses_an_image_the_net_accepts(net, sample_dir) -> Non
     assert not verdict.chest_xray and verdict.reasons == (NO_LUNGS,)
 
 
-@pytest.mark.parametrize("tags, words", [
-    ({"Modality": "MR"}, "MR image"), ({"Modality": "CT"}, "CT slice"), ({"Modality": "US"}, "ultrasound"),
-    ({"Modality": "DX", "ViewPosition": "LL"}, "Lateral view"), ({"Modality": "CR", "ViewPosition": "LATERAL"}, "Lateral"),
-    ({"Modality": "DX", "BodyPartExamined": "HAND"}, "body part HAND"),
-])
+@pytest.mark.parametrize(
+    "tags, words",
+    [
+        ({"Modality": "MR"}, "MR image"),
+        ({"Modality": "CT"}, "CT slice"),
+        ({"Modality": "US"}, "ultrasound"),
+        ({"Modality": "DX", "ViewPosition": "LL"}, "Lateral view"),
+        ({"Modality": "CR", "ViewPosition": "LATERAL"}, "Lateral"),
+        ({"Modality": "DX", "BodyPartExamined": "HAND"}, "body part HAND"),
+    ],
+)
 def test_dicom_header_refusals_need_no_model(tags, words) -> None:
     xray = read_xray(dicom_bytes(np.full((96, 96), 100, np.uint8), **tags))
     verdict = assess(xray.pixels, None, dicom_tags=xray.dicom_tags)
@@ -85,8 +93,12 @@ def test_dicom_header_refusals_need_no_model(tags, words) -> None:
 
 
 def test_frontal_radiograph_headers_pass_the_header_check() -> None:
-    for tags in ({"Modality": "DX", "ViewPosition": "PA"}, {"Modality": "CR", "ViewPosition": "AP",
-                 "BodyPartExamined": "CHEST"}, {"Modality": "DX"}, {}):
+    for tags in (
+        {"Modality": "DX", "ViewPosition": "PA"},
+        {"Modality": "CR", "ViewPosition": "AP", "BodyPartExamined": "CHEST"},
+        {"Modality": "DX"},
+        {},
+    ):
         assert header_reasons(tags) == [], tags
 
 
@@ -111,7 +123,9 @@ def test_predict_json_gates_every_prediction(gate_on, model_dir, sample_dir, tmp
     folder.mkdir()
     cv2.imwrite(str(folder / "a_xray.png"), read_image(sample_dir / "COVID" / "images" / "COVID-1.png"))
     cv2.imwrite(str(folder / "b_noise.png"), SYNTHETIC_NEGATIVES["uniform noise"]())
-    (folder / "c_mr.dcm").write_bytes(dicom_bytes(read_image(sample_dir / "COVID" / "images" / "COVID-1.png"), Modality="MR"))
+    (folder / "c_mr.dcm").write_bytes(
+        dicom_bytes(read_image(sample_dir / "COVID" / "images" / "COVID-1.png"), Modality="MR")
+    )
     out = tmp_path / "out"
     assert main(["predict", str(folder), "--model", str(model_dir), "--json", "--out", str(out)]) == 0
     payload = json.loads(capsys.readouterr().out)
@@ -123,13 +137,21 @@ def test_predict_json_gates_every_prediction(gate_on, model_dir, sample_dir, tmp
     assert xray["gate"]["chest_xray"] and xray["decision"] in {"COVID", "Normal"} and 0 <= xray["p_covid"] <= 1
     for name in ("b_noise.png", "c_mr.dcm"):
         refused = by_name[name]
-        assert refused["decision"] == "not assessed" and refused["p_covid"] is None and refused["certainty"] == "not assessed"
+        assert (
+            refused["decision"] == "not assessed"
+            and refused["p_covid"] is None
+            and refused["certainty"] == "not assessed"
+        )
         assert refused["gate"]["reasons"] and refused["attention_shares"] is None
     assert "MR image" in by_name["c_mr.dcm"]["gate"]["reasons"][0]
     with open(out / "predictions.csv", newline="") as handle:
         rows = {Path(r["path"]).name: r for r in csv.DictReader(handle)}
     assert {"gate", "gate_reasons", "familiarity"} <= set(next(iter(rows.values())))
-    assert rows["b_noise.png"]["gate"] == "fail" and rows["b_noise.png"]["p_covid"] == "" and rows["b_noise.png"]["gate_reasons"]
+    assert (
+        rows["b_noise.png"]["gate"] == "fail"
+        and rows["b_noise.png"]["p_covid"] == ""
+        and rows["b_noise.png"]["gate_reasons"]
+    )
     assert rows["a_xray.png"]["gate"] == "pass" and not list(out.glob("b_noise*_overlay.png"))
 
 

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 import cxr_core.data.index as dataset_index
-from cxr_core.data.index import load_index
-from cxr_core.data.hashing import _run_pairs, hashes_to_array, near_pairs
 from conftest import write_dataset
+from cxr_core.data.hashing import _run_pairs, hashes_to_array, near_pairs
+from cxr_core.data.index import load_index
 
 
 def brute_force_pairs(hashes: list[str], max_distance: int, chunk: int = 1024) -> list[tuple[int, int, int]]:
@@ -165,7 +165,9 @@ def same(index) -> dict:
 
 
 def test_an_unchanged_reindex_reuses_the_assembled_index_and_a_damaged_one_is_rebuilt(
-    tmp_path: Path, make_cfg, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    make_cfg,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     root = write_dataset(tmp_path / "d", n_per_class=6)
     cfg = make_cfg()

@@ -8,15 +8,15 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-from cxr_core.train import jobs
-from cxr_core.config import Config
 from conftest import REPO, write_dataset
+from cxr_core.config import Config
+from cxr_core.train import jobs
 
 FAKE_TRAINER = r'''
 """A stand-in for ``cxr train`` that follows the run-directory contract (status, heartbeat, csvs, cancel, resume)."""
@@ -79,7 +79,9 @@ status(run, status="done", finished=now())
 
 
 @pytest.fixture
-def fake(tmp_path: Path, make_cfg: Callable[..., Config], monkeypatch: pytest.MonkeyPatch) -> tuple[Config, jobs.JobOptions]:
+def fake(
+    tmp_path: Path, make_cfg: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+) -> tuple[Config, jobs.JobOptions]:
     """A config in tmp and job options whose training command is the fake trainer."""
     script = tmp_path / "fake_train.py"
     script.write_text(FAKE_TRAINER)
@@ -121,7 +123,10 @@ def test_validation_refuses_bad_requests() -> None:
     with pytest.raises(jobs.JobError, match=r"roi must be one of \['none', 'lung_crop', 'lung_mask'\]"):
         jobs.validate_request({"arch": "cxr_net", "epochs": 1, "roi": "lungs"})
     assert jobs.validate_request({"arch": "cxr_net", "epochs": 1, "lr": 1e-3, "seed": None}) == {
-        "arch": "cxr_net", "epochs": 1, "lr": 1e-3}
+        "arch": "cxr_net",
+        "epochs": 1,
+        "lr": 1e-3,
+    }
 
 
 def test_job_carries_the_config_and_the_worker_builds_it(fake: tuple[Config, jobs.JobOptions]) -> None:
@@ -139,14 +144,15 @@ def test_job_carries_the_config_and_the_worker_builds_it(fake: tuple[Config, job
     assert job["train"] == expected.to_dict() and job["request"] == request
     assert job["argv"][-4:] == ["--config", str(run / "job.json"), "--run-dir", str(run)]
     args = build_parser().parse_args(["train", *job["argv"][-4:], "--epochs", "5"])
-    assert config_from_args(args, read_train_config(args.config)) == TrainConfig.from_dict({**expected.to_dict(),
-                                                                                          "epochs": 5})
+    assert config_from_args(args, read_train_config(args.config)) == TrainConfig.from_dict(
+        {**expected.to_dict(), "epochs": 5}
+    )
     wait_for(lambda: state(run) == "done", what="run done")
 
 
 def test_liveness_judges_dead_pid_and_stale_heartbeat() -> None:
     """Running with a dead pid or a stale heartbeat reads as interrupted; a fresh live one as running."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     fresh = {"status": "running", "pid": os.getpid(), "updated": now.isoformat()}
     assert jobs.judge_status(fresh)["status"] == "running"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -159,8 +165,9 @@ def test_liveness_judges_dead_pid_and_stale_heartbeat() -> None:
     assert jobs.judge_status({"status": "failed"}, {"state": "queued"})["status"] == "queued"
 
 
-def test_queue_runs_one_at_a_time_and_finishes(fake: tuple[Config, jobs.JobOptions],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_queue_runs_one_at_a_time_and_finishes(
+    fake: tuple[Config, jobs.JobOptions], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two launches: one runs, one waits; metrics.csv grows; both end done; the worker exits."""
     cfg, opts = fake
     monkeypatch.setenv("FAKE_SLEEP", "0.5")
@@ -178,8 +185,9 @@ def test_queue_runs_one_at_a_time_and_finishes(fake: tuple[Config, jobs.JobOptio
     assert summary[1].best_val_auc == pytest.approx(0.7) and summary[1].arch == "cxr_net"
 
 
-def test_two_simultaneous_launches_start_one_run(fake: tuple[Config, jobs.JobOptions],
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_simultaneous_launches_start_one_run(
+    fake: tuple[Config, jobs.JobOptions], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two processes pressing Launch at the same moment: exactly one run starts, the other is queued."""
     cfg, opts = fake
     monkeypatch.setenv("FAKE_SLEEP", "0.5")
@@ -215,7 +223,9 @@ def test_kill_9_reads_interrupted_then_resume_finishes(fake: tuple[Config, jobs.
     assert epochs == [1, 2, 3]
 
 
-def test_crash_shows_failed_with_traceback(fake: tuple[Config, jobs.JobOptions], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_shows_failed_with_traceback(
+    fake: tuple[Config, jobs.JobOptions], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A trainer that crashes before writing its status ends as failed with the end of its traceback."""
     cfg, opts = fake
     monkeypatch.setenv("FAKE_CRASH", "1")
@@ -261,8 +271,9 @@ def test_progress_and_eta() -> None:
     import pandas as pd
 
     metrics = pd.DataFrame({"epoch": [1], "seconds": [10.0]})
-    fraction, eta = jobs.progress({"status": "running", "epochs": 4, "epoch": 2, "batch": 5, "batches_per_epoch": 10},
-                                  metrics)
+    fraction, eta = jobs.progress(
+        {"status": "running", "epochs": 4, "epoch": 2, "batch": 5, "batches_per_epoch": 10}, metrics
+    )
     assert fraction == pytest.approx(1.5 / 4) and eta == pytest.approx(25.0)
     assert jobs.progress({"status": "done", "epochs": 4}) == (1.0, 0.0)
 
@@ -286,8 +297,11 @@ def test_real_tiny_run_queued_running_done_kill_resume(tmp_path: Path, make_cfg:
     assert state(run) == "done", jobs.log_tail(run, 30)
     assert "running" in seen and metric_rows(run) == 2 and 1 in rows
     killed = jobs.launch(cfg, {**request, "epochs": 3}, opts)
-    wait_for(lambda: metric_rows(killed) >= 1 and (killed / "checkpoints" / "best.keras").exists(), timeout=300,
-             what="first epoch (metrics and checkpoints) of the run to kill")
+    wait_for(
+        lambda: metric_rows(killed) >= 1 and (killed / "checkpoints" / "best.keras").exists(),
+        timeout=300,
+        what="first epoch (metrics and checkpoints) of the run to kill",
+    )
     os.kill(int(jobs.effective_status(killed)["pid"]), signal.SIGKILL)
     wait_for(lambda: state(killed) == "interrupted", what="interrupted")
     jobs.resume(cfg, killed.name, opts)
@@ -297,8 +311,9 @@ def test_real_tiny_run_queued_running_done_kill_resume(tmp_path: Path, make_cfg:
     assert epochs == [1, 2, 3]
 
 
-def test_cxr_runs_command(fake: tuple[Config, jobs.JobOptions], monkeypatch: pytest.MonkeyPatch,
-                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_cxr_runs_command(
+    fake: tuple[Config, jobs.JobOptions], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``cxr runs --json`` lists runs with their judged status; refusals are one-line errors with exit code 2."""
     from cxr_core.cli.parser import main
 

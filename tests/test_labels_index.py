@@ -33,11 +33,14 @@ DICOM_ROWS = [
 ]
 UNLABELLED = ("extra/unlabelled.dcm", "Noe^Frank", "MRN-100008", "Mercy Clinic North")
 PNG_ROW = ("photos/p9.png", "Normal")
-IDENTIFIERS = sorted({v for row in DICOM_ROWS for v in row[2:6] if v} | set(UNLABELLED[1:])
-                     | {"Elsewhere", "Mercy", "ROOM-7"})
+IDENTIFIERS = sorted(
+    {v for row in DICOM_ROWS for v in row[2:6] if v} | set(UNLABELLED[1:]) | {"Elsewhere", "Mercy", "ROOM-7"}
+)
 
 
-def dicom_file(gray: np.ndarray, name: str, pid: str, institution: str = "", station: str = "", view: str = "") -> bytes:
+def dicom_file(
+    gray: np.ndarray, name: str, pid: str, institution: str = "", station: str = "", view: str = ""
+) -> bytes:
     """A DICOM file with identifiers, a site and a view (``ViewPosition``, or a ``ViewCodeSequence`` meaning)."""
     import pydicom
     from pydicom.dataset import Dataset
@@ -65,7 +68,9 @@ def write_dicom_folder(root: Path, seed: int = 0) -> Path:
     for rel, label, name, pid, institution, station, view in DICOM_ROWS:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(dicom_file(synthetic_xray(rng, 96, covid=label == "COVID"), name, pid, institution, station, view))
+        path.write_bytes(
+            dicom_file(synthetic_xray(rng, 96, covid=label == "COVID"), name, pid, institution, station, view)
+        )
     rel, name, pid, institution = UNLABELLED
     (root / rel).parent.mkdir(parents=True, exist_ok=True)
     (root / rel).write_bytes(dicom_file(synthetic_xray(rng, 96), name, pid, institution))
@@ -131,8 +136,9 @@ def test_dicom_folder_with_a_label_csv(dicom_dir: tuple[Path, Path], make_cfg, c
     pd.testing.assert_frame_equal(again.frame, index.frame)
 
 
-def test_cli_index_remembers_the_labels_and_prints_no_identifier(dicom_dir: tuple[Path, Path], tmp_path: Path,
-                                                                  monkeypatch, capsys) -> None:
+def test_cli_index_remembers_the_labels_and_prints_no_identifier(
+    dicom_dir: tuple[Path, Path], tmp_path: Path, monkeypatch, capsys
+) -> None:
     root, labels = dicom_dir
     monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CXR_DATA_DIR", str(root))
@@ -167,17 +173,21 @@ def test_patient_and_source_columns_of_the_label_csv(dicom_dir: tuple[Path, Path
     assert (other["patient_id"] != frame["patient_id"]).all(), "pseudonyms depend on the work dir's salt"
 
 
-@pytest.mark.parametrize(("rows", "message"), [
-    ("file,label\ncaseA/study1/img1.dcm,COVID\nnot/here.dcm,Normal\n", "1 of 2 listed files are not in"),
-    ("file,label\n../outside.dcm,COVID\n", "not paths inside"),
-    ("file,label\n/etc/passwd,COVID\n", "not paths inside"),
-    ("file,label\ncaseA/study1/img1.dcm,COVID\n./caseA/study1/img1.dcm,Normal\n", "listed more than once"),
-    ("file,label\ncaseA/study1/img1.dcm,Pneumonia\n", "unknown labels 'Pneumonia' on row 2"),
-    ("path,diagnosis\ncaseA/study1/img1.dcm,COVID\n", "needs the columns file and label"),
-    ("file,label\n", "has no rows"),
-])
-def test_bad_label_csvs_are_refused_and_change_nothing(dicom_dir: tuple[Path, Path], make_cfg, rows: str,
-                                                       message: str) -> None:
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ("file,label\ncaseA/study1/img1.dcm,COVID\nnot/here.dcm,Normal\n", "1 of 2 listed files are not in"),
+        ("file,label\n../outside.dcm,COVID\n", "not paths inside"),
+        ("file,label\n/etc/passwd,COVID\n", "not paths inside"),
+        ("file,label\ncaseA/study1/img1.dcm,COVID\n./caseA/study1/img1.dcm,Normal\n", "listed more than once"),
+        ("file,label\ncaseA/study1/img1.dcm,Pneumonia\n", "unknown labels 'Pneumonia' on row 2"),
+        ("path,diagnosis\ncaseA/study1/img1.dcm,COVID\n", "needs the columns file and label"),
+        ("file,label\n", "has no rows"),
+    ],
+)
+def test_bad_label_csvs_are_refused_and_change_nothing(
+    dicom_dir: tuple[Path, Path], make_cfg, rows: str, message: str
+) -> None:
     root, labels = dicom_dir
     labels.write_text(rows)
     cfg = make_cfg()
@@ -203,8 +213,9 @@ def test_class_folders_of_dicoms_take_the_patient_from_the_header(tmp_path: Path
     assert dicoms.nunique() == 1 and dicoms.iloc[0].startswith("patient-") and frame["patient_id"].nunique() == 7
 
 
-def test_cli_import_writes_a_deidentified_kaggle_copy(dicom_dir: tuple[Path, Path], tmp_path: Path, monkeypatch,
-                                                      capsys) -> None:
+def test_cli_import_writes_a_deidentified_kaggle_copy(
+    dicom_dir: tuple[Path, Path], tmp_path: Path, monkeypatch, capsys
+) -> None:
     root, labels = dicom_dir
     monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in root.rglob("*") if p.is_file()}

@@ -31,14 +31,19 @@ def imported_subpackages(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_a_lower_layer_imports_only_what_is_below_it(package: str) -> None:
-    wrong = {str(f.relative_to(CORE)): sorted(imported_subpackages(f) - ALLOWED[package])
-             for f in (CORE / package).rglob("*.py")}
+    wrong = {
+        str(f.relative_to(CORE)): sorted(imported_subpackages(f) - ALLOWED[package])
+        for f in (CORE / package).rglob("*.py")
+    }
     assert {f: w for f, w in wrong.items() if w} == {}
 
 
 def test_nothing_in_the_library_imports_the_command_line() -> None:
-    users = [str(f.relative_to(CORE)) for f in CORE.rglob("*.py")
-             if f.parts[len(CORE.parts)] not in ("cli", "__main__.py") and "cli" in imported_subpackages(f)]
+    users = [
+        str(f.relative_to(CORE))
+        for f in CORE.rglob("*.py")
+        if f.parts[len(CORE.parts)] not in ("cli", "__main__.py") and "cli" in imported_subpackages(f)
+    ]
     assert users == []
 
 

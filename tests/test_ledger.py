@@ -8,8 +8,8 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -216,13 +216,20 @@ def test_a_release_one_ledger_migrates_keeping_every_row(tmp_path: Path, monkeyp
     old = sqlite3.connect(path)
     for statement in ledger_module.MIGRATIONS[0][1]:
         old.execute(statement)
-    rows = [("a" * 64, "COVID/images/a.png", "discard", "markings", "", "ana", "2026-11-28T01:00:00.000000Z", None),
-            ("b" * 64, "Normal/images/b.png", "keep", "", "looks fine", "ben", "2026-11-28T01:00:01.000000Z", None)]
-    old.executemany("INSERT INTO decisions (sha256, path, decision, reason, note, reviewer, ts, undoes) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    rows = [
+        ("a" * 64, "COVID/images/a.png", "discard", "markings", "", "ana", "2026-11-28T01:00:00.000000Z", None),
+        ("b" * 64, "Normal/images/b.png", "keep", "", "looks fine", "ben", "2026-11-28T01:00:01.000000Z", None),
+    ]
+    old.executemany(
+        "INSERT INTO decisions (sha256, path, decision, reason, note, reviewer, ts, undoes) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
     with pytest.raises(sqlite3.IntegrityError):
-        old.execute("INSERT INTO decisions (sha256, path, decision, reason, reviewer, ts) VALUES (?, ?, ?, ?, ?, ?)",
-                    ("c" * 64, "c.png", "discard", "a new reason", "x", "2026-11-28T01:00:02.000000Z"))
+        old.execute(
+            "INSERT INTO decisions (sha256, path, decision, reason, reviewer, ts) VALUES (?, ?, ?, ?, ?, ?)",
+            ("c" * 64, "c.png", "discard", "a new reason", "x", "2026-11-28T01:00:02.000000Z"),
+        )
     old.execute("PRAGMA user_version = 1")
     old.commit()
     old.close()
@@ -230,7 +237,8 @@ def test_a_release_one_ledger_migrates_keeping_every_row(tmp_path: Path, monkeyp
     ledger = Ledger(path)
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == ledger_module.SCHEMA_VERSION == 2
     assert [(d.sha256, d.decision, d.reason, d.note, d.reviewer) for d in ledger.history()][::-1] == [
-        (r[0], r[2], r[3], r[4], r[5]) for r in rows]
+        (r[0], r[2], r[3], r[4], r[5]) for r in rows
+    ]
     assert ledger.discarded() == {"a" * 64}
     monkeypatch.setattr(ledger_module, "REASONS", (*ledger_module.REASONS, "a new reason"))
     ledger.record("c" * 64, "c.png", "discard", reason="a new reason", reviewer="x")

@@ -14,12 +14,21 @@ from conftest import SHIPPED_LUNGS_DIR as SHIPPED_MODEL_DIR
 from conftest import synthetic_xray
 from cxr_core.cli.parser import main
 from cxr_core.lungs.segmenter import (
-    MaskChecks, count_components, dice, iou, keep_two_largest, load_segmenter,
-    lung_mask, plausibility_flags, segment,
+    MaskChecks,
+    count_components,
+    dice,
+    iou,
+    keep_two_largest,
+    load_segmenter,
+    lung_mask,
+    plausibility_flags,
+    segment,
 )
 from cxr_core.preprocess.roi import bounding_box, dilate
 
-needs_model = pytest.mark.skipif(not (SHIPPED_MODEL_DIR / "model.keras").is_file(), reason="models/lungs not trained yet")
+needs_model = pytest.mark.skipif(
+    not (SHIPPED_MODEL_DIR / "model.keras").is_file(), reason="models/lungs not trained yet"
+)
 
 
 def two_ellipses(height: int = 256, width: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +108,9 @@ def test_segmenter_is_cached() -> None:
 
 
 @needs_model
-def test_cxr_lungs_writes_masks_and_flags_failures(tmp_path: Path, make_cfg, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_cxr_lungs_writes_masks_and_flags_failures(
+    tmp_path: Path, make_cfg, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     data = tmp_path / "imgs"
     (data / "sub").mkdir(parents=True)
     rng = np.random.default_rng(1)
@@ -143,8 +154,24 @@ def test_train_lungs_smoke(tmp_path: Path, capsys) -> None:
         rows.append(f"{i}.png,{'jsrt' if i % 2 else 'v7labs-kermany'},p{i},{'val' if i < 4 else 'train'}")
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "lungs"
-    code = main(["--home", str(tmp_path / "h"), "train-lungs", "--data", str(root), "--out", str(out), "--size", "32",
-                 "--epochs", "1", "--batch", "4", "--json"])
+    code = main(
+        [
+            "--home",
+            str(tmp_path / "h"),
+            "train-lungs",
+            "--data",
+            str(root),
+            "--out",
+            str(out),
+            "--size",
+            "32",
+            "--epochs",
+            "1",
+            "--batch",
+            "4",
+            "--json",
+        ]
+    )
     assert code == 0
     card = json.loads(capsys.readouterr().out)
     assert set(card["validation"]["by_source"]) == {"jsrt", "v7labs-kermany"}

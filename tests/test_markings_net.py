@@ -79,8 +79,28 @@ def test_missing_model_gives_a_clear_error(tmp_path: Path) -> None:
 def test_train_markings_cli_runs_a_tiny_training(tmp_path: Path) -> None:
     root = write_dataset(tmp_path / "data", n_per_class=12, size=64)
     out = tmp_path / "model"
-    code = main(["--home", str(tmp_path / "h"), "train-markings", "--data", str(root), "--out", str(out),
-                 "--size", "32", "--epochs", "1", "--samples", "8", "--batch", "4", "--val-fraction", "0.5", "--json"])
+    code = main(
+        [
+            "--home",
+            str(tmp_path / "h"),
+            "train-markings",
+            "--data",
+            str(root),
+            "--out",
+            str(out),
+            "--size",
+            "32",
+            "--epochs",
+            "1",
+            "--samples",
+            "8",
+            "--batch",
+            "4",
+            "--val-fraction",
+            "0.5",
+            "--json",
+        ]
+    )
     assert code == 0
     card = json.loads((out / "card.json").read_text())
     assert card["epochs_run"] == 1 and card["config"]["size"] == 32

@@ -22,7 +22,15 @@ from cxr_core.preprocess.normalise import (
 from cxr_core.preprocess.recipe import PreprocessConfig, PreprocessError, resize
 
 ISSUE_METHODS = [
-    "none", "hist_eq", "clahe", "adaptive_eq", "local_rank_eq", "gamma", "percentile_stretch", "bcet", "complement",
+    "none",
+    "hist_eq",
+    "clahe",
+    "adaptive_eq",
+    "local_rank_eq",
+    "gamma",
+    "percentile_stretch",
+    "bcet",
+    "complement",
 ]
 EQUALISERS = ["hist_eq", "clahe", "adaptive_eq", "local_rank_eq", "percentile_stretch", "bcet"]
 FAST = {"local_rank_eq": {"radius": 9}}
@@ -229,7 +237,11 @@ def test_config_digest_is_stable_across_processes() -> None:
     config = PreprocessConfig("gamma", {"gamma": 0.6}, size=299)
     code = "from cxr_core.preprocess.recipe import PreprocessConfig; print(PreprocessConfig('gamma', {'gamma': 0.6}, size=299).digest())"
     other = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
         env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"},
     )
     assert other.stdout.strip() == config.digest()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -89,8 +89,9 @@ def test_discard_in_the_browser_persists_and_is_counted_then_restored(
 
     page: Page = browser_page  # type: ignore[assignment]
     data = write_dataset(tmp_path / "data", n_per_class=6, size=96)
-    url = streamlit_app({"CXR_DATA_DIR": str(data), "CXR_HOME": str(tmp_path / "home"),
-                         "CXR_MODELS_DIR": str(tmp_path / "models")})
+    url = streamlit_app(
+        {"CXR_DATA_DIR": str(data), "CXR_HOME": str(tmp_path / "home"), "CXR_MODELS_DIR": str(tmp_path / "models")}
+    )
 
     page.goto(f"{url}/Dataset")
     expect(page.get_by_text("12 images (0 excluded by curation)")).to_be_visible(timeout=60_000)
@@ -142,8 +143,9 @@ def test_paging_shows_the_next_48_thumbnails(
     page.keyboard.press("Enter")
     expect(page.get_by_text(first, exact=True)).to_have_count(0, timeout=60_000)
     expect(tiles).to_have_count(48, timeout=60_000)
-    page.wait_for_function("() => [...document.images].filter(i => i.complete && i.naturalWidth > 0).length >= 48",
-                           timeout=60_000)
+    page.wait_for_function(
+        "() => [...document.images].filter(i => i.complete && i.naturalWidth > 0).length >= 48", timeout=60_000
+    )
     elapsed = time.perf_counter() - start
     print(f"page 2 (48 cached thumbnails) rendered in {elapsed:.2f} s (measured, not asserted)")
 

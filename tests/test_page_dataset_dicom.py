@@ -6,16 +6,19 @@ from pathlib import Path
 
 import streamlit as st
 from streamlit.testing.v1 import AppTest
+from test_labels_index import leaked, write_dicom_folder
 
 from conftest import REPO
 from cxr_core.cli.parser import main
-from test_labels_index import leaked, write_dicom_folder
 
 
 def page_text(at: AppTest) -> list[str]:
     """Every text the page shows: markdown, captions, alerts, metrics, expanders and table cells."""
-    texts = [e.value for kind in ("markdown", "caption", "info", "warning", "error", "subheader", "title")
-             for e in getattr(at, kind)]
+    texts = [
+        e.value
+        for kind in ("markdown", "caption", "info", "warning", "error", "subheader", "title")
+        for e in getattr(at, kind)
+    ]
     texts += [str(m.value) for m in at.metric] + [e.label for e in at.expander]
     texts += [df.value.to_csv() for df in at.dataframe]
     return texts

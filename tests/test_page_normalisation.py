@@ -13,11 +13,11 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from conftest import REPO, synthetic_xray
-from cxr_core.explain.attention import AttentionError, outline_gray
 from cxr_core.data.imaging import read_image
+from cxr_core.explain.attention import AttentionError, outline_gray
 from cxr_core.lungs.segmenter import lung_mask
-from cxr_core.preprocess.recipe import PreprocessConfig
 from cxr_core.preprocess.quality import mean_brightness
+from cxr_core.preprocess.recipe import PreprocessConfig
 
 PAGE = str(REPO / "pages" / "2_Normalisation.py")
 
@@ -152,14 +152,14 @@ class MediaRecorder:
         self.images: list[np.ndarray] = []
         original = MemoryMediaFileStorage.load_and_get_id
 
-        def record(storage, path_or_data, mimetype, kind, filename=None):  # noqa: ANN001, ANN202 - Streamlit's
+        def record(storage, path_or_data, mimetype, kind, filename=None):
             if isinstance(path_or_data, bytes) and mimetype == "image/png":
                 self.images.append(cv2.imdecode(np.frombuffer(path_or_data, np.uint8), cv2.IMREAD_UNCHANGED))
             return original(storage, path_or_data, mimetype, kind, filename)
 
         monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
 
-    def run(self, action) -> list[np.ndarray]:  # noqa: ANN001 - an AppTest element action or AppTest itself
+    def run(self, action) -> list[np.ndarray]:
         """Run ``action`` and return the images that run displayed."""
         self.images.clear()
         action.run()

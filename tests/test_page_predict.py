@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import dicom_bytes
-from tiny_models import make_model_dir
-
 from cxr_core.data.imaging import read_image
+from tiny_models import make_model_dir
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "3_Predict.py")
 
@@ -32,8 +31,12 @@ def open_page(models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    for key, value in {"CXR_MODELS_DIR": str(models_dir), "CXR_HOME": str(tmp_path / "home"),
-                       "CXR_DATA_DIR": str(tmp_path / "no-data"), **env}.items():
+    for key, value in {
+        "CXR_MODELS_DIR": str(models_dir),
+        "CXR_HOME": str(tmp_path / "home"),
+        "CXR_DATA_DIR": str(tmp_path / "no-data"),
+        **env,
+    }.items():
         monkeypatch.setenv(key, value)
     st.cache_resource.clear()
     st.cache_data.clear()
@@ -64,7 +67,9 @@ def upload(at, name: str, data: bytes, mime: str = "image/png"):
 
 def texts(at) -> str:
     """Every markdown, caption, metric and alert text on the page."""
-    parts = [e.value for kind in ("markdown", "caption", "error", "warning", "success", "info") for e in getattr(at, kind)]
+    parts = [
+        e.value for kind in ("markdown", "caption", "error", "warning", "success", "info") for e in getattr(at, kind)
+    ]
     parts += [f"{m.label} {m.value}" for m in at.metric]
     return "\n".join(str(p) for p in parts)
 
@@ -74,7 +79,9 @@ def test_upload_shows_probability_decision_overlay_and_downloads(app, sample_dir
     at = upload(app, "chest.png", png(gray))
     labels = {m.label: m.value for m in at.metric}
     assert any(label.startswith("P(COVID)") and value.endswith("%") for label, value in labels.items())
-    assert any(label.startswith("Decision at threshold") and value in {"COVID", "Normal"} for label, value in labels.items())
+    assert any(
+        label.startswith("Decision at threshold") and value in {"COVID", "Normal"} for label, value in labels.items()
+    )
     assert len(at.get("imgs")) >= 1 or len(at.image) >= 1
     assert [b.proto.label for b in at.get("download_button")] == ["Download overlay PNG", "Download JSON report"]
     assert at.slider[0].label == "Heatmap opacity"
@@ -88,7 +95,9 @@ def test_dicom_upload_masks_identifiers(app, sample_dir) -> None:
         at = upload(app, f"{photometric}.dcm", dicom_bytes(gray, photometric), "application/dicom")
         assert not at.error
         assert any(m.label.startswith("P(COVID)") for m in at.metric)
-        page = texts(at) + json.dumps([t.value.to_dict() if hasattr(t.value, "to_dict") else str(t.value) for t in at.table])
+        page = texts(at) + json.dumps(
+            [t.value.to_dict() if hasattr(t.value, "to_dict") else str(t.value) for t in at.table]
+        )
         assert "Doe" not in page and "PID-0042" not in page
         assert "***" in page
 
@@ -209,9 +218,7 @@ def test_a_model_that_cannot_load_still_shows_the_uploader_and_says_why(models_d
     assert "This model cannot be loaded: model.keras is damaged" in at.error[0].value
 
 
-IMAGES_LOADED = (
-    "Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length >= 4"
-)  # original, model input, plain image and the overlay
+IMAGES_LOADED = "Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length >= 4"  # original, model input, plain image and the overlay
 
 
 @pytest.mark.browser
@@ -282,12 +289,18 @@ def test_an_mr_dicom_and_an_inverted_film_are_refused_with_their_reasons(gated_a
 
 @pytest.mark.browser
 def test_browser_refuses_a_photo_that_is_no_xray(streamlit_app, browser_page, models_dir, tmp_path) -> None:
-    from conftest import SHIPPED_GATE_DIR
     from playwright.sync_api import expect
     from skimage.data import chelsea
 
-    url = streamlit_app({"CXR_MODELS_DIR": str(models_dir), "CXR_DATA_DIR": str(tmp_path / "no-data"),
-                         "CXR_GATE_MODEL": str(SHIPPED_GATE_DIR)})
+    from conftest import SHIPPED_GATE_DIR
+
+    url = streamlit_app(
+        {
+            "CXR_MODELS_DIR": str(models_dir),
+            "CXR_DATA_DIR": str(tmp_path / "no-data"),
+            "CXR_GATE_MODEL": str(SHIPPED_GATE_DIR),
+        }
+    )
     page = browser_page
     page.goto(f"{url}/Predict")
     page.get_by_text("Upload a chest X-ray").wait_for(timeout=90_000)

@@ -6,8 +6,8 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 from playwright.sync_api import Page
@@ -15,8 +15,8 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from streamlit.testing.v1 import AppTest
 
 from conftest import REPO, settle, stop_processes_using_home, write_dataset
-from cxr_core.train import jobs
 from cxr_core.config import load_config
+from cxr_core.train import jobs
 from cxr_core.util.atomic import read_json_object
 
 METRICS_HEADER = "epoch,loss,accuracy,auc,val_loss,val_accuracy,val_auc,lr,seconds\n"
@@ -42,15 +42,26 @@ def fake_run(home: Path, run_id: str, status: str, epochs_done: int, **extra: ob
     """A run directory written by hand following the contract (status.json, config.json, metrics.csv)."""
     run = home / "runs" / run_id
     run.mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps({"train": {"arch": "cxr_net", "epochs": 3, "size": 64, "lr": 0.002,
-                                                           "batch": 8, "method": "clahe"}}))
+    (run / "config.json").write_text(
+        json.dumps({"train": {"arch": "cxr_net", "epochs": 3, "size": 64, "lr": 0.002, "batch": 8, "method": "clahe"}})
+    )
     rows = "".join(f"{e},{1 / e},0.7,0.8,{1.2 / e},0.65,{0.6 + e / 20},0.002,4.0\n" for e in range(1, epochs_done + 1))
     (run / "metrics.csv").write_text(METRICS_HEADER + rows)
     (run / "batches.csv").write_text("epoch,batch,step,loss,accuracy\n1,1,1,0.9,0.5\n1,2,2,0.8,0.6\n")
     (run / "train.log").write_text("line one\nepoch 1 done\n")
-    base = {"status": status, "pid": os.getpid(), "created": "2026-11-28T01:00:00+00:00",
-            "started": "2026-11-28T01:00:01+00:00", "updated": jobs.utc_now(), "epoch": epochs_done, "epochs": 3,
-            "batch": 2, "batches_per_epoch": 4, "best_val_auc": 0.6 + epochs_done / 20, "best_epoch": epochs_done}
+    base = {
+        "status": status,
+        "pid": os.getpid(),
+        "created": "2026-11-28T01:00:00+00:00",
+        "started": "2026-11-28T01:00:01+00:00",
+        "updated": jobs.utc_now(),
+        "epoch": epochs_done,
+        "epochs": 3,
+        "batch": 2,
+        "batches_per_epoch": 4,
+        "best_val_auc": 0.6 + epochs_done / 20,
+        "best_epoch": epochs_done,
+    }
     (run / "status.json").write_text(json.dumps({**base, **extra}))
     return run
 
@@ -90,7 +101,7 @@ def test_every_training_option_is_on_the_cli_and_the_page(env: Path) -> None:
     from cxr_core.train.config import TrainConfig, train_options
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")  # noqa: SLF001 - argparse has no public API
-    flags = {opt for action in sub.choices["train"]._actions for opt in action.option_strings}  # noqa: SLF001
+    flags = {opt for action in sub.choices["train"]._actions for opt in action.option_strings}  # noqa: SLF001 - as above
     specs = train_options()
     assert {spec.flag for spec in specs} <= flags
     assert config_from_args(build_parser().parse_args(["train"])) == TrainConfig()
@@ -184,8 +195,15 @@ def test_promote_and_evaluate_a_trained_model(env: Path, trained_run: Callable[[
     assert len(at.get("plotly_chart")) >= 4
     assert any("Model card" in s.value for s in at.subheader)
     assert any("not been audited" in i.value for i in at.info)
-    audit = {"verdict_level": "shortcut", "verdict": "It is using shortcuts outside the lungs.", "auc": 0.9,
-             "auc_lungs_blanked": 0.85, "auc_lungs_only": 0.6, "lung_attention_mean": 0.3, "stats_baseline_auc": 0.88}
+    audit = {
+        "verdict_level": "shortcut",
+        "verdict": "It is using shortcuts outside the lungs.",
+        "auc": 0.9,
+        "auc_lungs_blanked": 0.85,
+        "auc_lungs_only": 0.6,
+        "lung_attention_mean": 0.3,
+        "stats_baseline_auc": 0.88,
+    }
     (env / "models" / "tiny" / "audit.json").write_text(json.dumps(audit))
     at.run()
     assert any("Verdict: shortcut" in e.value and "outside the lungs" in e.value for e in at.error)
@@ -204,9 +222,11 @@ def describe_run(run: Path) -> str:
     status, job = jobs.effective_status(run), read_json_object(run / "job.json")
     worker_log = run.parents[1] / "jobs" / "worker.log"
     worker = worker_log.read_text(errors="replace")[-1500:] if worker_log.exists() else "(no worker log)"
-    return (f"run {run.name}: status {status['status']} {status.get('note', '')}, job state {job.get('state')}, "
-            f"epoch {status.get('epoch')}/{status.get('epochs')}\n--- worker.log ---\n{worker}\n"
-            f"--- train.log ---\n{jobs.log_tail(run, 30)}")
+    return (
+        f"run {run.name}: status {status['status']} {status.get('note', '')}, job state {job.get('state')}, "
+        f"epoch {status.get('epoch')}/{status.get('epochs')}\n--- worker.log ---\n{worker}\n"
+        f"--- train.log ---\n{jobs.log_tail(run, 30)}"
+    )
 
 
 def wait_for_run(run: Path, seconds: float, until: frozenset[str] = jobs.TERMINAL) -> str:
@@ -214,8 +234,10 @@ def wait_for_run(run: Path, seconds: float, until: frozenset[str] = jobs.TERMINA
     deadline = time.monotonic() + seconds
     while (status := jobs.effective_status(run)["status"]) not in until:
         if time.monotonic() > deadline:
-            pytest.fail(f"run still {status} after {seconds:.0f} s (waiting for {sorted(until)})\n{describe_run(run)}",
-                        pytrace=False)
+            pytest.fail(
+                f"run still {status} after {seconds:.0f} s (waiting for {sorted(until)})\n{describe_run(run)}",
+                pytrace=False,
+            )
         time.sleep(0.5)
     return status
 
@@ -229,8 +251,11 @@ def trained_run() -> Iterator[Callable[[Path], Path]]:
         """Launch, wait for the end (bounded), and insist on ``done``."""
         cfg = load_config()
         homes.append(cfg.home)
-        run = jobs.launch(cfg, {"arch": "cxr_net", "epochs": 1, "size": 64, "batch": 8, "method": "none"},
-                          jobs.JobOptions(poll_seconds=0.5))
+        run = jobs.launch(
+            cfg,
+            {"arch": "cxr_net", "epochs": 1, "size": 64, "batch": 8, "method": "none"},
+            jobs.JobOptions(poll_seconds=0.5),
+        )
         wait_for_run(run, START_SECONDS, frozenset({"running"}) | jobs.TERMINAL)
         assert wait_for_run(run, TRAIN_SECONDS) == "done", describe_run(run)
         return run
@@ -253,8 +278,13 @@ def curve_points(page: Page) -> int:
     return int(page.wait_for_function(f"() => [({POINTS_JS})()]", timeout=30_000).json_value()[0])
 
 
-def see(page: Page, text: str | re.Pattern[str], why: str, timeout: float = PAGE_MS,
-        diagnose: Callable[[], str] = lambda: "") -> None:
+def see(
+    page: Page,
+    text: str | re.Pattern[str],
+    why: str,
+    timeout: float = PAGE_MS,
+    diagnose: Callable[[], str] = lambda: "",
+) -> None:
     """Wait for ``text`` on the page; fail saying ``why`` it should be there, with ``diagnose()``, after ``timeout`` ms."""
     try:
         page.get_by_text(text).first.wait_for(timeout=timeout)
@@ -268,8 +298,14 @@ def test_train_watch_promote_evaluate_in_chromium(streamlit_app, browser_page: P
     """Launch a tiny lung-masked run from the Training page, watch the curve grow live, promote it, evaluate it."""
     # 100 images per class make an epoch last about a second on an idle machine, so the 3 s refresh sees the curve grow
     data, home = write_dataset(tmp_path / "data", n_per_class=100, size=64), tmp_path / "home"
-    url = streamlit_app({"CXR_DATA_DIR": str(data), "CXR_HOME": str(home), "CXR_MODELS_DIR": str(tmp_path / "models"),
-                         "CXR_LUNGS_MODEL": str(REPO / "models" / "lungs")})
+    url = streamlit_app(
+        {
+            "CXR_DATA_DIR": str(data),
+            "CXR_HOME": str(home),
+            "CXR_MODELS_DIR": str(tmp_path / "models"),
+            "CXR_LUNGS_MODEL": str(REPO / "models" / "lungs"),
+        }
+    )
 
     def server_log() -> str:
         """The alerts on the page and the end of the server log."""
@@ -298,7 +334,8 @@ def test_train_watch_promote_evaluate_in_chromium(streamlit_app, browser_page: P
     run = runs[0]
     request = json.loads((run / "job.json").read_text())["request"]
     assert {key: request.get(key) for key in form} == {key: value for key, (_, value) in form.items()}, (
-        f"the form values did not reach the job: {request}")
+        f"the form values did not reach the job: {request}"
+    )
     wait_for_run(run, START_SECONDS, frozenset({"running"}) | jobs.TERMINAL)
     page.evaluate("() => { window.__not_reloaded = true; }")
     seen: list[int] = []
@@ -318,10 +355,17 @@ def test_train_watch_promote_evaluate_in_chromium(streamlit_app, browser_page: P
     page = fresh
     assert wait_for_run(run, TRAIN_SECONDS) == "done", describe_run(run)
     model = json.loads((run / "model" / "train_config.json").read_text())
-    assert model["roi"] == "lung_mask" and json.loads((run / "model" / "preprocess.json").read_text())["roi"] == "lung_mask"
+    assert (
+        model["roi"] == "lung_mask"
+        and json.loads((run / "model" / "preprocess.json").read_text())["roi"] == "lung_mask"
+    )
     page.goto(f"{url}/Training")
-    see(page, "✅ done", "the reopened Training page does not show the finished run",
-        diagnose=lambda: describe_run(run) + "\n" + server_log())
+    see(
+        page,
+        "✅ done",
+        "the reopened Training page does not show the finished run",
+        diagnose=lambda: describe_run(run) + "\n" + server_log(),
+    )
     try:
         page.wait_for_function(f"() => ({POINTS_JS})() === {BROWSER_EPOCHS}", timeout=60_000)
     except PlaywrightTimeout:
@@ -334,8 +378,13 @@ def test_train_watch_promote_evaluate_in_chromium(streamlit_app, browser_page: P
     page.get_by_role("button", name="Promote").click()
     see(page, "Registered as", "promotion was not confirmed", diagnose=server_log)
     page.get_by_role("link", name="Evaluation").first.click()
-    see(page, "Metrics on", "the Evaluation page did not evaluate the promoted model", timeout=180_000,
-        diagnose=server_log)
+    see(
+        page,
+        "Metrics on",
+        "the Evaluation page did not evaluate the promoted model",
+        timeout=180_000,
+        diagnose=server_log,
+    )
     assert page.get_by_text("browser-tiny").first.is_visible()
     see(page, "Model card", "the Evaluation page shows no model card", diagnose=server_log)
     assert page.locator(".js-plotly-plot").count() >= 3
@@ -346,18 +395,35 @@ def test_figure_builders_and_worst_errors() -> None:
     """Curves overlay one colour per run; worst errors are the most confident mistakes at the threshold."""
     import pandas as pd
 
-    from cxr_core.evaluate import view as ev
     from cxr_core.evaluate import figures
+    from cxr_core.evaluate import view as ev
 
-    metrics = pd.DataFrame({"epoch": [1, 2], "loss": [1.0, 0.5], "val_loss": [1.1, 0.7], "accuracy": [0.6, 0.8],
-                            "val_accuracy": [0.5, 0.7], "auc": [0.6, 0.9], "val_auc": [0.55, 0.8]})
+    metrics = pd.DataFrame(
+        {
+            "epoch": [1, 2],
+            "loss": [1.0, 0.5],
+            "val_loss": [1.1, 0.7],
+            "accuracy": [0.6, 0.8],
+            "val_accuracy": [0.5, 0.7],
+            "auc": [0.6, 0.9],
+            "val_auc": [0.55, 0.8],
+        }
+    )
     fig = figures.epoch_curves({"a": metrics, "b": metrics.head(1)})
     assert len(fig.data) == 12 and {t.line.color for t in fig.data if t.name.startswith("a")} != {
-        t.line.color for t in fig.data if t.name.startswith("b")}
+        t.line.color for t in fig.data if t.name.startswith("b")
+    }
     assert len(figures.batch_loss_curve(pd.DataFrame({"step": [1, 2, 3], "loss": [0.9, 0.8, 0.7]})).data) == 2
     assert len(figures.epoch_curves({"empty": pd.DataFrame()}).data) == 0
-    cases = pd.DataFrame({"y": [0, 0, 0, 1, 1, 1], "p": [0.95, 0.6, 0.1, 0.05, 0.4, 0.9],
-                          "path": list("abcdef"), "label": ["Normal"] * 3 + ["COVID"] * 3, "source": ["s"] * 6})
+    cases = pd.DataFrame(
+        {
+            "y": [0, 0, 0, 1, 1, 1],
+            "p": [0.95, 0.6, 0.1, 0.05, 0.4, 0.9],
+            "path": list("abcdef"),
+            "label": ["Normal"] * 3 + ["COVID"] * 3,
+            "source": ["s"] * 6,
+        }
+    )
     worst = ev.worst_errors(cases, 0.5, k=4)
     assert list(worst["false positives"]["path"]) == ["a", "b"] and list(worst["false negatives"]["path"]) == ["d", "e"]
     live = ev.at_threshold(cases, 0.5)

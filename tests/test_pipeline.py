@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -13,9 +13,17 @@ from cxr_core.config import Config
 from cxr_core.curation.curated import curated_index
 from cxr_core.curation.ledger import open_ledger
 from cxr_core.preprocess.cache import PreprocessCache
-from cxr_core.train.pipeline import (Augmentation, PipelineError, class_weights, labels_of, load_arrays, make_dataset,
-                               paper_iterator, select_images)
 from cxr_core.preprocess.recipe import PreprocessConfig
+from cxr_core.train.pipeline import (
+    Augmentation,
+    PipelineError,
+    class_weights,
+    labels_of,
+    load_arrays,
+    make_dataset,
+    paper_iterator,
+    select_images,
+)
 
 
 @pytest.fixture
@@ -106,13 +114,16 @@ def test_augmentation_has_no_horizontal_flip_by_default() -> None:
 
     names = [layer.__class__.__name__ for layer in augmentation_layers(Augmentation(), 0).layers]
     assert names == ["RandomRotation", "RandomZoom", "RandomTranslation", "RandomShear"]
-    assert "RandomFlip" in [layer.__class__.__name__ for layer in augmentation_layers(Augmentation(flip=True), 0).layers]
+    assert "RandomFlip" in [
+        layer.__class__.__name__ for layer in augmentation_layers(Augmentation(flip=True), 0).layers
+    ]
 
 
 def test_balanced_sampling_draws_both_classes_about_equally() -> None:
     x, y = _images(n=300, size=8)
-    labels = np.concatenate([b[1].numpy().argmax(1) for b in make_dataset(x, y, batch=50, training=True, seed=0,
-                                                                           balanced=True)])
+    labels = np.concatenate(
+        [b[1].numpy().argmax(1) for b in make_dataset(x, y, batch=50, training=True, seed=0, balanced=True)]
+    )
     assert len(labels) == 300
     assert 0.4 < labels.mean() < 0.6
 

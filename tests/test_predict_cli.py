@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 
 from conftest import dicom_bytes
-from tiny_models import make_model_dir
-
 from cxr_core.cli.parser import main
-from cxr_core.explain.cam import Explainer
 from cxr_core.data.imaging import read_image, read_xray
+from cxr_core.explain.cam import Explainer
 from cxr_core.serve.inference import InferenceError, predict_image, report_dict, uncertainty_hint
 from cxr_core.serve.registry import load_model
+from tiny_models import make_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +73,9 @@ def test_single_file_json_prints_one_object(folder, model_dir, capsys) -> None:
 
 
 def test_only_bad_files_exit_non_zero_without_traceback(folder, model_dir, capsys) -> None:
-    code = main(["predict", str(folder / "sub" / "corrupt.png"), str(folder / "missing.png"), "--model", str(model_dir)])
+    code = main(
+        ["predict", str(folder / "sub" / "corrupt.png"), str(folder / "missing.png"), "--model", str(model_dir)]
+    )
     err = capsys.readouterr().err
     assert code != 0
     assert "missing.png: file not found" in err and "Traceback" not in err
@@ -130,7 +131,8 @@ def test_uncertainty_hint_band() -> None:
 
 
 def test_lungs_and_markings_shares_in_csv(folder, model_dir, tmp_path, capsys) -> None:
-    from cxr_core.lungs.segmenter import MODEL_FILE, model_dir as lungs_dir
+    from cxr_core.lungs.segmenter import MODEL_FILE
+    from cxr_core.lungs.segmenter import model_dir as lungs_dir
 
     if not (lungs_dir() / MODEL_FILE).is_file():
         pytest.skip("no lung segmenter installed (models/lungs)")

@@ -11,8 +11,15 @@ import pytest
 
 from cxr_core.preprocess.recipe import PreprocessConfig
 from cxr_core.serve.registry import (
-    RegistryError, default_model, default_model_dir, list_models, load_model, model_version, register_model,
-    save_model_dir, set_default,
+    RegistryError,
+    default_model,
+    default_model_dir,
+    list_models,
+    load_model,
+    model_version,
+    register_model,
+    save_model_dir,
+    set_default,
 )
 from tiny_models import build_tiny_model as tiny_model
 from tiny_models import tiny_model_dir
@@ -29,7 +36,12 @@ def test_saved_model_reloads_in_safe_mode_and_predicts_the_same(tmp_path: Path) 
     model.fit(np.zeros((4, 64, 64, 1), np.float32), np.eye(2)[[0, 1, 0, 1]], epochs=1, verbose=0)
     preprocess = PreprocessConfig(method="none", size=64)
     directory = save_model_dir(tmp_path / "m", model, preprocess, temperature=1.7, threshold=0.31)
-    assert sorted(p.name for p in directory.iterdir()) == ["calibration.json", "classes.json", "model.keras", "preprocess.json"]
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "calibration.json",
+        "classes.json",
+        "model.keras",
+        "preprocess.json",
+    ]
     with zipfile.ZipFile(directory / "model.keras") as archive:
         assert not any("optimizer" in name for name in archive.namelist())
     loaded = load_model(directory)
@@ -72,7 +84,9 @@ def test_save_refuses_mismatched_preprocess_size(tmp_path: Path) -> None:
 
 def test_register_list_and_default(make_cfg, tmp_path: Path) -> None:
     cfg = make_cfg()
-    source = tiny_model_dir(tmp_path / "run" / "model", card={"name": "run-1", "architecture": "tiny_net", "parameters": 50})
+    source = tiny_model_dir(
+        tmp_path / "run" / "model", card={"name": "run-1", "architecture": "tiny_net", "parameters": 50}
+    )
     assert default_model_dir(cfg) is None and default_model(cfg) is None
     register_model(source, cfg, "first")
     register_model(source, cfg, "second", make_default=True)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_xray
-from cxr_core.markings.synth import OverlayOptions, draw_overlays
 from cxr_core.curation.repair import DEFAULT_MARGIN, METHODS, RepairError, marking_mask, repair
+from cxr_core.markings.synth import OverlayOptions, draw_overlays
 from cxr_core.preprocess.roi import dilate
 
 CLEAN_ONLY = OverlayOptions(corner_letter_rate=0.0, distractor_rate=0.0)

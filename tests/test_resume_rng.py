@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_core.train.pipeline import Augmentation, make_dataset
 from cxr_core.preprocess.recipe import PreprocessConfig
+from cxr_core.train.pipeline import Augmentation, make_dataset
 from cxr_core.train.trainer import TrainConfig, TrainingData, input_data
 
 
@@ -33,11 +33,11 @@ def test_epoch_two_is_the_same_after_epoch_one_or_straight_after_a_resume(balanc
     for (xa, ya), (xb, yb) in zip(uninterrupted[steps:], resumed):
         np.testing.assert_array_equal(xa, xb)
         np.testing.assert_array_equal(ya, yb)
-    epoch1, epoch2 = (np.concatenate([b[0] for b in uninterrupted[i * steps:(i + 1) * steps]]) for i in (0, 1))
+    epoch1, epoch2 = (np.concatenate([b[0] for b in uninterrupted[i * steps : (i + 1) * steps]]) for i in (0, 1))
     assert epoch1.shape == epoch2.shape == (20, 24, 24, 1)
     assert not np.allclose(epoch1, epoch2)
     if not balanced:
-        labels = [np.concatenate([b[1] for b in uninterrupted[i * steps:(i + 1) * steps]]).argmax(1) for i in (0, 1)]
+        labels = [np.concatenate([b[1] for b in uninterrupted[i * steps : (i + 1) * steps]]).argmax(1) for i in (0, 1)]
         assert sorted(labels[0]) == sorted(y) == sorted(labels[1])
 
 
@@ -64,6 +64,8 @@ def test_the_training_input_of_a_resumed_run_matches_the_uninterrupted_run() -> 
     assert len(full_batches) == 3 * steps and len(resumed_batches) == 2 * steps
     for (xa, _), (xb, _) in zip(full_batches[steps:], resumed_batches):
         np.testing.assert_array_equal(xa, xb)
-    assert not np.allclose(np.concatenate([b[0] for b in full_batches[:steps]]),
-                           np.concatenate([b[0] for b in full_batches[steps:2 * steps]]))
+    assert not np.allclose(
+        np.concatenate([b[0] for b in full_batches[:steps]]),
+        np.concatenate([b[0] for b in full_batches[steps : 2 * steps]]),
+    )
     assert sum(len(b[1]) for b in _arrays(val)) == 6

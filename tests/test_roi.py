@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import SHIPPED_LUNGS_DIR as SHIPPED_MODEL_DIR
-from cxr_core.preprocess.roi import bounding_box, dilate
 from cxr_core.preprocess.normalise import normalise
 from cxr_core.preprocess.recipe import ROI_DILATION, ROI_MARGIN, PreprocessConfig, PreprocessError, resize
+from cxr_core.preprocess.roi import bounding_box, dilate
 
 
 def image_and_mask(height: int = 120, width: int = 160) -> tuple[np.ndarray, np.ndarray]:
@@ -84,7 +84,6 @@ def test_roi_round_trips_and_changes_the_digest() -> None:
 @pytest.mark.skipif(not (SHIPPED_MODEL_DIR / "model.keras").is_file(), reason="models/lungs not trained yet")
 def test_apply_segments_with_the_shipped_model() -> None:
     from conftest import synthetic_xray
-
     from cxr_core.lungs import lung_mask
 
     image = synthetic_xray(np.random.default_rng(0), 200)

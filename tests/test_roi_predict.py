@@ -9,10 +9,10 @@ from tiny_models import TINY_SIZE, build_tiny_model, train_briefly
 
 pytest.importorskip("keras")
 
-from cxr_core.explain.cam import Explainer, to_original_shape  # noqa: E402
-from cxr_core.serve.inference import predict_image  # noqa: E402
-from cxr_core.preprocess.recipe import PreprocessConfig  # noqa: E402
-from cxr_core.serve.registry import load_model, save_model_dir  # noqa: E402
+from cxr_core.explain.cam import Explainer, to_original_shape
+from cxr_core.preprocess.recipe import PreprocessConfig
+from cxr_core.serve.inference import predict_image
+from cxr_core.serve.registry import load_model, save_model_dir
 
 
 def test_heatmap_with_a_crop_box_fills_only_the_box() -> None:
@@ -25,8 +25,14 @@ def test_heatmap_with_a_crop_box_fills_only_the_box() -> None:
 
 def test_lung_crop_model_heatmap_is_mapped_back_into_the_lung_box(tmp_path) -> None:
     cfg = PreprocessConfig(size=TINY_SIZE, roi="lung_crop")
-    model_dir = save_model_dir(tmp_path / "crop", train_briefly(build_tiny_model()), cfg, temperature=1.0,
-                               threshold=0.5, card={"name": "crop", "architecture": "tiny_test_cnn"})
+    model_dir = save_model_dir(
+        tmp_path / "crop",
+        train_briefly(build_tiny_model()),
+        cfg,
+        temperature=1.0,
+        threshold=0.5,
+        card={"name": "crop", "architecture": "tiny_test_cnn"},
+    )
     loaded = load_model(model_dir)
     rng = np.random.default_rng(0)
     gray = rng.integers(0, 255, (240, 320), dtype=np.uint8)

@@ -12,12 +12,16 @@ from cxr_core.data.splits import assign_splits, majority, patient_groups
 def random_rows(n: int, seed: int, shared_every: int = 0) -> pd.DataFrame:
     """``n`` rows of patients, hashes (some empty, some shared across patients), labels and sources."""
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({
-        "patient_id": [f"p{x}" for x in rng.integers(0, max(2, n // 3), n)],
-        "sha256": ["" if rng.random() < 0.1 else f"s{i}" for i in range(n)],
-        "label": rng.choice(["COVID", "Normal"], n), "source": rng.choice(["a", "b", "c"], n),
-        "error": "",
-    }, index=rng.permutation(n) + 5)
+    frame = pd.DataFrame(
+        {
+            "patient_id": [f"p{x}" for x in rng.integers(0, max(2, n // 3), n)],
+            "sha256": ["" if rng.random() < 0.1 else f"s{i}" for i in range(n)],
+            "label": rng.choice(["COVID", "Normal"], n),
+            "source": rng.choice(["a", "b", "c"], n),
+            "error": "",
+        },
+        index=rng.permutation(n) + 5,
+    )
     if shared_every:
         frame.iloc[::shared_every, 1] = "shared"
     return frame

@@ -10,15 +10,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pytest
 
 from conftest import REPO, write_dataset
-from cxr_core.train import jobs, rundir
 from cxr_core.config import Config
+from cxr_core.train import jobs, rundir
 from cxr_core.train.trainer import TrainConfig, TrainingError, resume, train
 
 pytestmark = pytest.mark.slow
@@ -32,14 +33,25 @@ def data(tmp_path: Path) -> Path:
 
 def _env(tmp_path: Path, data: Path) -> dict[str, str]:
     """Environment for a ``cxr`` subprocess with its own work dir."""
-    return {**os.environ, "CXR_HOME": str(tmp_path / "home"), "CXR_DATA_DIR": str(data), "TF_CPP_MIN_LOG_LEVEL": "3",
-            "PYTHONPATH": str(REPO)}
+    return {
+        **os.environ,
+        "CXR_HOME": str(tmp_path / "home"),
+        "CXR_DATA_DIR": str(data),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONPATH": str(REPO),
+    }
 
 
 def _cxr(args: list[str], env: Mapping[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run ``python -m cxr_core ARGS``."""
-    return subprocess.run([sys.executable, "-m", "cxr_core", *args], cwd=REPO, env=dict(env), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "cxr_core", *args],
+        cwd=REPO,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _children_cpu_seconds() -> float:
@@ -50,16 +62,24 @@ def _children_cpu_seconds() -> float:
 
 def _tiny(**changes: Any) -> TrainConfig:
     """A TrainConfig for a few seconds of training on 64 px images."""
-    values: dict[str, Any] = {"arch": "cxr_net", "epochs": 2, "size": 64, "batch": 8, "limit": 32, "seed": 3,
-                              "hparams": {"width": 8, "depth": 2}}
+    values: dict[str, Any] = {
+        "arch": "cxr_net",
+        "epochs": 2,
+        "size": 64,
+        "batch": 8,
+        "limit": 32,
+        "seed": 3,
+        "hparams": {"width": 8, "depth": 2},
+    }
     values.update(changes)
     return TrainConfig(**values)
 
 
 def test_cli_smoke_run_writes_the_whole_run_directory_in_under_a_minute(tmp_path: Path, data: Path) -> None:
     start, cpu_start = time.monotonic(), _children_cpu_seconds()
-    result = _cxr(["train", "--arch", "cxr_net", "--epochs", "1", "--limit", "64", "--size", "64", "--json"],
-                  _env(tmp_path, data))
+    result = _cxr(
+        ["train", "--arch", "cxr_net", "--epochs", "1", "--limit", "64", "--size", "64", "--json"], _env(tmp_path, data)
+    )
     elapsed, cpu = time.monotonic() - start, _children_cpu_seconds() - cpu_start
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout)
@@ -67,9 +87,22 @@ def test_cli_smoke_run_writes_the_whole_run_directory_in_under_a_minute(tmp_path
     assert (cpu if busy else elapsed) < 60, f"smoke run took {elapsed:.0f} s wall, {cpu:.0f} s CPU"
     run = Path(summary["run_dir"])
     assert run.parent == tmp_path / "home" / "runs"
-    for name in ("config.json", "status.json", "metrics.csv", "batches.csv", "train.log", "split.csv",
-                 "checkpoints/latest.keras", "checkpoints/latest.json", "checkpoints/best.keras", "model/model.keras",
-                 "model/preprocess.json", "model/classes.json", "model/calibration.json", "model/card.json"):
+    for name in (
+        "config.json",
+        "status.json",
+        "metrics.csv",
+        "batches.csv",
+        "train.log",
+        "split.csv",
+        "checkpoints/latest.keras",
+        "checkpoints/latest.json",
+        "checkpoints/best.keras",
+        "model/model.keras",
+        "model/preprocess.json",
+        "model/classes.json",
+        "model/calibration.json",
+        "model/card.json",
+    ):
         assert (run / name).is_file(), name
     status = rundir.read_status(run)
     assert status["status"] == "done" and status["epoch"] == 1 and status["finished"]
@@ -83,8 +116,20 @@ def test_cli_smoke_run_writes_the_whole_run_directory_in_under_a_minute(tmp_path
     recipe = json.loads((run / "model" / "train_config.json").read_text())
     first = json.loads((run / "config.json").read_text())["train"]
     assert recipe == {**first, "data_dir": None}
-    again = _cxr(["train", "--config", str(run / "model" / "train_config.json"), "--sampling", "source_balanced",
-                  "--hflip", "--run-dir", str(tmp_path / "again"), "--json"], _env(tmp_path, data))
+    again = _cxr(
+        [
+            "train",
+            "--config",
+            str(run / "model" / "train_config.json"),
+            "--sampling",
+            "source_balanced",
+            "--hflip",
+            "--run-dir",
+            str(tmp_path / "again"),
+            "--json",
+        ],
+        _env(tmp_path, data),
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     second = json.loads((tmp_path / "again" / "config.json").read_text())["train"]
     assert second == {**first, "sampling": "source_balanced", "augmentation": {**first["augmentation"], "flip": True}}
@@ -92,17 +137,21 @@ def test_cli_smoke_run_writes_the_whole_run_directory_in_under_a_minute(tmp_path
 
 def test_bad_requests_are_one_line_cli_errors(tmp_path: Path, data: Path) -> None:
     env = _env(tmp_path, data)
-    for args, expected in ((["--epochs", "0"], "epochs must be at least 1"), (["--lr", "-1"], "learning rate"),
-                           (["--method", "magic"], "argument --method: invalid choice: 'magic'"),
-                           (["--config", str(tmp_path / "nowhere.json")], "no configuration file")):
+    for args, expected in (
+        (["--epochs", "0"], "epochs must be at least 1"),
+        (["--lr", "-1"], "learning rate"),
+        (["--method", "magic"], "argument --method: invalid choice: 'magic'"),
+        (["--config", str(tmp_path / "nowhere.json")], "no configuration file"),
+    ):
         result = _cxr(["train", "--size", "64", *args], env)
         assert result.returncode == 2
         assert expected in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "home" / "runs").exists()
 
 
-def test_exported_model_reloads_in_safe_mode_and_predicts_like_the_best_checkpoint(make_cfg: Callable[..., Config],
-                                                                                    data: Path) -> None:
+def test_exported_model_reloads_in_safe_mode_and_predicts_like_the_best_checkpoint(
+    make_cfg: Callable[..., Config], data: Path
+) -> None:
     import keras
 
     from cxr_core.serve.registry import load_model
@@ -121,8 +170,9 @@ def test_exported_model_reloads_in_safe_mode_and_predicts_like_the_best_checkpoi
     assert loaded.familiarity is not None and loaded.familiarity.info["n_train"] > 0
 
 
-def test_cancel_request_stops_after_the_current_batch_and_the_run_resumes(make_cfg: Callable[..., Config],
-                                                                          data: Path) -> None:
+def test_cancel_request_stops_after_the_current_batch_and_the_run_resumes(
+    make_cfg: Callable[..., Config], data: Path
+) -> None:
     cfg = make_cfg(data_dir=data)
     run_dir = cfg.runs_dir / "cancel-me"
     seen: list[tuple[int, int]] = []
@@ -146,8 +196,9 @@ def test_cancel_request_stops_after_the_current_batch_and_the_run_resumes(make_c
         resume(cfg, run_dir)
 
 
-def test_a_crash_is_recorded_as_failed_with_the_traceback_tail(make_cfg: Callable[..., Config], data: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_crash_is_recorded_as_failed_with_the_traceback_tail(
+    make_cfg: Callable[..., Config], data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from cxr_core.train import trainer as training
 
     def broken(*args: object, **kwargs: object) -> None:
@@ -166,10 +217,28 @@ def test_a_crash_is_recorded_as_failed_with_the_traceback_tail(make_cfg: Callabl
 def test_run_killed_after_its_first_epoch_resumes_with_a_continuous_metrics_log(tmp_path: Path, data: Path) -> None:
     env = _env(tmp_path, data)
     run = tmp_path / "home" / "runs" / "killed"
-    args = ["train", "--epochs", "6", "--limit", "32", "--size", "64", "--batch", "8", "--hparams",
-            '{"width": 8, "depth": 2}', "--run-dir", str(run)]
-    proc = subprocess.Popen([sys.executable, "-m", "cxr_core", *args], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [
+        "train",
+        "--epochs",
+        "6",
+        "--limit",
+        "32",
+        "--size",
+        "64",
+        "--batch",
+        "8",
+        "--hparams",
+        '{"width": 8, "depth": 2}',
+        "--run-dir",
+        str(run),
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cxr_core", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and len(rundir.read_metrics(run)) < 1:
@@ -210,14 +279,21 @@ print(result.status, result.epochs_run)
 
 
 def test_training_under_mirrored_strategy_on_two_cpu_devices(tmp_path: Path, data: Path) -> None:
-    result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(data), str(tmp_path / "home")], cwd=REPO,
-                            env=_env(tmp_path, data), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, str(data), str(tmp_path / "home")],
+        cwd=REPO,
+        env=_env(tmp_path, data),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split()[-2:] == ["done", "1"]
 
 
-def test_paper_pipeline_and_mixed_precision_runs_export_a_float32_model(make_cfg: Callable[..., Config],
-                                                                        data: Path) -> None:
+def test_paper_pipeline_and_mixed_precision_runs_export_a_float32_model(
+    make_cfg: Callable[..., Config], data: Path
+) -> None:
     import keras
 
     from cxr_core.serve.registry import load_model
@@ -233,13 +309,25 @@ def test_paper_pipeline_and_mixed_precision_runs_export_a_float32_model(make_cfg
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
 
 
-def test_tune_saves_a_results_table_and_resumes_without_repeating_trials(make_cfg: Callable[..., Config],
-                                                                         data: Path) -> None:
+def test_tune_saves_a_results_table_and_resumes_without_repeating_trials(
+    make_cfg: Callable[..., Config], data: Path
+) -> None:
     from cxr_core.train.tuning import RESULTS_CSV, TuneConfig, tune, tuning_dir
 
     cfg = make_cfg(data_dir=data)
-    search = TuneConfig(max_epochs=2, factor=2, sizes=(48,), methods=("none", "clahe"), lrs=(1e-3,), widths=(8,),
-                        depths=(2,), dropouts=(0.1,), batch=8, limit=24, seed=0)
+    search = TuneConfig(
+        max_epochs=2,
+        factor=2,
+        sizes=(48,),
+        methods=("none", "clahe"),
+        lrs=(1e-3,),
+        widths=(8,),
+        depths=(2,),
+        dropouts=(0.1,),
+        batch=8,
+        limit=24,
+        seed=0,
+    )
     started: list[str] = []
     first = tune(cfg, search, on_trial=started.append)
     assert len(first) >= 1 and set(first["method"]) <= {"none", "clahe"}

@@ -61,7 +61,9 @@ def make_model_dir(directory: Path, size: int = TINY_SIZE, threshold: float = 0.
     """Build, briefly train and save a tiny model directory (model, preprocess, classes, calibration, card)."""
     model = train_briefly(build_tiny_model(size), size)
     card = {"name": name, "architecture": "tiny_test_cnn"}
-    return save_model_dir(directory, model, PreprocessConfig(size=size), temperature=1.2, threshold=threshold, card=card)
+    return save_model_dir(
+        directory, model, PreprocessConfig(size=size), temperature=1.2, threshold=threshold, card=card
+    )
 
 
 def brightness_model(size: int = TINY_SIZE, slope: float = 10.0, center: float = 0.64) -> Any:
@@ -76,5 +78,7 @@ def brightness_model(size: int = TINY_SIZE, slope: float = 10.0, center: float =
     x = keras.layers.GlobalAveragePooling2D()(x)
     dense = keras.layers.Dense(2, activation="softmax", name="predictions")
     outputs = dense(x)
-    dense.set_weights([np.array([[slope, -slope]], np.float32), np.array([-slope * center, slope * center], np.float32)])
+    dense.set_weights(
+        [np.array([[slope, -slope]], np.float32), np.array([-slope * center, slope * center], np.float32)]
+    )
     return keras.Model(inputs, outputs, name="brightness_net")

@@ -11,10 +11,10 @@ import importlib
 import os
 import sys
 import typing
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from cxr_core import __version__
-
 from cxr_core.cli import commands
 from cxr_core.cli.commands import COMMANDS
 from cxr_core.config import Config, ConfigError, load_config
@@ -31,7 +31,9 @@ class CliError(Exception):
     """An expected failure: printed as one line on stderr, exit code 2 (so is any :class:`DatasetError`)."""
 
 
-def index_or_fail(cfg: Config, data_dir: str | os.PathLike[str] | None, progress: Progress | None = None) -> DatasetIndex:
+def index_or_fail(
+    cfg: Config, data_dir: str | os.PathLike[str] | None, progress: Progress | None = None
+) -> DatasetIndex:
     """Load the dataset index for a command, turning dataset problems into a one-line CLI error."""
     from cxr_core.curation.curated import curated_index
 
@@ -56,8 +58,14 @@ def trainer_budget(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     """The :class:`TrainerBudget` fields from the options of :func:`add_trainer_args` (the config's seed by default)."""
     if args.epochs < 1 or args.batch < 1:
         raise CliError("--epochs and --batch must be >= 1")
-    return {"epochs": args.epochs, "batch": args.batch, "lr": args.lr, "max_minutes": args.max_minutes,
-            "seed": cfg.seed if args.seed is None else args.seed, "limit": args.limit}
+    return {
+        "epochs": args.epochs,
+        "batch": args.batch,
+        "lr": args.lr,
+        "max_minutes": args.max_minutes,
+        "seed": cfg.seed if args.seed is None else args.seed,
+        "limit": args.limit,
+    }
 
 
 class Parser(argparse.ArgumentParser):
@@ -114,8 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(home=args.home)
         if cfg.uses_demo and _uses_configured_data(args):
-            print(f"cxr {args.command}: using the demo dataset at {cfg.data_dir} (set CXR_DATA_DIR for your own)",
-                  file=sys.stderr)
+            print(
+                f"cxr {args.command}: using the demo dataset at {cfg.data_dir} (set CXR_DATA_DIR for your own)",
+                file=sys.stderr,
+            )
         handler: Handler = args.handler
         return int(handler(args, cfg) or 0)
     except (CliError, ConfigError, DatasetError) as exc:

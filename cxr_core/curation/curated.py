@@ -11,7 +11,10 @@ from cxr_core.data.labels import Progress
 
 
 def curated_index(
-    cfg: Config, data_dir: str | Path | None = None, refresh: bool = True, progress: Progress | None = None,
+    cfg: Config,
+    data_dir: str | Path | None = None,
+    refresh: bool = True,
+    progress: Progress | None = None,
     labels: str | Path | None = None,
 ) -> DatasetIndex:
     """:func:`cxr_core.data.index.load_index` with the images the curation ledger discarded excluded."""

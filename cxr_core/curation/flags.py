@@ -12,17 +12,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxr_core.util.atomic import read_json, write_json_atomic
 from cxr_core.config import Config
-from cxr_core.data.index import DatasetIndex
 from cxr_core.data.imaging import ImageReadError, read_image
+from cxr_core.data.index import DatasetIndex
+from cxr_core.data.thumbnails import save_thumbnail, thumbnail_path
 from cxr_core.lungs.cache import load_lung_flags, lung_flag_score
 from cxr_core.markings.classical import DEFAULT_OPTIONS, DEFAULT_THRESHOLD, detect_markings
 from cxr_core.preprocess.quality import quality_measures
-from cxr_core.data.thumbnails import save_thumbnail, thumbnail_path
+from cxr_core.util.atomic import read_json, write_json_atomic
 from cxr_core.util.progress import Progress
 
-CACHE_VERSION = "flags-1-" + hashlib.sha256(json.dumps(asdict(DEFAULT_OPTIONS), sort_keys=True).encode()).hexdigest()[:12]
+CACHE_VERSION = (
+    "flags-1-" + hashlib.sha256(json.dumps(asdict(DEFAULT_OPTIONS), sort_keys=True).encode()).hexdigest()[:12]
+)
 QUALITY_FLAGS = ("low_contrast", "over_exposed", "under_exposed")
 
 
@@ -116,8 +118,9 @@ def _analyse_job(job: tuple[str, str, int, int, Path]) -> tuple[str, dict[str, A
         return sha256, None, str(exc)
 
 
-def analyse_all(cfg: Config, index: DatasetIndex, workers: int | None = None,
-                progress: Progress | None = None) -> dict[str, dict[str, Any]]:
+def analyse_all(
+    cfg: Config, index: DatasetIndex, workers: int | None = None, progress: Progress | None = None
+) -> dict[str, dict[str, Any]]:
     """Analyse every readable image not yet cached (in parallel, making thumbnails too); all analyses by sha256."""
     rows = index.frame[(index.frame["error"] == "") & (index.frame["sha256"] != "")].drop_duplicates("sha256")
     results: dict[str, dict[str, Any]] = {}
@@ -174,8 +177,9 @@ def _lung_rows(cfg: Config) -> dict[str, tuple[str, float]]:
     return {sha: (flags, float(area)) for sha, flags, area in rows}
 
 
-def compute_flags(cfg: Config, index: DatasetIndex, options: FlagOptions = FlagOptions(),
-                  progress: Progress | None = None) -> pd.DataFrame:
+def compute_flags(
+    cfg: Config, index: DatasetIndex, options: FlagOptions = FlagOptions(), progress: Progress | None = None
+) -> pd.DataFrame:
     """One row per image file: path, sha256, label, source, split, excluded, a score per flag, duplicate_of, regions,
     and the lung segmentation's flags and area from ``cxr lungs`` (lung_area NaN when the image was not segmented)."""
     analyses = analyse_all(cfg, index, options.workers, progress)
@@ -186,24 +190,46 @@ def compute_flags(cfg: Config, index: DatasetIndex, options: FlagOptions = FlagO
         analysis = analyses.get(row.sha256) if not row.error else None
         lung_flags, lung_area = lungs.get(row.sha256, ("", float("nan")))
         measures = quality_scores(analysis["measures"]) if analysis else dict.fromkeys(QUALITY_FLAGS, 0.0)
-        records.append({
-            "path": row.path, "sha256": row.sha256, "label": row.label, "source": row.source, "split": row.split,
-            "excluded": bool(row.excluded), "exclude_reason": row.exclude_reason,
-            "markings": analysis["markings"] if analysis else 0.0, **measures,
-            "small": small_score(int(row.width), int(row.height), options.min_resolution) if not row.error else 0.0,
-            "duplicate": dup_score.get(row.path, 0.0),
-            "unreadable": 0.0 if analysis else 1.0,
-            "lungs": lung_flag_score(lung_flags),
-            "duplicate_of": dup_of.get(row.path, ""),
-            "lung_flags": lung_flags, "lung_area": lung_area,
-            "regions": analysis["regions"] if analysis else [],
-            "error": row.error or ("" if analysis else "analysis failed"),
-        })
+        records.append(
+            {
+                "path": row.path,
+                "sha256": row.sha256,
+                "label": row.label,
+                "source": row.source,
+                "split": row.split,
+                "excluded": bool(row.excluded),
+                "exclude_reason": row.exclude_reason,
+                "markings": analysis["markings"] if analysis else 0.0,
+                **measures,
+                "small": small_score(int(row.width), int(row.height), options.min_resolution) if not row.error else 0.0,
+                "duplicate": dup_score.get(row.path, 0.0),
+                "unreadable": 0.0 if analysis else 1.0,
+                "lungs": lung_flag_score(lung_flags),
+                "duplicate_of": dup_of.get(row.path, ""),
+                "lung_flags": lung_flags,
+                "lung_area": lung_area,
+                "regions": analysis["regions"] if analysis else [],
+                "error": row.error or ("" if analysis else "analysis failed"),
+            }
+        )
     return pd.DataFrame.from_records(records, columns=FRAME_COLUMNS)
 
 
-FRAME_COLUMNS = ["path", "sha256", "label", "source", "split", "excluded", "exclude_reason", *FLAGS,
-                 "duplicate_of", "lung_flags", "lung_area", "regions", "error"]
+FRAME_COLUMNS = [
+    "path",
+    "sha256",
+    "label",
+    "source",
+    "split",
+    "excluded",
+    "exclude_reason",
+    *FLAGS,
+    "duplicate_of",
+    "lung_flags",
+    "lung_area",
+    "regions",
+    "error",
+]
 
 
 def flagged(frame: pd.DataFrame, name: str, threshold: float | None = None) -> pd.Series:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import csv
 import re
 import sqlite3
+from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO
 
-from cxr_core.util.clock import utc_now
 from cxr_core.config import Config
 from cxr_core.data.imaging import sha256_file
+from cxr_core.util.clock import utc_now
 
 DECISIONS = ("discard", "keep", "restore")
 REASONS = ("markings", "poor quality", "wrong view", "duplicate", "wrong label", "other")
@@ -38,17 +39,28 @@ _COLUMNS = """
 """
 _INDEX = "CREATE INDEX IF NOT EXISTS decisions_by_image ON decisions (sha256, ts, id)"
 MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("the decisions table, decisions and reasons fixed by CHECK constraints (release 1)", (
-        "CREATE TABLE IF NOT EXISTS decisions (" + _COLUMNS.format(
-            decision_check=f" CHECK (decision IN ({', '.join(repr(d) for d in _V1_DECISIONS)}))",
-            reason_check=f" CHECK (reason IN ('', {', '.join(repr(r) for r in _V1_REASONS)}))") + ")",
-        _INDEX)),
-    ("decisions and reasons checked by the library, so a new one needs no table change", (
-        "CREATE TABLE decisions_v2 (" + _COLUMNS.format(decision_check="", reason_check="") + ")",
-        "INSERT INTO decisions_v2 SELECT id, sha256, path, decision, reason, note, reviewer, ts, undoes FROM decisions",
-        "DROP TABLE decisions",
-        "ALTER TABLE decisions_v2 RENAME TO decisions",
-        _INDEX)),
+    (
+        "the decisions table, decisions and reasons fixed by CHECK constraints (release 1)",
+        (
+            "CREATE TABLE IF NOT EXISTS decisions ("
+            + _COLUMNS.format(
+                decision_check=f" CHECK (decision IN ({', '.join(repr(d) for d in _V1_DECISIONS)}))",
+                reason_check=f" CHECK (reason IN ('', {', '.join(repr(r) for r in _V1_REASONS)}))",
+            )
+            + ")",
+            _INDEX,
+        ),
+    ),
+    (
+        "decisions and reasons checked by the library, so a new one needs no table change",
+        (
+            "CREATE TABLE decisions_v2 (" + _COLUMNS.format(decision_check="", reason_check="") + ")",
+            "INSERT INTO decisions_v2 SELECT id, sha256, path, decision, reason, note, reviewer, ts, undoes FROM decisions",
+            "DROP TABLE decisions",
+            "ALTER TABLE decisions_v2 RENAME TO decisions",
+            _INDEX,
+        ),
+    ),
 )
 """Schema migrations in order: migration ``i`` takes a ledger from ``user_version`` i to i + 1."""
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -96,7 +108,7 @@ def normalise_timestamp(text: str) -> str:
         raise LedgerError(f"timestamp {text!r} is not ISO 8601") from exc
     if value.tzinfo is None:
         raise LedgerError(f"timestamp {text!r} has no time zone")
-    return value.astimezone(timezone.utc).strftime(_TS_FORMAT)
+    return value.astimezone(UTC).strftime(_TS_FORMAT)
 
 
 def validate(sha256: str, path: str, decision: str, reason: str, reviewer: str) -> None:
@@ -118,8 +130,15 @@ def validate(sha256: str, path: str, decision: str, reason: str, reviewer: str) 
 def _row(row: sqlite3.Row) -> Decision:
     """A Decision from a database row."""
     return Decision(
-        id=row["id"], sha256=row["sha256"], path=row["path"], decision=row["decision"], reason=row["reason"],
-        note=row["note"], reviewer=row["reviewer"], timestamp=row["ts"], undoes=row["undoes"],
+        id=row["id"],
+        sha256=row["sha256"],
+        path=row["path"],
+        decision=row["decision"],
+        reason=row["reason"],
+        note=row["note"],
+        reviewer=row["reviewer"],
+        timestamp=row["ts"],
+        undoes=row["undoes"],
     )
 
 
@@ -146,8 +165,10 @@ class Ledger:
             if version == SCHEMA_VERSION:
                 return
             if version > SCHEMA_VERSION:
-                raise LedgerError(f"{self.path} has ledger schema {version}, newer than this release's "
-                                  f"{SCHEMA_VERSION}: upgrade CXR Review to open it")
+                raise LedgerError(
+                    f"{self.path} has ledger schema {version}, newer than this release's "
+                    f"{SCHEMA_VERSION}: upgrade CXR Review to open it"
+                )
             conn.execute("PRAGMA journal_mode = WAL")
             with self._transaction(conn):
                 self._migrate(conn)
@@ -210,8 +231,18 @@ class Ledger:
         with self._write() as conn:
             ts = normalise_timestamp(utc_now("microseconds"))
             return [
-                self._insert(conn, {"sha256": sha, "path": rel, "decision": decision, "reason": reason,
-                                    "note": note or "", "reviewer": reviewer.strip(), "ts": ts})
+                self._insert(
+                    conn,
+                    {
+                        "sha256": sha,
+                        "path": rel,
+                        "decision": decision,
+                        "reason": reason,
+                        "note": note or "",
+                        "reviewer": reviewer.strip(),
+                        "ts": ts,
+                    },
+                )
                 for sha, rel in images
             ]
 
@@ -227,10 +258,20 @@ class Ledger:
                 "SELECT * FROM decisions WHERE sha256 = ? ORDER BY ts DESC, id DESC", (row["sha256"],)
             ).fetchall()
             if history[0]["id"] != decision_id:
-                raise LedgerError(f"decision #{decision_id} is not the latest for {row['path']}; undo the newer one first")
+                raise LedgerError(
+                    f"decision #{decision_id} is not the latest for {row['path']}; undo the newer one first"
+                )
             before = history[1] if len(history) > 1 else None
-            values = {"sha256": row["sha256"], "path": row["path"], "reviewer": reviewer.strip(), "ts": normalise_timestamp(utc_now("microseconds")),
-                      "undoes": decision_id, "decision": "restore", "reason": "", "note": ""}
+            values = {
+                "sha256": row["sha256"],
+                "path": row["path"],
+                "reviewer": reviewer.strip(),
+                "ts": normalise_timestamp(utc_now("microseconds")),
+                "undoes": decision_id,
+                "decision": "restore",
+                "reason": "",
+                "note": "",
+            }
             if before is not None:
                 values.update(decision=before["decision"], reason=before["reason"], note=before["note"])
             return self._insert(conn, values)
@@ -298,7 +339,8 @@ class Ledger:
             for values in good:
                 if conn.execute(
                     "SELECT 1 FROM decisions WHERE sha256=:sha256 AND path=:path AND decision=:decision"
-                    " AND reason=:reason AND note=:note AND reviewer=:reviewer AND ts=:ts", values
+                    " AND reason=:reason AND note=:note AND reviewer=:reviewer AND ts=:ts",
+                    values,
                 ).fetchone():
                     report.duplicates += 1
                     continue
@@ -339,7 +381,6 @@ def discarded_hashes(cfg: Config) -> set[str]:
 def decision_dicts(decisions: Iterable[Decision]) -> list[dict[str, object]]:
     """Decisions as plain dicts (for JSON output and tables)."""
     return [asdict(d) for d in decisions]
-
 
 
 def identify_image(path: str | Path, data_dir: Path) -> tuple[str, str]:

@@ -29,8 +29,9 @@ class RepairError(ValueError):
     """A repair request is invalid (unknown method, mask of another shape); one clear line."""
 
 
-def contrast_pixels(gray: np.ndarray, contrast: int = STROKE_CONTRAST,
-                    options: MarkingsOptions = DEFAULT_OPTIONS) -> np.ndarray:
+def contrast_pixels(
+    gray: np.ndarray, contrast: int = STROKE_CONTRAST, options: MarkingsOptions = DEFAULT_OPTIONS
+) -> np.ndarray:
     """Pixels much brighter or darker than their surroundings at the detector's stroke width (top-hat/black-hat)."""
     side = max(3, int(round(options.stroke * max(gray.shape))) | 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
@@ -39,8 +40,12 @@ def contrast_pixels(gray: np.ndarray, contrast: int = STROKE_CONTRAST,
     return np.maximum(white, black) >= contrast
 
 
-def marking_mask(gray: np.ndarray, margin: float = DEFAULT_MARGIN, contrast: int = STROKE_CONTRAST,
-                 options: MarkingsOptions | None = None) -> np.ndarray:
+def marking_mask(
+    gray: np.ndarray,
+    margin: float = DEFAULT_MARGIN,
+    contrast: int = STROKE_CONTRAST,
+    options: MarkingsOptions | None = None,
+) -> np.ndarray:
     """Boolean mask of a 2-D uint8 X-ray's overlaid markings (empty when none are detected), dilated by ``margin``.
 
     Inside each object the detector reports (classical objects and the learned net's cells, ``combine="max"``

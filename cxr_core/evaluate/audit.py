@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from cxr_core.util.atomic import write_json_atomic
-from cxr_core.util.clock import utc_now
 from cxr_core.data.imaging import read_image
 from cxr_core.lungs.segmenter import LungSegmenter, load_segmenter
 from cxr_core.preprocess.roi import dilate
+from cxr_core.util.atomic import write_json_atomic
+from cxr_core.util.clock import utc_now
 
 AUDIT_FILE = "audit.json"
 AUDITS_DIR = "audits"
@@ -62,10 +63,22 @@ def image_statistics(gray: np.ndarray) -> np.ndarray:
     gradient = np.hypot(cv2.Sobel(small, cv2.CV_32F, 1, 0), cv2.Sobel(small, cv2.CV_32F, 0, 1))
     nonzero = hist[hist > 0]
     features = [
-        width, height, width / height, img.mean(), img.std(), *np.percentile(img, [1, 5, 25, 50, 75, 95, 99]),
-        *(s.mean() for s in strips), *(s.std() for s in strips), *(c.mean() for c in corners),
-        centre.mean(), centre.std(), cv2.Laplacian(small, cv2.CV_32F).var(), gradient.mean(),
-        float((gray == 0).mean()), float((gray == 255).mean()), float(-(nonzero * np.log2(nonzero)).sum()),
+        width,
+        height,
+        width / height,
+        img.mean(),
+        img.std(),
+        *np.percentile(img, [1, 5, 25, 50, 75, 95, 99]),
+        *(s.mean() for s in strips),
+        *(s.std() for s in strips),
+        *(c.mean() for c in corners),
+        centre.mean(),
+        centre.std(),
+        cv2.Laplacian(small, cv2.CV_32F).var(),
+        gradient.mean(),
+        float((gray == 0).mean()),
+        float((gray == 255).mean()),
+        float(-(nonzero * np.log2(nonzero)).sum()),
     ]
     return np.concatenate([np.asarray(features, np.float64), hist])
 
@@ -93,7 +106,11 @@ def _out_of_fold(features: np.ndarray, target: np.ndarray, groups: np.ndarray, o
 
 
 def stats_baseline(
-    features: np.ndarray, positive: np.ndarray, sources: np.ndarray, groups: np.ndarray, audited: np.ndarray,
+    features: np.ndarray,
+    positive: np.ndarray,
+    sources: np.ndarray,
+    groups: np.ndarray,
+    audited: np.ndarray,
     opts: AuditOptions,
 ) -> dict[str, Any]:
     """Out-of-fold label AUC (on the audited rows) and source accuracy of random forests on image statistics."""
@@ -102,7 +119,7 @@ def stats_baseline(
     label_p = _out_of_fold(features, positive.astype(int), groups, opts)[:, 1]
     result: dict[str, Any] = {
         "model": f"random forest ({opts.trees} trees) on {features.shape[1]} image statistics, "
-                 f"patient-grouped {len(_folds(positive.astype(int), groups, opts.folds, opts.seed))}-fold out-of-fold",
+        f"patient-grouped {len(_folds(positive.astype(int), groups, opts.folds, opts.seed))}-fold out-of-fold",
         "features": int(features.shape[1]),
         "n_fit": int(len(positive)),
         "label_auc": _auc(positive[audited], label_p[audited]),
@@ -138,7 +155,10 @@ def _distribution(values: np.ndarray) -> dict[str, Any]:
     return {
         "bins": [round(b, 1) for b in np.linspace(0, 1, 11).tolist()],
         "counts": counts.astype(int).tolist(),
-        "quantiles": {q: (None if v is None else round(float(v), 4)) for q, v in zip(("p10", "p25", "p50", "p75", "p90"), quantiles)},
+        "quantiles": {
+            q: (None if v is None else round(float(v), 4))
+            for q, v in zip(("p10", "p25", "p50", "p75", "p90"), quantiles)
+        },
     }
 
 
@@ -158,7 +178,9 @@ def model_inputs(
 
 def _scores(model: Any, inputs: np.ndarray, batch: int = 32) -> np.ndarray:
     """Uncalibrated P(positive) for prepared inputs (AUC is unaffected by temperature scaling)."""
-    parts = [model.predict_batch(inputs[i : i + batch].astype(np.float32)[..., None]) for i in range(0, len(inputs), batch)]
+    parts = [
+        model.predict_batch(inputs[i : i + batch].astype(np.float32)[..., None]) for i in range(0, len(inputs), batch)
+    ]
     return np.concatenate(parts)[:, model.positive_index]
 
 
@@ -195,7 +217,9 @@ def verdict(result: dict[str, Any]) -> tuple[str, str]:
         )
     elif blanked > 0.65:
         level = "mixed"
-        notes.append(f"With the lungs blacked out it still reaches AUC {blanked:.2f} (of {auc:.2f}): part of its signal comes from outside the lungs.")
+        notes.append(
+            f"With the lungs blacked out it still reaches AUC {blanked:.2f} (of {auc:.2f}): part of its signal comes from outside the lungs."
+        )
     else:
         notes.append(
             f"With the lungs blacked out its AUC falls to {blanked:.2f} (from {auc:.2f}): it needs the lung fields, or is at "
@@ -219,8 +243,8 @@ def verdict(result: dict[str, Any]) -> tuple[str, str]:
 
 def _load_rows(cfg: Any, data_dir: Path, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The audited rows (split) and all usable rows (for the stats baseline) of a dataset folder."""
-    from cxr_core.data.index import DatasetError
     from cxr_core.curation.curated import curated_index
+    from cxr_core.data.index import DatasetError
 
     try:
         index = curated_index(cfg, data_dir)
@@ -233,8 +257,12 @@ def _load_rows(cfg: Any, data_dir: Path, split: str) -> tuple[pd.DataFrame, pd.D
 
 
 def run_audit(
-    model: Any, cfg: Any, data_dir: str | Path, opts: AuditOptions = AuditOptions(),
-    segmenter: LungSegmenter | None = None, progress: bool = True,
+    model: Any,
+    cfg: Any,
+    data_dir: str | Path,
+    opts: AuditOptions = AuditOptions(),
+    segmenter: LungSegmenter | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Audit a loaded registry model on a dataset folder; returns the audit dict (see module docs)."""
     from tqdm import tqdm
@@ -278,8 +306,12 @@ def run_audit(
     valid = ~np.isnan(shares)
     audited = every["abspath"].isin(set(rows["abspath"])).to_numpy()
     baseline = stats_baseline(
-        np.stack([features[p] for p in every["abspath"]]), (every["label"] == model.positive).to_numpy(),
-        every["source"].astype(str).to_numpy(), every["patient_id"].astype(str).to_numpy(), audited, opts,
+        np.stack([features[p] for p in every["abspath"]]),
+        (every["label"] == model.positive).to_numpy(),
+        every["source"].astype(str).to_numpy(),
+        every["patient_id"].astype(str).to_numpy(),
+        audited,
+        opts,
     )
     cam_labels = rows["label"].to_numpy()[cam_rows]
     auc = _auc(positive, plain)
@@ -298,8 +330,7 @@ def run_audit(
         "auc_lungs_only": _auc(positive, only),
         "lung_attention_mean": round(float(shares[valid].mean()), 4) if valid.any() else None,
         "lung_attention_by_class": {
-            str(c): round(float(shares[valid & (cam_labels == c)].mean()), 4)
-            for c in sorted(set(cam_labels[valid]))
+            str(c): round(float(shares[valid & (cam_labels == c)].mean()), 4) for c in sorted(set(cam_labels[valid]))
         },
         "lung_attention_distribution": _distribution(shares[valid]),
         "lung_area_mean": round(float(lung.mean()), 4),
@@ -310,11 +341,15 @@ def run_audit(
         "segmentation": {
             "segmenter": str(segmenter.path) if segmenter.path else "in-memory",
             "flagged": int(sum(bool(f) for f in flags)),
-            "flags": {str(k): int(v) for k, v in pd.Series([x for f in flags for x in f], dtype=str).value_counts().items()},
+            "flags": {
+                str(k): int(v) for k, v in pd.Series([x for f in flags for x in f], dtype=str).value_counts().items()
+            },
         },
         "options": asdict(opts),
     }
-    result["auc_lungs_blanked_drop"] = None if auc is None or result["auc_lungs_blanked"] is None else round(auc - result["auc_lungs_blanked"], 4)
+    result["auc_lungs_blanked_drop"] = (
+        None if auc is None or result["auc_lungs_blanked"] is None else round(auc - result["auc_lungs_blanked"], 4)
+    )
     result["verdict_level"], result["verdict"] = verdict(result)
     result["created"] = utc_now()
     result["seconds"] = round(time.time() - started, 1)
@@ -342,4 +377,3 @@ def save_audit(model_dir: str | Path, result: dict[str, Any]) -> Path:
     if card:
         write_card(directory, card_with_other_audit(card, key, result))
     return path
-

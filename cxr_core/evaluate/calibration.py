@@ -113,7 +113,9 @@ def choose_threshold(
 
 
 def calibrate(
-    probs: np.ndarray, labels: np.ndarray, positive_index: int = 0,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    positive_index: int = 0,
     target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
 ) -> Calibration:
     """Fit the temperature on validation softmax outputs, then the threshold on the calibrated P(positive)."""

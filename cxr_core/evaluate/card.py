@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from cxr_core.util.atomic import read_json, write_json_atomic, write_text_atomic
 from cxr_core.util.clock import utc_now
@@ -40,8 +41,19 @@ LIMITATIONS = (
 )
 SPLIT_DESCRIPTION = "Patient-grouped, label x source stratified 70/15/15 train/validation/test split with a fixed seed."
 METRIC_KEYS = ("roc_auc", "pr_auc", "accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "ece")
-AUDIT_KEYS = ("auc", "auc_lungs_blanked", "auc_lungs_only", "lung_attention_mean", "lung_area_mean", "verdict_level",
-              "data_dir", "split", "n", "model_version", "created")
+AUDIT_KEYS = (
+    "auc",
+    "auc_lungs_blanked",
+    "auc_lungs_only",
+    "lung_attention_mean",
+    "lung_area_mean",
+    "verdict_level",
+    "data_dir",
+    "split",
+    "n",
+    "model_version",
+    "created",
+)
 
 
 @dataclass(frozen=True)
@@ -59,8 +71,12 @@ class SelectionRule:
 
 
 def base_card(
-    name: str, architecture: str, parameters: int, preprocess: Mapping[str, Any],
-    classes: tuple[str, ...] = ("COVID", "Normal"), positive: str = "COVID",
+    name: str,
+    architecture: str,
+    parameters: int,
+    preprocess: Mapping[str, Any],
+    classes: tuple[str, ...] = ("COVID", "Normal"),
+    positive: str = "COVID",
     training: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A new card with the fixed sections filled in; evaluation and audits are added later."""
@@ -126,8 +142,10 @@ def card_with_external(card: Mapping[str, Any], key: str, evaluation: Mapping[st
     """The card with a summary of an evaluation on another dataset recorded under ``external_evaluations``."""
     updated = dict(card)
     external = dict(updated.get("external_evaluations") or {})
-    external[key] = {k: evaluation.get(k) for k in ("n", "n_covid", "n_normal", "roc_auc", "accuracy", "sensitivity",
-                                                     "specificity", "ece", "threshold")}
+    external[key] = {
+        k: evaluation.get(k)
+        for k in ("n", "n_covid", "n_normal", "roc_auc", "accuracy", "sensitivity", "specificity", "ece", "threshold")
+    }
     external[key]["data_dir"] = evaluation.get("data", {}).get("dir")
     updated["external_evaluations"] = external
     return updated
@@ -188,8 +206,12 @@ def metrics_markdown(metrics: Mapping[str, Any]) -> list[str]:
         interval = f"{_fmt(low_high[0])} – {_fmt(low_high[1])}" if low_high else "–"
         lines.append(f"| {key} | {_fmt(metrics.get(key))} | {interval} | {_fmt(at_half.get(key))} |")
     confusion = metrics.get("confusion") or {}
-    lines += ["", f"Confusion at the threshold: TP {confusion.get('tp')}, FP {confusion.get('fp')}, "
-              f"TN {confusion.get('tn')}, FN {confusion.get('fn')}.", ""]
+    lines += [
+        "",
+        f"Confusion at the threshold: TP {confusion.get('tp')}, FP {confusion.get('fp')}, "
+        f"TN {confusion.get('tn')}, FN {confusion.get('fn')}.",
+        "",
+    ]
     by_source = metrics.get("by_source") or {}
     if by_source:
         lines += ["| source | n | accuracy | sensitivity | specificity | ROC AUC |", "|---|---|---|---|---|---|"]
@@ -203,8 +225,12 @@ def metrics_markdown(metrics: Mapping[str, Any]) -> list[str]:
 
 def _loso_md(loso: Mapping[str, Any]) -> list[str]:
     """The leave-one-source-out section."""
-    lines = [str(loso.get("method", "")), "", "| held-out source | n | COVID | Normal | accuracy | sensitivity | "
-             "specificity | ROC AUC |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        str(loso.get("method", "")),
+        "",
+        "| held-out source | n | COVID | Normal | accuracy | sensitivity | specificity | ROC AUC |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for source, row in (loso.get("sources") or {}).items():
         lines.append(
             f"| {source} | {row.get('n')} | {row.get('n_covid')} | {row.get('n_normal')} | {_fmt(row.get('accuracy'))} | "
@@ -212,8 +238,11 @@ def _loso_md(loso: Mapping[str, Any]) -> list[str]:
         )
     if loso.get("pooled"):
         pooled = loso["pooled"]
-        lines += ["", f"Pooled over held-out sources: accuracy {_fmt(pooled.get('accuracy'))}, ROC AUC "
-                  f"{_fmt(pooled.get('roc_auc'))} (n = {pooled.get('n')})."]
+        lines += [
+            "",
+            f"Pooled over held-out sources: accuracy {_fmt(pooled.get('accuracy'))}, ROC AUC "
+            f"{_fmt(pooled.get('roc_auc'))} (n = {pooled.get('n')}).",
+        ]
     return lines
 
 
@@ -232,19 +261,28 @@ def _training_md(training: Mapping[str, Any], from_index: Mapping[str, Any]) -> 
     by_source = by_source or dict(from_index.get("train_by_source") or {})
     if by_source:
         lines += ["Training split by source:", "", "| source | COVID | Normal |", "|---|---|---|"]
-        lines += [f"| {src} | {row.get('COVID', 0)} | {row.get('Normal', 0)} |" for src, row in sorted(by_source.items())]
+        lines += [
+            f"| {src} | {row.get('COVID', 0)} | {row.get('Normal', 0)} |" for src, row in sorted(by_source.items())
+        ]
         lines.append("")
     settings = {k: v for k, v in training.items() if k not in ("by_class", "by_source", "split")}
     if settings:
-        lines += ["Training settings: " + ", ".join(f"{k} `{json.dumps(v, sort_keys=True)}`" for k, v in sorted(settings.items())), ""]
+        lines += [
+            "Training settings: "
+            + ", ".join(f"{k} `{json.dumps(v, sort_keys=True)}`" for k, v in sorted(settings.items())),
+            "",
+        ]
     return lines
 
 
 def _audit_md(audit: Mapping[str, Any]) -> list[str]:
     """The shortcut-audit section: the verdict and the audit's top-level numbers (details stay in ``audit.json``)."""
     lines = [f"**{audit['verdict']}**", ""] if audit.get("verdict") else []
-    lines += [f"- {key}: {_fmt(value)}" for key, value in sorted(audit.items())
-              if key != "verdict" and isinstance(value, (int, float, str)) and not isinstance(value, bool)]
+    lines += [
+        f"- {key}: {_fmt(value)}"
+        for key, value in sorted(audit.items())
+        if key != "verdict" and isinstance(value, (int, float, str)) and not isinstance(value, bool)
+    ]
     return lines + ["", "Full results: `audit.json`."]
 
 
@@ -256,14 +294,21 @@ def _candidate(directory: Path) -> dict[str, Any]:
     card = read_card(directory)
     preprocess = card.get("preprocess") or audit.get("preprocess") or {}
     return {
-        "dir": directory.name, "name": card.get("name") or audit.get("model") or directory.name,
-        "architecture": card.get("architecture"), "roi": preprocess.get("roi", "none"), "size": preprocess.get("size"),
+        "dir": directory.name,
+        "name": card.get("name") or audit.get("model") or directory.name,
+        "architecture": card.get("architecture"),
+        "roi": preprocess.get("roi", "none"),
+        "size": preprocess.get("size"),
         **{key: audit.get(key) for key in AUDIT_KEYS},
     }
 
 
-def card_with_selection(card: Mapping[str, Any], alternatives: Sequence[str | Path],
-                        rule: SelectionRule = SelectionRule(), notes: Sequence[str] = ()) -> dict[str, Any]:
+def card_with_selection(
+    card: Mapping[str, Any],
+    alternatives: Sequence[str | Path],
+    rule: SelectionRule = SelectionRule(),
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
     """The card with a ``selection`` section comparing it with audited alternative model directories.
 
     The alternatives' numbers are read from their ``audit.json``; they must have been audited on the same data and
@@ -275,17 +320,21 @@ def card_with_selection(card: Mapping[str, Any], alternatives: Sequence[str | Pa
     others = [_candidate(Path(directory)) for directory in alternatives]
     for other in others:
         if (other["data_dir"], other["split"]) != (own.get("data_dir"), own.get("split")):
-            raise ValueError(f"{other['dir']} was audited on {other['data_dir']} ({other['split']}), this model on "
-                             f"{own.get('data_dir')} ({own.get('split')}): not comparable")
-    selection = {"rule": asdict(rule), "alternatives": others, "notes": list(notes),
-                 "created": utc_now()}
+            raise ValueError(
+                f"{other['dir']} was audited on {other['data_dir']} ({other['split']}), this model on "
+                f"{own.get('data_dir')} ({own.get('split')}): not comparable"
+            )
+    selection = {"rule": asdict(rule), "alternatives": others, "notes": list(notes), "created": utc_now()}
     return {**dict(card), "selection": selection}
 
 
 def _meets_lung_goal(candidate: Mapping[str, Any], rule: SelectionRule) -> bool:
     """True when a candidate reaches the AUC, lungs-blanked and Grad-CAM-in-lungs goal of ``rule``."""
-    return (candidate["auc"] >= rule.lung_goal_min_auc and _blanked(candidate) <= rule.lung_goal_max_blanked
-            and (candidate.get("lung_attention_mean") or 0.0) >= rule.lung_goal_min_attention)
+    return (
+        candidate["auc"] >= rule.lung_goal_min_auc
+        and _blanked(candidate) <= rule.lung_goal_max_blanked
+        and (candidate.get("lung_attention_mean") or 0.0) >= rule.lung_goal_min_attention
+    )
 
 
 def _blanked(candidate: Mapping[str, Any]) -> float:
@@ -307,8 +356,14 @@ def _pct(value: Any) -> str:
 def _candidates(card: Mapping[str, Any]) -> list[dict[str, Any]]:
     """This model (first, ``dir`` None, numbers from its ``shortcut_audit``) and the selection's alternatives."""
     audit, preprocess = card.get("shortcut_audit") or {}, card.get("preprocess") or {}
-    own = {"dir": None, "name": card.get("name"), "architecture": card.get("architecture"),
-           "roi": preprocess.get("roi", "none"), "size": preprocess.get("size"), **{k: audit.get(k) for k in AUDIT_KEYS}}
+    own = {
+        "dir": None,
+        "name": card.get("name"),
+        "architecture": card.get("architecture"),
+        "roi": preprocess.get("roi", "none"),
+        "size": preprocess.get("size"),
+        **{k: audit.get(k) for k in AUDIT_KEYS},
+    }
     return [own, *card["selection"]["alternatives"]]
 
 
@@ -327,15 +382,21 @@ def selection_decision(card: Mapping[str, Any]) -> dict[str, Any]:
         if other is chosen:
             continue
         label = "this model" if other is own else f"`{other['dir']}`"
-        lungs = (f"lungs-blanked AUC {_fmt(other.get('auc_lungs_blanked'))} vs {_fmt(chosen.get('auc_lungs_blanked'))}, "
-                 f"{_pct(other.get('lung_attention_mean'))} vs {_pct(chosen.get('lung_attention_mean'))} "
-                 "of Grad-CAM in the lungs")
+        lungs = (
+            f"lungs-blanked AUC {_fmt(other.get('auc_lungs_blanked'))} vs {_fmt(chosen.get('auc_lungs_blanked'))}, "
+            f"{_pct(other.get('lung_attention_mean'))} vs {_pct(chosen.get('lung_attention_mean'))} "
+            "of Grad-CAM in the lungs"
+        )
         if other["auc"] < rule.min_auc and _blanked(other) < _blanked(chosen):
-            reasons.append(f"{label} relies more on the lungs ({lungs}) but its test AUC {_fmt(other['auc'])} misses "
-                           f"the {_fmt(rule.min_auc, 2)} target.")
+            reasons.append(
+                f"{label} relies more on the lungs ({lungs}) but its test AUC {_fmt(other['auc'])} misses "
+                f"the {_fmt(rule.min_auc, 2)} target."
+            )
         elif other["auc"] < rule.min_auc:
-            reasons.append(f"{label} misses the AUC target (test AUC {_fmt(other['auc'])} < {_fmt(rule.min_auc, 2)}) "
-                           f"and does not rely more on the lungs ({lungs}).")
+            reasons.append(
+                f"{label} misses the AUC target (test AUC {_fmt(other['auc'])} < {_fmt(rule.min_auc, 2)}) "
+                f"and does not rely more on the lungs ({lungs})."
+            )
         else:
             reasons.append(f"{label} reaches the AUC target but relies less on the lungs ({lungs}).")
     return {
@@ -371,13 +432,17 @@ def _selection_md(card: Mapping[str, Any]) -> list[str]:
         )
     lines.append("")
     if decision["this_model_chosen"]:
-        lines.append(f"**This model is the default by this rule.** Its own shortcut verdict is "
-                     f"*{own.get('verdict_level') or 'not audited'}* (see Shortcut audit).")
+        lines.append(
+            f"**This model is the default by this rule.** Its own shortcut verdict is "
+            f"*{own.get('verdict_level') or 'not audited'}* (see Shortcut audit)."
+        )
     else:
         lines.append(f"**By this rule `{decision['chosen']}` should be the default, not this model.**")
     lines += [f"- {reason}" for reason in decision["reasons"]]
-    goal = (f"test AUC ≥ {_fmt(rule.lung_goal_min_auc, 2)}, lungs-blanked AUC ≤ {_fmt(rule.lung_goal_max_blanked, 2)} "
-            f"and ≥ {_pct(rule.lung_goal_min_attention)} of Grad-CAM in the lungs")
+    goal = (
+        f"test AUC ≥ {_fmt(rule.lung_goal_min_auc, 2)}, lungs-blanked AUC ≤ {_fmt(rule.lung_goal_max_blanked, 2)} "
+        f"and ≥ {_pct(rule.lung_goal_min_attention)} of Grad-CAM in the lungs"
+    )
     met = decision["lung_goal_met_by"]
     lines += ["", f"Lung-reliance goal ({goal}): " + (f"met by {', '.join(met)}." if met else "met by no candidate.")]
     notes = list(selection.get("notes") or [])
@@ -388,12 +453,17 @@ def _selection_md(card: Mapping[str, Any]) -> list[str]:
 def render_markdown(card: Mapping[str, Any]) -> str:
     """The human-readable ``card.md`` for a card dict."""
     lines = [f"# Model card: {card.get('name', 'model')}", ""]
-    lines += [f"- **Architecture:** {card.get('architecture', '–')}", f"- **Parameters:** {card.get('parameters', '–')}"]
+    lines += [
+        f"- **Architecture:** {card.get('architecture', '–')}",
+        f"- **Parameters:** {card.get('parameters', '–')}",
+    ]
     if card.get("version"):
         lines.append(f"- **Version:** {card['version']}")
     if card.get("preprocess"):
         lines.append(f"- **Preprocessing:** `{json.dumps(card['preprocess'], sort_keys=True)}`")
-    lines.append(f"- **Classes (output order):** {', '.join(card.get('classes', []))}; positive: {card.get('positive', 'COVID')}")
+    lines.append(
+        f"- **Classes (output order):** {', '.join(card.get('classes', []))}; positive: {card.get('positive', 'COVID')}"
+    )
     lines += ["", "## Intended use", "", str(card.get("intended_use", INTENDED_USE)), ""]
     lines += ["## Training data", "", str(card.get("split", SPLIT_DESCRIPTION)), ""]
     lines += _training_md(card.get("training") or {}, card.get("training_data") or {})
@@ -412,27 +482,46 @@ def render_markdown(card: Mapping[str, Any]) -> str:
         lines.append("No calibration recorded.")
     external = card.get("external_evaluations") or {}
     if external:
-        lines += ["", "## Other datasets", "", "| dataset | n | ROC AUC | accuracy | sensitivity | specificity |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {key} | {row.get('n')} | {_fmt(row.get('roc_auc'))} | {_fmt(row.get('accuracy'))} | "
-                  f"{_fmt(row.get('sensitivity'))} | {_fmt(row.get('specificity'))} |" for key, row in external.items()]
+        lines += [
+            "",
+            "## Other datasets",
+            "",
+            "| dataset | n | ROC AUC | accuracy | sensitivity | specificity |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {key} | {row.get('n')} | {_fmt(row.get('roc_auc'))} | {_fmt(row.get('accuracy'))} | "
+            f"{_fmt(row.get('sensitivity'))} | {_fmt(row.get('specificity'))} |"
+            for key, row in external.items()
+        ]
     lines += ["", "## Leave-one-source-out", ""]
     loso = card.get("leave_one_source_out")
     lines += _loso_md(loso) if loso else ["Not run yet: `cxr evaluate --leave-one-source-out`."]
     if loso and card.get("metrics"):
-        lines += ["", f"For comparison, in-distribution test ROC AUC {_fmt(card['metrics'].get('roc_auc'))}, accuracy "
-                  f"{_fmt(card['metrics'].get('accuracy'))}: the held-out-source figures are what to expect from a new hospital."]
+        lines += [
+            "",
+            f"For comparison, in-distribution test ROC AUC {_fmt(card['metrics'].get('roc_auc'))}, accuracy "
+            f"{_fmt(card['metrics'].get('accuracy'))}: the held-out-source figures are what to expect from a new hospital.",
+        ]
     lines += ["", "## Limitations", ""] + [f"- {item}" for item in card.get("limitations", LIMITATIONS)]
     lines += ["", "## Shortcut audit", ""]
     audit = card.get("shortcut_audit")
     lines += _audit_md(audit) if audit else ["Not audited yet: `cxr audit`."]
     others = card.get("other_audits") or {}
     if others:
-        lines += ["", "### Audits on other datasets", "", "| dataset | n | AUC | lungs blanked | lungs only | "
-                  "Grad-CAM in lungs | verdict |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {key} | {row.get('n')} | {_fmt(row.get('auc'))} | {_fmt(row.get('auc_lungs_blanked'))} | "
-                  f"{_fmt(row.get('auc_lungs_only'))} | {_fmt(row.get('lung_attention_mean'))} | "
-                  f"{row.get('verdict_level') or '–'} |" for key, row in others.items()]
+        lines += [
+            "",
+            "### Audits on other datasets",
+            "",
+            "| dataset | n | AUC | lungs blanked | lungs only | Grad-CAM in lungs | verdict |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {key} | {row.get('n')} | {_fmt(row.get('auc'))} | {_fmt(row.get('auc_lungs_blanked'))} | "
+            f"{_fmt(row.get('auc_lungs_only'))} | {_fmt(row.get('lung_attention_mean'))} | "
+            f"{row.get('verdict_level') or '–'} |"
+            for key, row in others.items()
+        ]
         lines += ["", "Full results: `audits/<dataset>-<split>/audit.json`."]
     if has_selection(card):
         lines += ["", "## Why this model is the default", ""] + _selection_md(card)

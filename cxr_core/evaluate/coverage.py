@@ -13,17 +13,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxr_core.util.atomic import read_json, write_json_atomic
 from cxr_core.config import Config
-from cxr_core.gate import Gate, GateNet, assess
 from cxr_core.data.imaging import ImageReadError, read_xray
 from cxr_core.evaluate.metrics import threshold_metrics
+from cxr_core.gate import Gate, GateNet, assess
+from cxr_core.util.atomic import read_json, write_json_atomic
 from cxr_core.util.progress import Progress
 
 
-
-def gate_dataset(cfg: Config, data_dir: Path, rows: pd.DataFrame, net: GateNet | None,
-                 progress: Progress | None = None) -> list[Gate]:
+def gate_dataset(
+    cfg: Config, data_dir: Path, rows: pd.DataFrame, net: GateNet | None, progress: Progress | None = None
+) -> list[Gate]:
     """The gate's verdict on every row's original image, cached per gate model and image sha256."""
     digest = net.digest if net is not None else "off"
     cache_file = cfg.cache_dir / "gate" / f"{digest}.json"
@@ -48,8 +48,9 @@ def gate_dataset(cfg: Config, data_dir: Path, rows: pd.DataFrame, net: GateNet |
     return verdicts
 
 
-def risk_coverage(y: np.ndarray, p: np.ndarray, threshold: float, abstain_first: np.ndarray,
-                  max_points: int = 50) -> dict[str, list[float]]:
+def risk_coverage(
+    y: np.ndarray, p: np.ndarray, threshold: float, abstain_first: np.ndarray, max_points: int = 50
+) -> dict[str, list[float]]:
     """Coverage and error rate of the answers kept when abstaining in decreasing order of ``abstain_first``."""
     wrong = ((p >= threshold).astype(int) != y).astype(float)
     order = np.argsort(-np.asarray(abstain_first, float), kind="stable")
@@ -57,12 +58,15 @@ def risk_coverage(y: np.ndarray, p: np.ndarray, threshold: float, abstain_first:
     n = len(y)
     kept = n - np.arange(n)
     steps = np.unique(np.linspace(0, n - 1, min(max_points, n)).round().astype(int))
-    return {"coverage": [round(float(kept[s] / n), 4) for s in steps],
-            "risk": [round(float(kept_wrong[s] / kept[s]), 4) for s in steps]}
+    return {
+        "coverage": [round(float(kept[s] / n), 4) for s in steps],
+        "risk": [round(float(kept_wrong[s] / kept[s]), 4) for s in steps],
+    }
 
 
-def coverage_report(y: np.ndarray, p: np.ndarray, threshold: float, gates: list[Gate],
-                    familiarity: np.ndarray | None) -> dict[str, Any]:
+def coverage_report(
+    y: np.ndarray, p: np.ndarray, threshold: float, gates: list[Gate], familiarity: np.ndarray | None
+) -> dict[str, Any]:
     """Images passing the gate and familiar, metrics on those, refusal reasons and the risk-coverage curves.
 
     ``familiarity`` holds each image's familiarity score (above 1 is unfamiliar), or None without a fit.
@@ -79,16 +83,23 @@ def coverage_report(y: np.ndarray, p: np.ndarray, threshold: float, gates: list[
     confidence = -np.abs(p - threshold)
     refused = np.where(passed, 0.0, np.inf)
     return {
-        "n": int(len(y)), "gate_passed": int(passed.sum()),
+        "n": int(len(y)),
+        "gate_passed": int(passed.sum()),
         "familiar": None if familiarity is None else int((passed & familiar).sum()),
-        "covered": int(covered.sum()), "coverage": round(float(covered.mean()), 4) if len(y) else None,
+        "covered": int(covered.sum()),
+        "coverage": round(float(covered.mean()), 4) if len(y) else None,
         "familiarity_fitted": familiarity is not None,
         "gate_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
         "on_covered": {k: on_covered.get(k) for k in ("accuracy", "sensitivity", "specificity", "confusion")},
-        "on_all": {k: v for k, v in threshold_metrics(y, p, threshold).items()
-                   if k in ("accuracy", "sensitivity", "specificity")},
+        "on_all": {
+            k: v
+            for k, v in threshold_metrics(y, p, threshold).items()
+            if k in ("accuracy", "sensitivity", "specificity")
+        },
         "risk_coverage": {
-            "least_familiar_first": risk_coverage(y, p, threshold, refused + scores) if familiarity is not None else None,
+            "least_familiar_first": risk_coverage(y, p, threshold, refused + scores)
+            if familiarity is not None
+            else None,
             "least_confident_first": risk_coverage(y, p, threshold, refused + confidence),
         },
     }

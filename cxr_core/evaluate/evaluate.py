@@ -15,21 +15,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxr_core.config import Config
+from cxr_core.curation.curated import curated_index
+from cxr_core.data.index import DatasetIndex, confounding
+from cxr_core.evaluate.calibration import apply_temperature
+from cxr_core.evaluate.coverage import coverage_report, gate_dataset
+from cxr_core.evaluate.metrics import (
+    DEFAULT_BINS,
+    DEFAULT_BOOTSTRAP,
+    all_metrics,
+    bootstrap_ci,
+    curves,
+    expected_calibration_error,
+    reliability,
+    subgroup_table,
+    threshold_metrics,
+)
+from cxr_core.gate import load_gate_net
+from cxr_core.gate.familiarity import dataset_scores
+from cxr_core.serve.registry import LoadedModel
+from cxr_core.train.pipeline import load_arrays
 from cxr_core.util.atomic import read_json, write_json_atomic
 from cxr_core.util.clock import utc_now
-from cxr_core.evaluate.calibration import apply_temperature
-from cxr_core.config import Config
-from cxr_core.evaluate.coverage import coverage_report, gate_dataset
-from cxr_core.data.index import DatasetIndex, confounding
-from cxr_core.curation.curated import curated_index
-from cxr_core.gate.familiarity import dataset_scores
-from cxr_core.gate import load_gate_net
-from cxr_core.evaluate.metrics import (
-    DEFAULT_BINS, DEFAULT_BOOTSTRAP, all_metrics, bootstrap_ci, curves, expected_calibration_error, reliability,
-    subgroup_table, threshold_metrics,
-)
-from cxr_core.train.pipeline import load_arrays
-from cxr_core.serve.registry import LoadedModel
 from cxr_core.util.progress import Progress
 
 SPLIT_CHOICES = ("test", "val", "train", "all")
@@ -108,8 +115,10 @@ def _split_counts(index: DatasetIndex, classes: tuple[str, ...]) -> dict[str, An
     """Images per split and class, and the training split's label x source table (for the model card)."""
     usable = index.images()
     usable = usable[usable["label"].isin(classes)]
-    splits = {s: {str(k): int(v) for k, v in g["label"].value_counts().sort_index().items()}
-              for s, g in usable.groupby("split")}
+    splits = {
+        s: {str(k): int(v) for k, v in g["label"].value_counts().sort_index().items()}
+        for s, g in usable.groupby("split")
+    }
     train = usable[usable["split"] == "train"]
     return {"splits": splits, "train_by_source": confounding(train)["table"] if len(train) else {}}
 
@@ -162,21 +171,36 @@ def evaluate(
         "confounding": {"cramers_v": table["cramers_v"], "source_only_accuracy": table["source_only_accuracy"]},
         "excluded": left_out,
         "training_overlap": training_overlap(model, rows),
-        "bootstrap": {"n_boot": n_boot, "seed": seed, "level": 0.95, "cluster": cluster_kind,
-                      "n_clusters": int(len(set(clusters.tolist())))},
+        "bootstrap": {
+            "n_boot": n_boot,
+            "seed": seed,
+            "level": 0.95,
+            "cluster": cluster_kind,
+            "n_clusters": int(len(set(clusters.tolist()))),
+        },
         "dataset": _split_counts(index, model.classes),
         "split": split,
         "data": {"dir": str(index.data_dir), "split": split},
-        "model": {"name": model.name, "version": model.version, "path": str(model.path),
-                  "architecture": model.card.get("architecture") or model.model.name,
-                  "parameters": int(model.model.count_params()), "classes": list(model.classes),
-                  "positive": model.positive},
+        "model": {
+            "name": model.name,
+            "version": model.version,
+            "path": str(model.path),
+            "architecture": model.card.get("architecture") or model.model.name,
+            "parameters": int(model.model.count_params()),
+            "classes": list(model.classes),
+            "positive": model.positive,
+        },
         "created": utc_now(),
     }
     for row in result["by_source"].values():
         row[f"n_{model.positive.lower()}"] = row.pop("n_positive")
         row[f"n_{negative.lower()}"] = row.pop("n_negative")
-    result["coverage"] = coverage_report(y, p, model.threshold, gate_dataset(cfg, index.data_dir, rows, load_gate_net()),
-                                         dataset_scores(cfg, model, index, rows))
+    result["coverage"] = coverage_report(
+        y,
+        p,
+        model.threshold,
+        gate_dataset(cfg, index.data_dir, rows, load_gate_net()),
+        dataset_scores(cfg, model, index, rows),
+    )
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result

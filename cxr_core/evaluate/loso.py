@@ -15,16 +15,17 @@ import hashlib
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score
 
-from cxr_core.evaluate.calibration import apply_temperature
 from cxr_core.config import Config
 from cxr_core.data.index import DatasetIndex
+from cxr_core.evaluate.calibration import apply_temperature
 from cxr_core.evaluate.card import slug
 from cxr_core.evaluate.metrics import rank_metrics, subgroup_table
 from cxr_core.serve.registry import LoadedModel, load_model
@@ -50,7 +51,7 @@ class LosoOptions:
     seed: int = 1337
 
     @classmethod
-    def for_model(cls, model: LoadedModel, size: int | None = None, epochs: int | None = None) -> "LosoOptions":
+    def for_model(cls, model: LoadedModel, size: int | None = None, epochs: int | None = None) -> LosoOptions:
         """The recipe of a registry model: architecture, hyperparameters, learning rate and augmentation from its
         card, normalisation from its preprocess.json."""
         from cxr_core.train.architectures import ARCHITECTURES
@@ -58,11 +59,14 @@ class LosoOptions:
         arch = str(model.card.get("architecture") or "cxr_net")
         known = arch in ARCHITECTURES
         training = model.card.get("training") or {}
-        options = cls(arch=arch if known else "cxr_net", method=model.preprocess.method,
-                      method_params=model.preprocess.param_dict,
-                      hparams=dict(training.get("hparams") or {}) if known else {},
-                      lr=training.get("learning_rate") if known else None,
-                      augmentation=training.get("augmentation") or None)
+        options = cls(
+            arch=arch if known else "cxr_net",
+            method=model.preprocess.method,
+            method_params=model.preprocess.param_dict,
+            hparams=dict(training.get("hparams") or {}) if known else {},
+            lr=training.get("learning_rate") if known else None,
+            augmentation=training.get("augmentation") or None,
+        )
         return replace(options, **{k: v for k, v in {"size": size, "epochs": epochs}.items() if v is not None})
 
     def digest(self) -> str:
@@ -93,16 +97,28 @@ def _train_one(cfg: Config, index: DatasetIndex, frame: pd.DataFrame, options: L
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
     rundir.write_csv_atomic(run / rundir.SPLIT_FILE, frame.to_dict("records"), list(frame.columns))
-    tc = TrainConfig(arch=options.arch, epochs=options.epochs, size=options.size, method=options.method,
-                     method_params=dict(options.method_params), batch=options.batch, seed=options.seed,
-                     patience=options.patience, lr_patience=max(1, options.patience // 2), lr=options.lr,
-                     hparams=dict(options.hparams), data_dir=str(index.data_dir))
+    tc = TrainConfig(
+        arch=options.arch,
+        epochs=options.epochs,
+        size=options.size,
+        method=options.method,
+        method_params=dict(options.method_params),
+        batch=options.batch,
+        seed=options.seed,
+        patience=options.patience,
+        lr_patience=max(1, options.patience // 2),
+        lr=options.lr,
+        hparams=dict(options.hparams),
+        data_dir=str(index.data_dir),
+    )
     if options.augmentation is not None:
         tc.augmentation = dict(options.augmentation)
     train(cfg, tc, run_dir=run)
 
 
-def _held_out_metrics(model: LoadedModel, index: DatasetIndex, held: pd.DataFrame, cfg: Config) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+def _held_out_metrics(
+    model: LoadedModel, index: DatasetIndex, held: pd.DataFrame, cfg: Config
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Metrics of a held-out-source model on that source, with its labels and calibrated scores."""
     from cxr_core.evaluate.evaluate import raw_predictions
 
@@ -111,13 +127,24 @@ def _held_out_metrics(model: LoadedModel, index: DatasetIndex, held: pd.DataFram
     y = (held["label"] == model.positive).to_numpy(int)
     row = subgroup_table(y, p, np.array(["all"] * len(y)), model.threshold)["all"]
     row["n_covid"], row["n_normal"] = row.pop("n_positive"), row.pop("n_negative")
-    row.update({"threshold": model.threshold, "temperature": model.temperature, "model_version": model.version,
-                "mean_p_covid": float(p.mean())})
+    row.update(
+        {
+            "threshold": model.threshold,
+            "temperature": model.temperature,
+            "model_version": model.version,
+            "mean_p_covid": float(p.mean()),
+        }
+    )
     return row, y, p
 
 
 def leave_one_source_out(
-    cfg: Config, index: DatasetIndex, options: LosoOptions = LosoOptions(), *, model_dir: Any = None, log: Log | None = None,
+    cfg: Config,
+    index: DatasetIndex,
+    options: LosoOptions = LosoOptions(),
+    *,
+    model_dir: Any = None,
+    log: Log | None = None,
 ) -> dict[str, Any]:
     """Train one model per held-out source and report each source's metrics plus the pooled figures."""
     from cxr_core.train.architectures import CLASSES
@@ -136,13 +163,19 @@ def leave_one_source_out(
             continue
         frame = loso_frame(usable, source)
         rest = frame[frame["split"] != "test"]
-        missing = [f"{s}/{c}" for s in ("train", "val") for c in CLASSES
-                   if not ((rest["split"] == s) & (rest["label"] == c)).any()]
+        missing = [
+            f"{s}/{c}"
+            for s in ("train", "val")
+            for c in CLASSES
+            if not ((rest["split"] == s) & (rest["label"] == c)).any()
+        ]
         if missing:
             skipped[source] = f"without it no images for {', '.join(missing)}"
             continue
-        say(f"{source}: training on {int((rest['split'] == 'train').sum())} images of other sources "
-            f"({len(sources) + len(skipped) + 1}/{len(counts)})")
+        say(
+            f"{source}: training on {int((rest['split'] == 'train').sum())} images of other sources "
+            f"({len(sources) + len(skipped) + 1}/{len(counts)})"
+        )
         run = root / slug(source)
         _train_one(cfg, index, frame, options, run, say)
         model = load_model(run / "model")
@@ -154,12 +187,17 @@ def leave_one_source_out(
     pooled: dict[str, Any] = {}
     if pooled_y:
         y, p = np.concatenate(pooled_y), np.concatenate(pooled_p)
-        pooled = {"n": int(len(y)), "accuracy": float(accuracy_score(y, np.concatenate(pooled_pred))),
-                  "roc_auc": rank_metrics(y, p)["roc_auc"]}
+        pooled = {
+            "n": int(len(y)),
+            "accuracy": float(accuracy_score(y, np.concatenate(pooled_pred))),
+            "roc_auc": rank_metrics(y, p)["roc_auc"],
+        }
     result = {
-        "method": (f"Retrained {options.arch} ({options.method}, {options.size} px, up to {options.epochs} epochs) once "
-                   "per held-out source on the other sources' train/val images; tested on every image of the held-out "
-                   "source at that model's own validation-chosen threshold. Pooled AUC mixes scores of different models."),
+        "method": (
+            f"Retrained {options.arch} ({options.method}, {options.size} px, up to {options.epochs} epochs) once "
+            "per held-out source on the other sources' train/val images; tested on every image of the held-out "
+            "source at that model's own validation-chosen threshold. Pooled AUC mixes scores of different models."
+        ),
         "options": asdict(options),
         "runs_dir": str(root),
         "sources": sources,

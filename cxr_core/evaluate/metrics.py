@@ -12,13 +12,21 @@ includes 1.0, the binning of ``sklearn.calibration.calibration_curve(strategy="u
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import (
-    accuracy_score, average_precision_score, confusion_matrix, f1_score, precision_recall_curve,
-    precision_score, recall_score, roc_auc_score, roc_curve,
+    accuracy_score,
+    average_precision_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_curve,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
 )
 
 DEFAULT_BINS = 10
@@ -200,7 +208,9 @@ def subgroup_table(
         mask = values == key
         m = threshold_metrics(y[mask], p[mask], threshold)
         row: dict[str, Any] = {
-            "n": int(mask.sum()), "n_positive": int(y[mask].sum()), "n_negative": int((1 - y[mask]).sum()),
+            "n": int(mask.sum()),
+            "n_positive": int(y[mask].sum()),
+            "n_negative": int((1 - y[mask]).sum()),
             "accuracy": m["accuracy"],
         }
         if row["n_positive"]:
@@ -233,4 +243,3 @@ def _thin(values: np.ndarray, max_points: int) -> list[float]:
         return [float(v) for v in values]
     idx = np.unique(np.linspace(0, len(values) - 1, max_points).round().astype(int))
     return [float(v) for v in values[idx]]
-

@@ -14,17 +14,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxr_core.util.atomic import read_json
-from cxr_core.evaluate.calibration import apply_temperature
 from cxr_core.config import Config
-from cxr_core.data.index import DatasetIndex
 from cxr_core.curation.curated import curated_index
+from cxr_core.data.index import DatasetIndex
+from cxr_core.evaluate.calibration import apply_temperature
 from cxr_core.evaluate.evaluate import evaluate, raw_predictions, select_rows
 from cxr_core.evaluate.metrics import DEFAULT_BOOTSTRAP, threshold_metrics
 from cxr_core.serve.registry import LoadedModel, model_version
 from cxr_core.train.rundir import write_json_safe
+from cxr_core.util.atomic import read_json
 from cxr_core.util.progress import Progress
-
 
 
 def _fingerprint(rows: pd.DataFrame) -> str:
@@ -48,14 +47,22 @@ def cache_path(cfg: Config, model: LoadedModel, index: DatasetIndex, split: str,
 def latest_cached(cfg: Config, model_dir: str | Path, split: str = "test") -> dict[str, Any] | None:
     """The newest cached evaluation of a model directory on the configured dataset's split, None when never run."""
     version = model_version(model_dir)
-    files = sorted((cfg.cache_dir / "evaluations").glob(f"{version}-{_folder_key(cfg.data_dir)}-{split}-*.json"),
-                   key=lambda p: p.stat().st_mtime)
+    files = sorted(
+        (cfg.cache_dir / "evaluations").glob(f"{version}-{_folder_key(cfg.data_dir)}-{split}-*.json"),
+        key=lambda p: p.stat().st_mtime,
+    )
     cached = read_json(files[-1], None) if files else None
     return cached if isinstance(cached, dict) else None
 
 
-def cached_evaluation(cfg: Config, model: LoadedModel, index: DatasetIndex, split: str = "test",
-                      n_boot: int = DEFAULT_BOOTSTRAP, progress: Progress | None = None) -> dict[str, Any]:
+def cached_evaluation(
+    cfg: Config,
+    model: LoadedModel,
+    index: DatasetIndex,
+    split: str = "test",
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """The ``cxr evaluate`` result for a model on a dataset split, computed once and then read from the cache."""
     path = cache_path(cfg, model, index, split, n_boot)
     cached = read_json(path, None) if path.is_file() else None

@@ -8,8 +8,9 @@ everything else. Heatmaps that sit on the border, corners or burned-in markings 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -124,7 +125,9 @@ def attention_shares(
     )
 
 
-def attention_warning(shares: AttentionShares, minimum_inside: float = 0.5, maximum_markings: float = 0.2) -> str | None:
+def attention_warning(
+    shares: AttentionShares, minimum_inside: float = 0.5, maximum_markings: float = 0.2
+) -> str | None:
     """A plain-language warning when the heatmap sits mostly outside the thorax/lungs or on markings, else None."""
     if shares.thorax is None:
         return "The explanation is empty for this class: the heatmap cannot show where the model looked."
@@ -132,7 +135,9 @@ def attention_warning(shares: AttentionShares, minimum_inside: float = 0.5, maxi
     if shares.lungs is not None and shares.lungs < minimum_inside:
         notes.append(f"only {shares.lungs:.0%} of the heatmap lies inside the lungs")
     if shares.thorax < minimum_inside:
-        notes.append(f"only {shares.thorax:.0%} lies in the central thorax region ({shares.outside_thorax:.0%} on the border and corners)")
+        notes.append(
+            f"only {shares.thorax:.0%} lies in the central thorax region ({shares.outside_thorax:.0%} on the border and corners)"
+        )
     if shares.markings is not None and shares.markings > maximum_markings:
         notes.append(f"{shares.markings:.0%} lies on detected markings (text, arrows)")
     if not notes:
@@ -165,7 +170,9 @@ def overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, colormap:
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
-def outline(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (0, 255, 0), thickness: int = 2) -> np.ndarray:
+def outline(
+    rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (0, 255, 0), thickness: int = 2
+) -> np.ndarray:
     """A copy of an RGB image with the contour of a binary mask (e.g. the lungs) drawn on it."""
     contours, _ = cv2.findContours((np.asarray(mask) > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     out = np.ascontiguousarray(rgb).copy()

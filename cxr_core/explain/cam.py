@@ -16,8 +16,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -134,7 +135,9 @@ def _model_and_target(model: Any, path: tuple[str, ...]) -> tuple[Any, Any]:
             continue
         nodes = getattr(step, "_inbound_nodes", [])
         if len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
-            raise ExplainError(f"cannot explain inside the nested model {path[0]!r}: the outer model is not a simple chain")
+            raise ExplainError(
+                f"cannot explain inside the nested model {path[0]!r}: the outer model is not a simple chain"
+            )
         if step is layer and features is not None:
             x, target = features(x)
         elif step is layer:
@@ -228,8 +231,9 @@ class Explainer:
             if method == "gradcam" and self.options.compiled_gradcam:
                 cam = self._gradcam(tf.constant(x), tf.constant(int(target))).numpy()
             elif method == "smoothgrad":
-                cam = tool(score, x, smooth_samples=self.options.smoothgrad_samples,
-                           smooth_noise=self.options.smoothgrad_noise)
+                cam = tool(
+                    score, x, smooth_samples=self.options.smoothgrad_samples, smooth_noise=self.options.smoothgrad_noise
+                )
             elif method == "scorecam":
                 max_n = min(self.options.scorecam_max_n, int(self._target.output.shape[-1]))
                 cam = tool(score, x, max_N=max_n, batch_size=self.options.scorecam_batch, **layer)
@@ -261,7 +265,10 @@ def _compiled_gradcam(cam_model: Any) -> Any:
 
 
 def to_original_shape(
-    heatmap: np.ndarray, shape: tuple[int, int], resize_policy: str = "squash", box: tuple[int, int, int, int] | None = None
+    heatmap: np.ndarray,
+    shape: tuple[int, int],
+    resize_policy: str = "squash",
+    box: tuple[int, int, int, int] | None = None,
 ) -> np.ndarray:
     """Map a model-input heatmap back onto an image of ``shape``, undoing ``squash`` or ``pad`` resizing.
 

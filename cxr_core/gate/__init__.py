@@ -9,4 +9,13 @@ from cxr_core.gate.assess import Gate, assess, from_probabilities
 from cxr_core.gate.header import header_reasons
 from cxr_core.gate.net import KINDS, GateModelError, GateNet, load_gate_net
 
-__all__ = ["KINDS", "Gate", "GateModelError", "GateNet", "assess", "from_probabilities", "header_reasons", "load_gate_net"]
+__all__ = [
+    "KINDS",
+    "Gate",
+    "GateModelError",
+    "GateNet",
+    "assess",
+    "from_probabilities",
+    "header_reasons",
+    "load_gate_net",
+]

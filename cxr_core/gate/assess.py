@@ -8,8 +8,9 @@ nothing is corrected automatically.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -21,8 +22,10 @@ KIND_REASONS = {
     "rot90": "The film appears rotated by 90 degrees counter-clockwise: turn it 90 degrees clockwise and try again",
     "rot180": "The film appears upside down (rotated by 180 degrees): turn it upright and try again",
     "rot270": "The film appears rotated by 90 degrees clockwise: turn it 90 degrees counter-clockwise and try again",
-    "inverted": ("The grey levels appear inverted (a negative, or a MONOCHROME1 DICOM read as MONOCHROME2): "
-                 "air is light and bone dark"),
+    "inverted": (
+        "The grey levels appear inverted (a negative, or a MONOCHROME1 DICOM read as MONOCHROME2): "
+        "air is light and bone dark"
+    ),
     "other": NOT_XRAY,
     "frontal": f"{NOT_XRAY} (low gate score)",
 }

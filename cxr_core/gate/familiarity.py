@@ -17,9 +17,10 @@ unfamiliar. ``bench/gate.py`` measures every method leave-one-source-out and the
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -81,7 +82,9 @@ class Familiarity:
             diff = x[:, None, :] - means[None, :, :]
             return np.einsum("nmd,de,nme->nm", diff, precision, diff)
 
-        return np.sqrt(mahalanobis(self.arrays["class_means"]).min(axis=1)), mahalanobis(self.arrays["source_means"]).argmin(axis=1)
+        return np.sqrt(mahalanobis(self.arrays["class_means"]).min(axis=1)), mahalanobis(
+            self.arrays["source_means"]
+        ).argmin(axis=1)
 
     def scores(self, features: np.ndarray) -> np.ndarray:
         """Distances divided by the threshold: above 1 is unfamiliar."""
@@ -90,11 +93,19 @@ class Familiarity:
     def assess(self, features: np.ndarray) -> list[dict[str, Any]]:
         """The ``familiarity`` object (``score``, ``familiar``, ``nearest_source``) of each feature row."""
         raw, nearest = self.distances(np.atleast_2d(features))
-        return [{"score": round(float(d / self.threshold), 4), "familiar": bool(d <= self.threshold),
-                 "nearest_source": self.sources[int(s)]} for d, s in zip(raw, nearest)]
+        return [
+            {
+                "score": round(float(d / self.threshold), 4),
+                "familiar": bool(d <= self.threshold),
+                "nearest_source": self.sources[int(s)],
+            }
+            for d, s in zip(raw, nearest)
+        ]
 
 
-def fit(features: np.ndarray, labels: Sequence[str], sources: Sequence[str], method: str = DEFAULT_METHOD) -> Familiarity:
+def fit(
+    features: np.ndarray, labels: Sequence[str], sources: Sequence[str], method: str = DEFAULT_METHOD
+) -> Familiarity:
     """Fit the reference statistics on training features ``(n, d)`` with their class labels and sources."""
     if method not in METHODS:
         raise FamiliarityError(f"unknown familiarity method {method!r}; choose from {list(METHODS)}")
@@ -113,8 +124,12 @@ def fit(features: np.ndarray, labels: Sequence[str], sources: Sequence[str], met
     centred = x - means[[classes.index(c) for c in labels_arr]]
     precision = LedoitWolf().fit(centred).precision_
     source_means = np.stack([x[codes == i].mean(axis=0) for i in range(len(names))])
-    return Familiarity(method, {"class_means": means, "precision": precision, "source_means": source_means}, names,
-                       info={"classes": classes})
+    return Familiarity(
+        method,
+        {"class_means": means, "precision": precision, "source_means": source_means},
+        names,
+        info={"classes": classes},
+    )
 
 
 def calibrate(fam: Familiarity, val_features: np.ndarray, false_alarm_rate: float = DEFAULT_FALSE_ALARM) -> Familiarity:
@@ -129,14 +144,25 @@ def calibrate(fam: Familiarity, val_features: np.ndarray, false_alarm_rate: floa
 
 def save(fam: Familiarity, directory: Path, model_version: str, **info: Any) -> None:
     """Write ``familiarity.json`` and ``familiarity.npz`` into a model directory, tied to ``model_version``."""
-    np.savez_compressed(directory / FAMILIARITY_NPZ, **{k: v.astype(np.float32) if v.dtype.kind == "f" else v
-                                                         for k, v in fam.arrays.items()})
-    write_json_atomic(directory / FAMILIARITY_JSON, {
-        "method": fam.method, "threshold": fam.threshold, "false_alarm_rate": fam.false_alarm_rate,
-        "sources": list(fam.sources), "model_version": model_version, "features": fam.features,
-        "knn_k": KNN_K if fam.method in NEIGHBOUR_METHODS else None,
-        "created": utc_now(), **fam.info, **info,
-    })
+    np.savez_compressed(
+        directory / FAMILIARITY_NPZ,
+        **{k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in fam.arrays.items()},
+    )
+    write_json_atomic(
+        directory / FAMILIARITY_JSON,
+        {
+            "method": fam.method,
+            "threshold": fam.threshold,
+            "false_alarm_rate": fam.false_alarm_rate,
+            "sources": list(fam.sources),
+            "model_version": model_version,
+            "features": fam.features,
+            "knn_k": KNN_K if fam.method in NEIGHBOUR_METHODS else None,
+            "created": utc_now(),
+            **fam.info,
+            **info,
+        },
+    )
 
 
 def load(directory: Path, model_version: str) -> Familiarity | None:
@@ -153,23 +179,42 @@ def load(directory: Path, model_version: str) -> Familiarity | None:
     if meta.get("model_version") != model_version:
         return None
     info = {k: v for k, v in meta.items() if k not in {"method", "threshold", "false_alarm_rate", "sources"}}
-    return Familiarity(str(meta["method"]), arrays, tuple(meta["sources"]), float(meta["threshold"]),
-                       float(meta["false_alarm_rate"]), info)
+    return Familiarity(
+        str(meta["method"]),
+        arrays,
+        tuple(meta["sources"]),
+        float(meta["threshold"]),
+        float(meta["false_alarm_rate"]),
+        info,
+    )
 
 
 def embed(model: Any, arrays: np.ndarray, kind: str = "penultimate", batch_size: int = 64) -> np.ndarray:
     """Features of one ``kind`` of preprocessed uint8 model inputs ``(n, size, size)`` for a :class:`LoadedModel`."""
-    parts = [model.features_and_probs(arrays[i:i + batch_size].astype(np.float32)[..., None], kind)[0]
-             for i in range(0, len(arrays), batch_size)]
+    parts = [
+        model.features_and_probs(arrays[i : i + batch_size].astype(np.float32)[..., None], kind)[0]
+        for i in range(0, len(arrays), batch_size)
+    ]
     return np.concatenate(parts) if parts else np.zeros((0, 0))
 
 
-def fit_model(model: Any, x_train: np.ndarray, train_rows: Any, x_val: np.ndarray, method: str = DEFAULT_METHOD,
-              false_alarm_rate: float = DEFAULT_FALSE_ALARM, write: bool = True) -> Familiarity:
+def fit_model(
+    model: Any,
+    x_train: np.ndarray,
+    train_rows: Any,
+    x_val: np.ndarray,
+    method: str = DEFAULT_METHOD,
+    false_alarm_rate: float = DEFAULT_FALSE_ALARM,
+    write: bool = True,
+) -> Familiarity:
     """Fit and calibrate the familiarity of a loaded model on its preprocessed train/val inputs; stored unless told not."""
     kind = FEATURES.get(method, "penultimate")
-    fam = fit(embed(model, x_train, kind), train_rows["label"].astype(str).tolist(), train_rows["source"].astype(str).tolist(),
-              method)
+    fam = fit(
+        embed(model, x_train, kind),
+        train_rows["label"].astype(str).tolist(),
+        train_rows["source"].astype(str).tolist(),
+        method,
+    )
     calibrate(fam, embed(model, x_val, kind), false_alarm_rate)
     fam.info.update({"n_train": int(len(x_train)), "n_val": int(len(x_val))})
     if write:
@@ -188,8 +233,14 @@ def model_split(model: Any, index: Any) -> Any:
     return index.images()
 
 
-def fit_on_dataset(cfg: Any, model: Any, index: Any, method: str = DEFAULT_METHOD,
-                   false_alarm_rate: float = DEFAULT_FALSE_ALARM, write: bool = True) -> Familiarity:
+def fit_on_dataset(
+    cfg: Any,
+    model: Any,
+    index: Any,
+    method: str = DEFAULT_METHOD,
+    false_alarm_rate: float = DEFAULT_FALSE_ALARM,
+    write: bool = True,
+) -> Familiarity:
     """Fit a registry model's familiarity on the train split of the dataset it was trained on (val for the threshold)."""
     from cxr_core.train.pipeline import load_arrays
 

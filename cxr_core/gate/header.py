@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 RADIOGRAPHY = frozenset({"CR", "DX", "DR", "RG"})
 MODALITY_NAMES = {
-    "MR": "an MR image", "CT": "a CT slice", "US": "an ultrasound image", "NM": "a nuclear-medicine image",
-    "PT": "a PET image", "MG": "a mammogram", "XA": "an angiogram", "RF": "a fluoroscopy image", "OT": "an 'other' object",
-    "SC": "a secondary capture (a screenshot or scan)", "IO": "an intra-oral X-ray", "PX": "a panoramic dental X-ray",
-    "ES": "an endoscopy image", "OP": "an ophthalmic photograph", "XC": "a photograph", "SM": "a microscopy slide",
+    "MR": "an MR image",
+    "CT": "a CT slice",
+    "US": "an ultrasound image",
+    "NM": "a nuclear-medicine image",
+    "PT": "a PET image",
+    "MG": "a mammogram",
+    "XA": "an angiogram",
+    "RF": "a fluoroscopy image",
+    "OT": "an 'other' object",
+    "SC": "a secondary capture (a screenshot or scan)",
+    "IO": "an intra-oral X-ray",
+    "PX": "a panoramic dental X-ray",
+    "ES": "an endoscopy image",
+    "OP": "an ophthalmic photograph",
+    "XC": "a photograph",
+    "SM": "a microscopy slide",
 }
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 CHEST_WORDS = ("CHEST", "THORAX", "LUNG", "TORSO")

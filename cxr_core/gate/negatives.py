@@ -12,15 +12,22 @@ for evaluation only (``bench/gate.py``).
 from __future__ import annotations
 
 import string
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np
 
 Generator = Callable[[np.random.Generator], np.ndarray]
 XrayGenerator = Callable[[np.random.Generator, np.ndarray], np.ndarray]
-FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX, cv2.FONT_HERSHEY_TRIPLEX,
-         cv2.FONT_HERSHEY_PLAIN, cv2.FONT_HERSHEY_SCRIPT_SIMPLEX, cv2.FONT_ITALIC | cv2.FONT_HERSHEY_SIMPLEX)
+FONTS = (
+    cv2.FONT_HERSHEY_SIMPLEX,
+    cv2.FONT_HERSHEY_DUPLEX,
+    cv2.FONT_HERSHEY_COMPLEX,
+    cv2.FONT_HERSHEY_TRIPLEX,
+    cv2.FONT_HERSHEY_PLAIN,
+    cv2.FONT_HERSHEY_SCRIPT_SIMPLEX,
+    cv2.FONT_ITALIC | cv2.FONT_HERSHEY_SIMPLEX,
+)
 
 
 def _shape(rng: np.random.Generator) -> tuple[int, int]:
@@ -130,15 +137,18 @@ def text_page(rng: np.random.Generator) -> np.ndarray:
     """Lines of rendered text, dark on light (a document) or light on dark (a screen)."""
     h, w = _shape(rng)
     dark_on_light = rng.random() < 0.7
-    paper, ink = (rng.uniform(200, 255), rng.uniform(0, 80)) if dark_on_light else (rng.uniform(0, 60), rng.uniform(170, 255))
+    paper, ink = (
+        (rng.uniform(200, 255), rng.uniform(0, 80)) if dark_on_light else (rng.uniform(0, 60), rng.uniform(170, 255))
+    )
     image = np.full((h, w), paper, np.uint8)
     font = FONTS[int(rng.integers(len(FONTS)))]
     scale = rng.uniform(0.3, 1.2)
     step = int(max(8, 30 * scale))
     for y in range(int(rng.integers(step, 2 * step)), h, step):
         line = " ".join(_random_word(rng) for _ in range(int(rng.integers(1, 12))))
-        cv2.putText(image, line, (int(rng.integers(0, 20)), y), font, scale, float(ink), int(rng.integers(1, 3)),
-                    cv2.LINE_AA)
+        cv2.putText(
+            image, line, (int(rng.integers(0, 20)), y), font, scale, float(ink), int(rng.integers(1, 3)), cv2.LINE_AA
+        )
     return np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
 
 
@@ -158,11 +168,24 @@ def shapes(rng: np.random.Generator) -> np.ndarray:
                 cv2.polylines(image, [points], True, grey, thickness)
         elif kind == 1:
             axes = (int(rng.integers(4, max(5, w // 2))), int(rng.integers(4, max(5, h // 2))))
-            cv2.ellipse(image, (int(rng.integers(0, w)), int(rng.integers(0, h))), axes, float(rng.uniform(0, 180)),
-                        0, 360, grey, thickness)
+            cv2.ellipse(
+                image,
+                (int(rng.integers(0, w)), int(rng.integers(0, h))),
+                axes,
+                float(rng.uniform(0, 180)),
+                0,
+                360,
+                grey,
+                thickness,
+            )
         else:
-            cv2.line(image, (int(rng.integers(0, w)), int(rng.integers(0, h))),
-                     (int(rng.integers(0, w)), int(rng.integers(0, h))), grey, abs(thickness))
+            cv2.line(
+                image,
+                (int(rng.integers(0, w)), int(rng.integers(0, h))),
+                (int(rng.integers(0, w)), int(rng.integers(0, h))),
+                grey,
+                abs(thickness),
+            )
     return image.astype(np.uint8)
 
 
@@ -198,9 +221,9 @@ def shuffled_tiles(rng: np.random.Generator, xray: np.ndarray) -> np.ndarray:
     """A chest X-ray cut into a grid of tiles put back in random order."""
     n = int(rng.integers(2, 6))
     h, w = (xray.shape[0] // n) * n, (xray.shape[1] // n) * n
-    tiles = [xray[i * h // n:(i + 1) * h // n, j * w // n:(j + 1) * w // n] for i in range(n) for j in range(n)]
+    tiles = [xray[i * h // n : (i + 1) * h // n, j * w // n : (j + 1) * w // n] for i in range(n) for j in range(n)]
     order = rng.permutation(len(tiles))
-    rows = [np.hstack([tiles[k] for k in order[r * n:(r + 1) * n]]) for r in range(n)]
+    rows = [np.hstack([tiles[k] for k in order[r * n : (r + 1) * n]]) for r in range(n)]
     return np.vstack(rows)
 
 
@@ -218,15 +241,26 @@ def tight_crop(rng: np.random.Generator, xray: np.ndarray) -> np.ndarray:
     frac = float(np.sqrt(rng.uniform(0.05, 0.15)))
     ch, cw = max(8, int(h * frac)), max(8, int(w * frac))
     y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-    return cv2.resize(xray[y:y + ch, x:x + cw], (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(xray[y : y + ch, x : x + cw], (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 GENERATORS: dict[str, Generator] = {
-    "uniform_noise": uniform_noise, "gaussian_noise": gaussian_noise, "blank": blank, "gradient": gradient,
-    "pink_noise": pink_noise, "dead_leaves": dead_leaves, "texture": texture, "text": text_page, "shapes": shapes,
+    "uniform_noise": uniform_noise,
+    "gaussian_noise": gaussian_noise,
+    "blank": blank,
+    "gradient": gradient,
+    "pink_noise": pink_noise,
+    "dead_leaves": dead_leaves,
+    "texture": texture,
+    "text": text_page,
+    "shapes": shapes,
     "other_radiograph": other_radiograph,
 }
-XRAY_GENERATORS: dict[str, XrayGenerator] = {"shuffled_tiles": shuffled_tiles, "mosaic": mosaic, "tight_crop": tight_crop}
+XRAY_GENERATORS: dict[str, XrayGenerator] = {
+    "shuffled_tiles": shuffled_tiles,
+    "mosaic": mosaic,
+    "tight_crop": tight_crop,
+}
 
 
 def negative(rng: np.random.Generator, xray: np.ndarray | None = None) -> tuple[str, np.ndarray]:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -95,8 +96,12 @@ def model_dir(path: str | Path | None = None) -> Path | None:
 @functools.lru_cache(maxsize=2)
 def _load(directory: Path) -> GateNet:
     """Load (once per process) the net and threshold saved in ``directory``, in Keras safe mode."""
-    model = load_keras_safely(directory / MODEL_FILE, GateModelError, "gate model",
-                              f"train one with `cxr train-gate`, or set {GATE_MODEL_ENV}=off to skip the content check")
+    model = load_keras_safely(
+        directory / MODEL_FILE,
+        GateModelError,
+        "gate model",
+        f"train one with `cxr train-gate`, or set {GATE_MODEL_ENV}=off to skip the content check",
+    )
     card = directory / CARD_FILE
     threshold = float(json.loads(card.read_text(encoding="utf-8")).get("threshold", 0.5)) if card.is_file() else 0.5
     return GateNet(model, threshold, sha256_file(directory / MODEL_FILE)[:12])

@@ -10,19 +10,20 @@ before training: the largest value (at most 0.5) that accepts 99 % of the valida
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
 
-from cxr_core.util.atomic import write_json_atomic, write_text_atomic
 from cxr_core.config import Config
 from cxr_core.curation.curated import curated_index
+from cxr_core.data.imaging import ImageReadError, read_image
 from cxr_core.gate import negatives
 from cxr_core.gate.net import CARD_FILE, KINDS, MODEL_FILE, ROTATIONS, GateNet, build_net, prepare
-from cxr_core.data.imaging import ImageReadError, read_image
+from cxr_core.util.atomic import write_json_atomic, write_text_atomic
 from cxr_core.util.keras_files import save_keras_atomically
 from cxr_core.util.progress import TrainerBudget, epoch_budget_callback
 
@@ -49,7 +50,9 @@ class GateTrainConfig(TrainerBudget):
     max_minutes: float = 15.0
 
 
-def load_xrays(cfg: Config, data_dir: str | Path, split: str, load_size: int, limit: int | None = None) -> list[np.ndarray]:
+def load_xrays(
+    cfg: Config, data_dir: str | Path, split: str, load_size: int, limit: int | None = None
+) -> list[np.ndarray]:
     """The readable images of one split of the dataset index, squashed to ``load_size`` px."""
     rows = curated_index(cfg, data_dir).images(split)
     if limit:
@@ -69,7 +72,7 @@ def augment_xray(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     h, w = image.shape
     ch, cw = int(h * rng.uniform(0.8, 1.0)), int(w * rng.uniform(0.75, 1.0))
     y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-    out = image[y:y + ch, x:x + cw].astype(np.float32)
+    out = image[y : y + ch, x : x + cw].astype(np.float32)
     if rng.random() < 0.5:
         out = out[:, ::-1]
     if rng.random() < 0.6:
@@ -105,8 +108,9 @@ def kind_of(rng: np.random.Generator, xray: np.ndarray, kind: str) -> np.ndarray
 def make_batch(xrays: list[np.ndarray], n: int, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` fresh training examples in the proportions of :data:`SHARES`: inputs and integer kind labels."""
     labels = rng.choice(len(KINDS), size=n, p=[SHARES[k] for k in KINDS])
-    images = [prepare(kind_of(rng, augment_xray(rng, xrays[int(rng.integers(len(xrays)))]), KINDS[k]), size)
-              for k in labels]
+    images = [
+        prepare(kind_of(rng, augment_xray(rng, xrays[int(rng.integers(len(xrays)))]), KINDS[k]), size) for k in labels
+    ]
     return np.stack(images), labels.astype(np.int32)
 
 
@@ -140,16 +144,26 @@ def summarise(probs: np.ndarray, val: dict[str, Any], threshold: float) -> dict[
     out: dict[str, Any] = {"threshold": round(threshold, 4)}
     for i, kind in enumerate(KINDS):
         rows = labels == i
-        out[kind] = {"n": int(rows.sum()), "accepted": round(float(accepted[rows].mean()), 4),
-                     "named_correctly": round(float((named[rows] == i).mean()), 4)}
+        out[kind] = {
+            "n": int(rows.sum()),
+            "accepted": round(float(accepted[rows].mean()), 4),
+            "named_correctly": round(float((named[rows] == i).mean()), 4),
+        }
     others = np.flatnonzero(labels == KINDS.index("other"))
     families = np.array(val["families"])
-    out["other_by_family"] = {f: round(float(1 - accepted[others][families == f].mean()), 4) for f in sorted(set(families))}
+    out["other_by_family"] = {
+        f: round(float(1 - accepted[others][families == f].mean()), 4) for f in sorted(set(families))
+    }
     return out
 
 
-def train_gate_net(cfg: Config, data_dir: str | Path, out_dir: str | Path, options: GateTrainConfig = GateTrainConfig(),
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
+def train_gate_net(
+    cfg: Config,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    options: GateTrainConfig = GateTrainConfig(),
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Train, choose the threshold by the fixed rule, save ``model.keras`` + card; returns the card."""
     import keras
 
@@ -162,14 +176,18 @@ def train_gate_net(cfg: Config, data_dir: str | Path, out_dir: str | Path, optio
     model = build_net(options.size, options.width)
     steps = max(1, options.samples_per_epoch // options.batch) * options.epochs
     schedule = keras.optimizers.schedules.CosineDecay(options.lr, decay_steps=steps, alpha=0.05)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     rng = np.random.default_rng(options.seed)
     started = time.time()
     progress = epoch_budget_callback(options.epochs, started + options.max_minutes * 60, log, "train-gate")
     epochs_run = 0
     for epoch in range(options.epochs):
         x, y = make_batch(train, options.samples_per_epoch, rng, options.size)
-        model.fit(x, y, batch_size=options.batch, epochs=epoch + 1, initial_epoch=epoch, callbacks=[progress], verbose=0)
+        model.fit(
+            x, y, batch_size=options.batch, epochs=epoch + 1, initial_epoch=epoch, callbacks=[progress], verbose=0
+        )
         epochs_run += 1
         if model.stop_training:
             break
@@ -181,11 +199,19 @@ def train_gate_net(cfg: Config, data_dir: str | Path, out_dir: str | Path, optio
     out.mkdir(parents=True, exist_ok=True)
     save_keras_atomically(model, out / MODEL_FILE)
     card = {
-        "name": "gate", "task": "is this an upright, frontal, normally windowed chest X-ray?", "kinds": list(KINDS),
+        "name": "gate",
+        "task": "is this an upright, frontal, normally windowed chest X-ray?",
+        "kinds": list(KINDS),
         "architecture": "4 conv-BN-ReLU stages, global average + max pooling, dense softmax over the kinds",
-        "parameters": int(model.count_params()), "config": asdict(options), "data": str(Path(data_dir)),
-        "train_xrays": len(train), "val_xrays": len(val), "epochs_run": epochs_run, "train_seconds": round(seconds, 1),
-        "threshold": threshold, "threshold_rule": f"largest threshold <= 0.5 accepting {ACCEPT_RULE:.0%} of untouched validation X-rays",
+        "parameters": int(model.count_params()),
+        "config": asdict(options),
+        "data": str(Path(data_dir)),
+        "train_xrays": len(train),
+        "val_xrays": len(val),
+        "epochs_run": epochs_run,
+        "train_seconds": round(seconds, 1),
+        "threshold": threshold,
+        "threshold_rule": f"largest threshold <= 0.5 accepting {ACCEPT_RULE:.0%} of untouched validation X-rays",
         "negative_families": sorted([*negatives.GENERATORS, *negatives.XRAY_GENERATORS]),
         "validation": summarise(probs, held, threshold),
     }
@@ -198,27 +224,43 @@ def write_card(out_dir: Path, card: dict[str, Any]) -> None:
     write_json_atomic(out_dir / CARD_FILE, card)
     val = card["validation"]
     lines = [
-        "# Chest X-ray gate (`models/gate/`)", "",
+        "# Chest X-ray gate (`models/gate/`)",
+        "",
         f"{card['architecture']}; {card['parameters']:,} parameters; input {card['config']['size']} px squashed, raw "
         "grey levels. Output: P(kind) for " + ", ".join(f"`{k}`" for k in card["kinds"]) + ". The gate's content score "
-        "is P(frontal).", "",
-        "## Data", "",
+        "is P(frontal).",
+        "",
+        "## Data",
+        "",
         f"{card['train_xrays']} chest X-rays of the training split of `{card['data']}` (augmented, then rotated or "
         "inverted for those kinds) and procedural negatives drawn fresh every epoch: "
-        + ", ".join(card["negative_families"]) + ". No package sample picture (scikit-image `data`, pydicom test "
-        "files) is used: those are kept for `bench/gate.py`.", "",
-        "## Training", "",
+        + ", ".join(card["negative_families"])
+        + ". No package sample picture (scikit-image `data`, pydicom test "
+        "files) is used: those are kept for `bench/gate.py`.",
+        "",
+        "## Training",
+        "",
         f"`cxr train-gate`: {card['epochs_run']} epochs of {card['config']['samples_per_epoch']} samples, "
         f"{card['train_seconds'] / 60:.1f} min on 2 CPU cores. Threshold {card['threshold']:.3f}: "
-        f"{card['threshold_rule']}.", "",
+        f"{card['threshold_rule']}.",
+        "",
         f"## Validation ({card['val_xrays']} X-rays of other patients, each also rotated and inverted; "
-        f"{val['other']['n']} fresh negatives)", "",
-        "| kind | n | accepted by the gate | named correctly |", "|---|---|---|---|",
+        f"{val['other']['n']} fresh negatives)",
+        "",
+        "| kind | n | accepted by the gate | named correctly |",
+        "|---|---|---|---|",
     ]
-    lines += [f"| {k} | {val[k]['n']} | {val[k]['accepted']:.3f} | {val[k]['named_correctly']:.3f} |" for k in card["kinds"]]
-    lines += ["", "Negatives accepted by family: " + ", ".join(
-        f"{f} {1 - r:.3f}" for f, r in val["other_by_family"].items()) + ".", "",
-        "## Limits", "",
+    lines += [
+        f"| {k} | {val[k]['n']} | {val[k]['accepted']:.3f} | {val[k]['named_correctly']:.3f} |" for k in card["kinds"]
+    ]
+    lines += [
+        "",
+        "Negatives accepted by family: "
+        + ", ".join(f"{f} {1 - r:.3f}" for f, r in val["other_by_family"].items())
+        + ".",
+        "",
+        "## Limits",
+        "",
         "It has never seen a lateral film, a chest CT scout, or a real X-ray of another body part (only crude drawn "
         "ones: limb bones, skull rings); the DICOM header checks cover some of those. Results on real non-X-ray pictures: `bench/results/gate.md`.",
     ]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -49,8 +49,11 @@ def lungs_cache_dir(cfg: Config) -> Path:
 def image_files(root: Path) -> list[Path]:
     """Every image file under ``root`` (recursive, hidden folders skipped), sorted."""
     return sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
 
 
@@ -77,8 +80,12 @@ def _chunks(items: list[Path], size: int) -> Iterator[list[Path]]:
 
 
 def segment_folder(
-    cfg: Config, root: str | Path, out_dir: str | Path | None = None, segmenter: LungSegmenter | None = None,
-    progress: bool = True, batch_size: int = 16,
+    cfg: Config,
+    root: str | Path,
+    out_dir: str | Path | None = None,
+    segmenter: LungSegmenter | None = None,
+    progress: bool = True,
+    batch_size: int = 16,
 ) -> FolderResult:
     """Segment every image under ``root``; cache masks, flag failures, optionally write 0/255 PNGs under ``out_dir``."""
     from tqdm import tqdm
@@ -94,19 +101,40 @@ def segment_folder(
         for path in chunk:
             rel = path.relative_to(root).as_posix()
             try:
-                readable.append((path, sha256_file(path), read_image(path, name=rel, max_pixels=cfg.max_pixels, min_side=cfg.min_side)))
+                readable.append(
+                    (
+                        path,
+                        sha256_file(path),
+                        read_image(path, name=rel, max_pixels=cfg.max_pixels, min_side=cfg.min_side),
+                    )
+                )
             except (ImageReadError, OSError) as exc:
-                rows.append({"sha256": "", "path": rel, "flags": "unreadable", "area_fraction": 0.0, "components": 0, "error": str(exc)})
+                rows.append(
+                    {
+                        "sha256": "",
+                        "path": rel,
+                        "flags": "unreadable",
+                        "area_fraction": 0.0,
+                        "components": 0,
+                        "error": str(exc),
+                    }
+                )
         results: list[LungSegmentation] = segmenter.segment([img for _, _, img in readable]) if readable else []
         for (path, digest, _), result in zip(readable, results):
             rel = path.relative_to(root).as_posix()
             _write_png(cache / f"{digest}.png", result.mask)
             if out_dir is not None:
                 _write_png((Path(out_dir) / rel).with_suffix(".png"), result.mask)
-            rows.append({
-                "sha256": digest, "path": rel, "flags": ";".join(result.flags),
-                "area_fraction": round(result.area_fraction, 4), "components": result.components, "error": "",
-            })
+            rows.append(
+                {
+                    "sha256": digest,
+                    "path": rel,
+                    "flags": ";".join(result.flags),
+                    "area_fraction": round(result.area_fraction, 4),
+                    "components": result.components,
+                    "error": "",
+                }
+            )
         bar.update(len(chunk))
     bar.close()
     frame = pd.DataFrame(rows, columns=["sha256", "path", "flags", "area_fraction", "components", "error"])
@@ -131,7 +159,9 @@ def load_lung_flags(cfg: Config) -> pd.DataFrame:
     path = lungs_cache_dir(cfg) / FLAGS_FILE
     if not path.is_file():
         return pd.DataFrame(columns=FLAG_COLUMNS)
-    return pd.read_csv(path, dtype={"sha256": str, "path": str, "data_dir": str, "flags": str, "model": str}).fillna({"flags": ""})
+    return pd.read_csv(path, dtype={"sha256": str, "path": str, "data_dir": str, "flags": str, "model": str}).fillna(
+        {"flags": ""}
+    )
 
 
 def lung_flags_version(cfg: Config) -> str:
@@ -150,7 +180,11 @@ def lung_flag_score(flags: str) -> float:
 
 def describe_lung_flags(flags: str, area_fraction: float | None = None) -> str:
     """Plain words for a ``;``-joined lung flag string, e.g. "only one lung found (one_lung); lung area 6% of the image"."""
-    words = [f"{LUNG_FLAG_REASONS[name][1]} ({name})" if name in LUNG_FLAG_REASONS else name for name in flags.split(";") if name]
+    words = [
+        f"{LUNG_FLAG_REASONS[name][1]} ({name})" if name in LUNG_FLAG_REASONS else name
+        for name in flags.split(";")
+        if name
+    ]
     if words and area_fraction is not None and np.isfinite(area_fraction):
         words.append(f"lung area {area_fraction:.0%} of the image")
     return "; ".join(words)

@@ -7,9 +7,10 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -111,8 +112,10 @@ class LungSegmenter:
     def probabilities(self, images: Sequence[np.ndarray], batch_size: int = 16) -> np.ndarray:
         """Lung probability maps at model resolution, shape (n, size, size)."""
         batch = np.stack([prepare(img, self.size) for img in images]).astype(np.float32)[..., None]
-        out = self.model.predict_on_batch(batch) if len(batch) <= batch_size else self.model.predict(
-            batch, batch_size=batch_size, verbose=0
+        out = (
+            self.model.predict_on_batch(batch)
+            if len(batch) <= batch_size
+            else self.model.predict(batch, batch_size=batch_size, verbose=0)
         )
         return np.asarray(out, dtype=np.float32)[..., 0]
 
@@ -125,7 +128,9 @@ class LungSegmenter:
             components, _ = count_components(full)
             uncertain = float(((prob > 0.2) & (prob < 0.8)).mean()) / max(float(small.mean()), 1e-6)
             results.append(
-                LungSegmentation(full, float(full.mean()), components, uncertain, plausibility_flags(small, prob, self.checks))
+                LungSegmentation(
+                    full, float(full.mean()), components, uncertain, plausibility_flags(small, prob, self.checks)
+                )
             )
         return results
 
@@ -140,8 +145,9 @@ def model_dir(path: str | Path | None = None, cfg: Config | None = None) -> Path
 @functools.lru_cache(maxsize=4)
 def _load(directory: Path) -> LungSegmenter:
     """Load a segmenter directory once per process."""
-    model = load_keras_safely(directory / MODEL_FILE, LungModelError, "lung segmenter",
-                              f"run `cxr train-lungs` or set {LUNGS_MODEL_ENV}")
+    model = load_keras_safely(
+        directory / MODEL_FILE, LungModelError, "lung segmenter", f"run `cxr train-lungs` or set {LUNGS_MODEL_ENV}"
+    )
     card = directory / CARD_FILE
     size = int(model.input_shape[1])
     if card.is_file():

@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
 import pandas as pd
 
-from cxr_core.util.keras_files import save_keras_atomically
 from cxr_core.lungs.segmenter import CARD_FILE, MODEL_FILE, LungSegmenter, dice, iou
+from cxr_core.util.keras_files import save_keras_atomically
 from cxr_core.util.progress import TrainerBudget, epoch_budget_callback
 
 SOURCE_NOTES = {
@@ -48,10 +49,12 @@ class LungData:
     images: list[np.ndarray]
     masks: list[np.ndarray]
 
-    def subset(self, split: str) -> "LungData":
+    def subset(self, split: str) -> LungData:
         """The rows whose ``split_hint`` equals ``split``."""
         rows = np.flatnonzero(self.frame["split_hint"].to_numpy() == split)
-        return LungData(self.frame.iloc[rows].reset_index(drop=True), [self.images[i] for i in rows], [self.masks[i] for i in rows])
+        return LungData(
+            self.frame.iloc[rows].reset_index(drop=True), [self.images[i] for i in rows], [self.masks[i] for i in rows]
+        )
 
 
 def load_pairs(data_dir: str | Path, limit: int | None = None, seed: int = 0) -> LungData:
@@ -83,7 +86,7 @@ def build_unet(size: int = 128, base_filters: int = 16, depth: int = 4) -> Any:
     from keras import layers
 
     if size % (2**depth):
-        raise ValueError(f"size {size} must be divisible by 2**depth = {2 ** depth}")
+        raise ValueError(f"size {size} must be divisible by 2**depth = {2**depth}")
 
     def block(x: Any, filters: int, name: str, first: bool = False) -> Any:
         """Two (separable) 3x3 conv + group-norm + ReLU layers (group norm: identical in training and inference)."""
@@ -159,7 +162,9 @@ def _batches(inputs: np.ndarray, masks: np.ndarray, cfg: LungTrainConfig) -> Any
 
         def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
             """One augmented batch."""
-            pairs = [augment(inputs[i], masks[i], self.rng) for i in self.order[index * cfg.batch : (index + 1) * cfg.batch]]
+            pairs = [
+                augment(inputs[i], masks[i], self.rng) for i in self.order[index * cfg.batch : (index + 1) * cfg.batch]
+            ]
             x = np.stack([p[0] for p in pairs]).astype(np.float32)[..., None]
             y = np.stack([p[1] for p in pairs]).astype(np.float32)[..., None]
             return x, y
@@ -192,7 +197,10 @@ def dice_score(y_true: Any, y_pred: Any) -> Any:
 
 
 def train_segmenter(
-    data_dir: str | Path, out_dir: str | Path, cfg: LungTrainConfig = LungTrainConfig(), log: Callable[[str], None] = print
+    data_dir: str | Path,
+    out_dir: str | Path,
+    cfg: LungTrainConfig = LungTrainConfig(),
+    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train on the ``train`` hint split, early-stop on validation Dice, save ``model.keras`` + card; returns the card."""
     import keras
@@ -205,19 +213,29 @@ def train_segmenter(
     x_val = _model_inputs(val.images, cfg.size).astype(np.float32)[..., None]
     y_val = _model_masks(val.masks, cfg.size).astype(np.float32)[..., None]
     model = build_unet(cfg.size, cfg.base_filters, cfg.depth)
-    log(f"lung U-Net: {model.count_params():,} parameters, {cfg.size} px, {len(train.images)} train / {len(val.images)} val")
+    log(
+        f"lung U-Net: {model.count_params():,} parameters, {cfg.size} px, {len(train.images)} train / {len(val.images)} val"
+    )
     steps = math.ceil(len(train.images) / cfg.batch) * cfg.epochs
     schedule = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=steps, alpha=0.05)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=dice_bce_loss, metrics=[dice_score])
     started = time.time()
     callbacks = [
         keras.callbacks.EarlyStopping("val_dice_score", mode="max", patience=cfg.patience, restore_best_weights=True),
-        epoch_budget_callback(cfg.epochs, started + cfg.max_minutes * 60, log, "train-lungs",
-                              ("loss", "dice_score", "val_loss", "val_dice_score")),
+        epoch_budget_callback(
+            cfg.epochs,
+            started + cfg.max_minutes * 60,
+            log,
+            "train-lungs",
+            ("loss", "dice_score", "val_loss", "val_dice_score"),
+        ),
     ]
     history = model.fit(
         _batches(_model_inputs(train.images, cfg.size), _model_masks(train.masks, cfg.size), cfg),
-        validation_data=(x_val, y_val), epochs=cfg.epochs, callbacks=callbacks, verbose=0,
+        validation_data=(x_val, y_val),
+        epochs=cfg.epochs,
+        callbacks=callbacks,
+        verbose=0,
     )
     seconds = time.time() - started
     out = Path(out_dir)

@@ -10,7 +10,15 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submodules=["classical", "net", "synth", "train"],
     submod_attrs={
-        "classical": ["DEFAULT_OPTIONS", "DEFAULT_THRESHOLD", "MarkingsOptions", "MarkingsResult", "combine_scores", "detect_markings", "outline_regions"],
+        "classical": [
+            "DEFAULT_OPTIONS",
+            "DEFAULT_THRESHOLD",
+            "MarkingsOptions",
+            "MarkingsResult",
+            "combine_scores",
+            "detect_markings",
+            "outline_regions",
+        ],
         "net": ["CARD_FILE", "MODEL_FILE", "MarkingsModelError", "cell_regions", "load_markings_net", "model_dir"],
         "synth": ["OverlayOptions", "draw_overlays"],
         "train": ["MarkingsDataError", "MarkingsTrainConfig", "train_markings_net"],

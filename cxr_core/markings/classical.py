@@ -19,8 +19,8 @@ labels, position markers, electrodes), see ``models/markings/card.md`` and ``ben
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -59,14 +59,22 @@ class MarkingsOptions:
     model_digest: str = ""
     evidence: dict[str, float] = field(
         default_factory=lambda: {
-            "rectangle": 1.0, "text box": 1.0, "arrow": 0.55, "text": 0.6, "symbol": 0.35, "glyph": 0.3, "blob": 0.12,
+            "rectangle": 1.0,
+            "text box": 1.0,
+            "arrow": 0.55,
+            "text": 0.6,
+            "symbol": 0.35,
+            "glyph": 0.3,
+            "blob": 0.12,
         }
     )
 
     def __post_init__(self) -> None:
         """Reject an unknown combination rule; with the net in use, record its file's digest (keys cached scores)."""
         if self.combine not in COMBINE_RULES:
-            raise ValueError(f"unknown markings combination rule {self.combine!r} (use one of {', '.join(COMBINE_RULES)})")
+            raise ValueError(
+                f"unknown markings combination rule {self.combine!r} (use one of {', '.join(COMBINE_RULES)})"
+            )
         if self.combine != "classical" and not self.model_digest:
             object.__setattr__(self, "model_digest", model_digest(self.model_dir))
 
@@ -141,8 +149,12 @@ def _hollow_rectangle(mask: np.ndarray, x: int, y: int, w: int, h: int) -> bool:
     t = max(2, min(w, h) // 20)
     rim = np.zeros_like(box)
     rim[:t, :] = rim[-t:, :] = rim[:, :t] = rim[:, -t:] = True
-    sides = [box[:t, :].any(axis=0).mean(), box[-t:, :].any(axis=0).mean(),
-             box[:, :t].any(axis=1).mean(), box[:, -t:].any(axis=1).mean()]
+    sides = [
+        box[:t, :].any(axis=0).mean(),
+        box[-t:, :].any(axis=0).mean(),
+        box[:, :t].any(axis=1).mean(),
+        box[:, -t:].any(axis=1).mean(),
+    ]
     inside = box[~rim].mean() if (~rim).any() else 1.0
     return sorted(sides)[1] >= 0.6 and inside <= 0.15
 
@@ -156,8 +168,18 @@ def _elongation(points: np.ndarray) -> tuple[float, float, float]:
     return float(4.0 * large), float(large / small), float(abs(vectors[0, 1]))
 
 
-def _classify(mask: np.ndarray, labels: np.ndarray, group: list[int], stats: np.ndarray,
-              x: int, y: int, w: int, h: int, size: int, opt: MarkingsOptions) -> str:
+def _classify(
+    mask: np.ndarray,
+    labels: np.ndarray,
+    group: list[int],
+    stats: np.ndarray,
+    x: int,
+    y: int,
+    w: int,
+    h: int,
+    size: int,
+    opt: MarkingsOptions,
+) -> str:
     """Kind of one object (a group of stroke components): rectangle, arrow, text, glyph, blob, marker or none."""
     margin = opt.border * size
     if x + w <= margin or y + h <= margin or x >= size - margin or y >= size - margin:
@@ -256,17 +278,25 @@ def classical_markings(gray: np.ndarray, options: MarkingsOptions = DEFAULT_OPTI
     """The classical detector alone: score a 2-D uint8 X-ray and return the objects that contributed."""
     gray = gray_uint8(gray)
     scale = min(1.0, options.work_size / max(gray.shape))
-    work = cv2.resize(gray, (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale))),
-                      interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    work = cv2.resize(
+        gray,
+        (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale))),
+        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+    )
     objects = _stroke_objects(work, options) + _text_boxes(work, options)
     marks = [
-        Marking(kind, tuple(int(round(v / scale)) for v in region),  # type: ignore[arg-type]
-                options.evidence[kind] * (1.0 if dark or kind not in SMALL_KINDS else options.bright_small_weight))
+        Marking(
+            kind,
+            tuple(int(round(v / scale)) for v in region),  # type: ignore[arg-type]
+            options.evidence[kind] * (1.0 if dark or kind not in SMALL_KINDS else options.bright_small_weight),
+        )
         for kind, region, dark in objects
     ]
     total = sum(m.evidence for m in marks)
     score = float(1.0 - np.exp(-total))
-    return MarkingsResult(score=round(score, 4), regions=[m.region for m in marks], marks=marks, classical=round(score, 4))
+    return MarkingsResult(
+        score=round(score, 4), regions=[m.region for m in marks], marks=marks, classical=round(score, 4)
+    )
 
 
 def _overlaps(a: Region, b: Region) -> bool:
@@ -299,8 +329,13 @@ def detect_markings(gray: np.ndarray, options: MarkingsOptions = DEFAULT_OPTIONS
     ]
     marks = classical.marks + extra
     score = combine_scores(classical.score, learned, options.combine)
-    return MarkingsResult(score=round(score, 4), regions=[m.region for m in marks], marks=marks,
-                          classical=classical.score, learned=round(learned, 4))
+    return MarkingsResult(
+        score=round(score, 4),
+        regions=[m.region for m in marks],
+        marks=marks,
+        classical=classical.score,
+        learned=round(learned, 4),
+    )
 
 
 def outline_regions(gray: np.ndarray, regions: list[Region], color: tuple[int, int, int] = (255, 64, 0)) -> np.ndarray:

@@ -107,7 +107,9 @@ def model_dir(path: str | Path | None = None) -> Path:
     """The model directory: ``path``, else $CXR_MARKINGS_MODEL, else ``<models_dir>/markings`` of the config."""
     from cxr_core.config import load_config
 
-    return Path(path or os.environ.get(MARKINGS_MODEL_ENV) or load_config().models_dir / "markings").expanduser().resolve()
+    return (
+        Path(path or os.environ.get(MARKINGS_MODEL_ENV) or load_config().models_dir / "markings").expanduser().resolve()
+    )
 
 
 def model_digest(path: str | Path | None = None) -> str:
@@ -119,8 +121,9 @@ def model_digest(path: str | Path | None = None) -> str:
 @functools.lru_cache(maxsize=2)
 def _load(directory: Path) -> MarkingsNet:
     """Load (once per process) the net saved in ``directory`` in Keras safe mode."""
-    model = load_keras_safely(directory / MODEL_FILE, MarkingsModelError, "markings model",
-                              "train one with `cxr train-markings`")
+    model = load_keras_safely(
+        directory / MODEL_FILE, MarkingsModelError, "markings model", "train one with `cxr train-markings`"
+    )
     return MarkingsNet(model, model_digest(directory))
 
 

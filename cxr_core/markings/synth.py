@@ -8,15 +8,19 @@ too, on clean and marked images alike, but not onto the mask: they must not coun
 from __future__ import annotations
 
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import cv2
 import numpy as np
 
 FONTS = (
-    cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_PLAIN, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX,
-    cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_COMPLEX_SMALL,
+    cv2.FONT_HERSHEY_SIMPLEX,
+    cv2.FONT_HERSHEY_PLAIN,
+    cv2.FONT_HERSHEY_DUPLEX,
+    cv2.FONT_HERSHEY_COMPLEX,
+    cv2.FONT_HERSHEY_TRIPLEX,
+    cv2.FONT_HERSHEY_COMPLEX_SMALL,
 )
 CORNER_LETTERS = ("L", "R", "PA", "AP", "A", "P", "D", "S", "LT", "RT")
 TECHNICIAN_WORDS = ("PORTABLE", "SUPINE", "UPRIGHT", "ERECT", "SEMI-ERECT", "AP SUPINE", "PA ERECT", "INSP", "SITTING")
@@ -78,7 +82,10 @@ def arrow(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> None
     colour, t = _colour(rng, image, *tip), _thickness(rng, side)
     head = max(6.0, length * rng.uniform(0.2, 0.45)) if rng.random() < 0.6 else side * rng.uniform(0.015, 0.05)
     spread = rng.uniform(0.3, 0.6)
-    wings = [(int(tip[0] + head * np.cos(angle + s * spread)), int(tip[1] + head * np.sin(angle + s * spread))) for s in (-1, 1)]
+    wings = [
+        (int(tip[0] + head * np.cos(angle + s * spread)), int(tip[1] + head * np.sin(angle + s * spread)))
+        for s in (-1, 1)
+    ]
     triangle = np.array([tip, wings[0], wings[1]], np.int32)
     style = rng.random()
     if style < 0.15:
@@ -110,7 +117,12 @@ def rectangle(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> 
     side = image.shape[0]
     x, y = _point(rng, side, 0.1)
     w, h = int(side * rng.uniform(0.06, 0.35)), int(side * rng.uniform(0.06, 0.35))
-    corners = [(x, y), (min(x + w, side - 2), y), (min(x + w, side - 2), min(y + h, side - 2)), (x, min(y + h, side - 2))]
+    corners = [
+        (x, y),
+        (min(x + w, side - 2), y),
+        (min(x + w, side - 2), min(y + h, side - 2)),
+        (x, min(y + h, side - 2)),
+    ]
     colour, t = _colour(rng, image, x, y), _thickness(rng, side)
     points = np.array(corners, np.int32)
     if rng.random() < 0.3:
@@ -135,8 +147,15 @@ def scribble(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> N
     _both(image, mask, colour, lambda im, c: cv2.polylines(im, [line], False, c, t, cv2.LINE_AA))
 
 
-def _text(image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator, words: str, height: float,
-          where: tuple[int, int] | None, boxed: bool) -> None:
+def _text(
+    image: np.ndarray,
+    mask: np.ndarray | None,
+    rng: np.random.Generator,
+    words: str,
+    height: float,
+    where: tuple[int, int] | None,
+    boxed: bool,
+) -> None:
     """Draw ``words`` about ``height`` (fraction of the side) tall at ``where`` (random if None), on a box if asked."""
     side = image.shape[0]
     font = int(rng.choice(FONTS))
@@ -146,7 +165,9 @@ def _text(image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator, 
     (w, h), below = cv2.getTextSize(words, font, scale, thick)
     if w >= side - 4 or h >= side - 4:
         return
-    x, y = where if where is not None else (int(rng.integers(2, side - w - 2)), int(rng.integers(h + 2, side - below - 2)))
+    x, y = (
+        where if where is not None else (int(rng.integers(2, side - w - 2)), int(rng.integers(h + 2, side - below - 2)))
+    )
     x, y = int(np.clip(x, 2, side - w - 2)), int(np.clip(y, h + 2, side - below - 2))
     colour = _colour(rng, image, x + w // 2, y - h // 2)
     pad = max(2, h // 3)
@@ -190,7 +211,11 @@ def corner_letter(image: np.ndarray, rng: np.random.Generator, options: OverlayO
         y = int(rng.integers(int(0.05 * side), side - 4))
     else:
         x = int(rng.integers(4, side - band))
-        y = int(rng.integers(int(0.05 * side), band)) if rng.random() < 0.6 else int(rng.integers(side - band, side - 4))
+        y = (
+            int(rng.integers(int(0.05 * side), band))
+            if rng.random() < 0.6
+            else int(rng.integers(side - band, side - 4))
+        )
     _text(image, None, rng, letters, rng.uniform(*options.corner_height), (x, y), rng.random() < 0.3)
 
 
@@ -227,9 +252,13 @@ DISTRACTORS: tuple[Callable[[np.ndarray, np.random.Generator], None], ...] = (fi
 PAINTERS: tuple[Painter, ...] = (arrow, arrow, ellipse, rectangle, scribble, caption, caption)
 
 
-def draw_overlays(image: np.ndarray, rng: np.random.Generator, positive: bool,
-                  options: OverlayOptions = OverlayOptions(),
-                  painters: tuple[Painter, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def draw_overlays(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    positive: bool,
+    options: OverlayOptions = OverlayOptions(),
+    painters: tuple[Painter, ...] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """A copy of a square uint8 image with overlays (if ``positive``, drawn by ``painters``), maybe a corner letter
     and maybe a distractor (filled shape, padding band) that is not a marking.
 

@@ -13,19 +13,20 @@ import csv
 import hashlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from cxr_core.util.atomic import write_json_atomic, write_text_atomic
 from cxr_core.data.imaging import ImageReadError, read_image
-from cxr_core.util.keras_files import save_keras_atomically
 from cxr_core.markings.net import CARD_FILE, MODEL_FILE, STRIDE, MarkingsNet, build_net
 from cxr_core.markings.synth import PAINTERS, OverlayOptions, Painter, draw_overlays
+from cxr_core.util.atomic import write_json_atomic, write_text_atomic
+from cxr_core.util.keras_files import save_keras_atomically
 from cxr_core.util.progress import TrainerBudget, epoch_budget_callback
 
 LABELS_FILE = "markings.csv"
@@ -141,17 +142,24 @@ def cell_targets(marks: np.ndarray, grid: int, cfg: MarkingsTrainConfig, known_c
     return np.stack([target, weight], axis=-1)
 
 
-def make_sample(background: np.ndarray, rng: np.random.Generator, positive: bool, cfg: MarkingsTrainConfig,
-                known_clean: bool = True, painters: tuple[Painter, ...] | None = None,
-                options: OverlayOptions = OverlayOptions()) -> tuple[np.ndarray, np.ndarray]:
+def make_sample(
+    background: np.ndarray,
+    rng: np.random.Generator,
+    positive: bool,
+    cfg: MarkingsTrainConfig,
+    known_clean: bool = True,
+    painters: tuple[Painter, ...] | None = None,
+    options: OverlayOptions = OverlayOptions(),
+) -> tuple[np.ndarray, np.ndarray]:
     """One training pair: the net-sized image (uint8) and its per-cell (target, weight) grid."""
     image, marks = draw_overlays(augment_background(background, rng), rng, positive, options, painters)
     small = cv2.resize(degrade(image, rng), (cfg.size, cfg.size), interpolation=cv2.INTER_AREA)
     return small, cell_targets(marks, cfg.size // STRIDE, cfg, known_clean)
 
 
-def make_batch(normal: np.ndarray, covid: np.ndarray, n: int, rng: np.random.Generator,
-               cfg: MarkingsTrainConfig) -> tuple[np.ndarray, np.ndarray]:
+def make_batch(
+    normal: np.ndarray, covid: np.ndarray, n: int, rng: np.random.Generator, cfg: MarkingsTrainConfig
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` samples: half clean / half marked Normal backgrounds, with a ``covid_share`` of marked COVID ones."""
     images, targets = [], []
     for _ in range(n):
@@ -203,7 +211,9 @@ def threshold_for_recall(scores: np.ndarray, labels: np.ndarray, recall: float) 
     return float(positives[int(math.floor((1 - recall) * len(positives)))])
 
 
-def summarise_scores(scores: np.ndarray, labels: np.ndarray, kinds: list[str], thresholds: list[float]) -> dict[str, Any]:
+def summarise_scores(
+    scores: np.ndarray, labels: np.ndarray, kinds: list[str], thresholds: list[float]
+) -> dict[str, Any]:
     """AUC, recall per kind and false-alarm rate at some thresholds, and the threshold for 90 / 95 % recall."""
     kinds_arr = np.array(kinds)
     return {
@@ -223,8 +233,13 @@ def summarise_scores(scores: np.ndarray, labels: np.ndarray, kinds: list[str], t
     }
 
 
-def train_markings_net(data_dir: str | Path, out_dir: str | Path, cfg: MarkingsTrainConfig = MarkingsTrainConfig(),
-                       log: Callable[[str], None] = print, backgrounds: Backgrounds | None = None) -> dict[str, Any]:
+def train_markings_net(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    cfg: MarkingsTrainConfig = MarkingsTrainConfig(),
+    log: Callable[[str], None] = print,
+    backgrounds: Backgrounds | None = None,
+) -> dict[str, Any]:
     """Train on synthetic overlays, validate on held-out patients, save ``model.keras`` + card; returns the card."""
     import keras
 
@@ -236,15 +251,24 @@ def train_markings_net(data_dir: str | Path, out_dir: str | Path, cfg: MarkingsT
     schedule = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=steps, alpha=0.05)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=weighted_cell_loss)
     rng = np.random.default_rng(cfg.seed)
-    x_val, y_val = make_batch(bg.normal_val, bg.covid[:0], max(cfg.batch, cfg.val_samples // 2),
-                              np.random.default_rng(cfg.seed + 2), cfg)
+    x_val, y_val = make_batch(
+        bg.normal_val, bg.covid[:0], max(cfg.batch, cfg.val_samples // 2), np.random.default_rng(cfg.seed + 2), cfg
+    )
     started = time.time()
     progress = epoch_budget_callback(cfg.epochs, started + cfg.max_minutes * 60, log, "train-markings")
     epochs_run = 0
     for epoch in range(cfg.epochs):
         x, y = make_batch(bg.normal_train, bg.covid, cfg.samples_per_epoch, rng, cfg)
-        model.fit(x, y, batch_size=cfg.batch, epochs=epoch + 1, initial_epoch=epoch, validation_data=(x_val, y_val),
-                  callbacks=[progress], verbose=0)
+        model.fit(
+            x,
+            y,
+            batch_size=cfg.batch,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            validation_data=(x_val, y_val),
+            callbacks=[progress],
+            verbose=0,
+        )
         epochs_run += 1
         if model.stop_training:
             break
@@ -269,7 +293,8 @@ def train_markings_net(data_dir: str | Path, out_dir: str | Path, cfg: MarkingsT
         "train_seconds": round(seconds, 1),
         "synthetic_validation": summarise_scores(scores, val["labels"], val["kinds"], [0.3, 0.5, 0.7]),
         "clean_val_normal": {
-            "n": len(clean), **{f"above_{t}": int((clean >= t).sum()) for t in (0.3, 0.5, 0.7)},
+            "n": len(clean),
+            **{f"above_{t}": int((clean >= t).sum()) for t in (0.3, 0.5, 0.7)},
         },
     }
     write_card(out, card)
@@ -319,7 +344,8 @@ def write_card(out_dir: Path, card: dict[str, Any]) -> None:
     lines += [
         "",
         f"Held-out Normal images as they are (n={clean['n']}, presumed clean): "
-        + ", ".join(f"{v} score >= {k.split('_')[1]}" for k, v in clean.items() if k != "n") + ".",
+        + ", ".join(f"{v} score >= {k.split('_')[1]}" for k, v in clean.items() if k != "n")
+        + ".",
         "",
         "## Limits",
         "",

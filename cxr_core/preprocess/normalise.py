@@ -8,8 +8,9 @@ own intensity distribution) return a constant image unchanged instead of inventi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import cv2
 import numpy as np

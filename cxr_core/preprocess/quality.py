@@ -6,8 +6,8 @@ Plain functions on arrays (no I/O) plus :func:`quality_measures` for all of them
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import cv2
 import numpy as np

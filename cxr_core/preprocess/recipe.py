@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import cv2
 import numpy as np
@@ -86,7 +87,7 @@ class PreprocessConfig:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "PreprocessConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> PreprocessConfig:
         """Build from a dict such as :meth:`to_dict` returns; unknown keys are refused."""
         known = {"method", "params", "size", "resize", "interpolation", "roi"}
         unknown = set(data) - known
@@ -101,7 +102,7 @@ class PreprocessConfig:
         return path
 
     @classmethod
-    def load(cls, directory: str | Path) -> "PreprocessConfig":
+    def load(cls, directory: str | Path) -> PreprocessConfig:
         """Read ``preprocess.json`` from a model directory; a clear error when it is missing or invalid."""
         path = Path(directory) / PREPROCESS_FILE
         if not path.is_file():
@@ -121,7 +122,10 @@ class PreprocessConfig:
         return self.apply_with_lungs(gray, segment=segment)[0]
 
     def apply_with_lungs(
-        self, gray: np.ndarray, mask: np.ndarray | None = None, segment: Segment | None = None,
+        self,
+        gray: np.ndarray,
+        mask: np.ndarray | None = None,
+        segment: Segment | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The preprocessed image and the lung mask (bool) in the same geometry, from ``mask`` or ``segment(gray)``.
 

@@ -6,7 +6,7 @@ model with a lung ROI passes a mask, or a :data:`Segment` function such as ``cxr
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np

@@ -10,19 +10,27 @@ its probability but its certainty is never "clear". Reports never carry DICOM ta
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-from cxr_core.explain.attention import AttentionShares, Box, attention_shares, attention_warning
-from cxr_core.util.clock import utc_now
+from cxr_core.data.imaging import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_SIDE,
+    IMAGE_SUFFIXES,
+    ImageReadError,
+    read_xray,
+    sha256_file,
+)
 from cxr_core.evaluate.calibration import apply_temperature
+from cxr_core.explain.attention import AttentionShares, Box, attention_shares, attention_warning
 from cxr_core.explain.cam import CAM_METHODS, Explainer, to_original_shape
 from cxr_core.gate import Gate, GateNet, assess, load_gate_net
-from cxr_core.data.imaging import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, IMAGE_SUFFIXES, ImageReadError, read_xray, sha256_file
 from cxr_core.serve.registry import LoadedModel
+from cxr_core.util.clock import utc_now
 
 CAUTION = "Research tool, not a diagnosis: a clinician must review every image."
 NO_CAM = "none"
@@ -127,13 +135,23 @@ def predict_image(
     if cam != NO_CAM and explainer is None:
         raise InferenceError("an Explainer (built once per model) is needed for an explanation")
     start = time.perf_counter()
-    gate = assess(gray, resolve_gate(gate_net), dicom_tags=dicom_tags,
-                  lungs_empty=lung_mask is not None and not lung_mask.any())
+    gate = assess(
+        gray, resolve_gate(gate_net), dicom_tags=dicom_tags, lungs_empty=lung_mask is not None and not lung_mask.any()
+    )
     gated = time.perf_counter()
     if not gate.chest_xray:
-        return Prediction(p_covid=None, label=NOT_ASSESSED, threshold=float(loaded.threshold), positive=loaded.positive,
-                          uncertainty=gate.message, near_threshold=False, model_input=None, gate=gate, method=NO_CAM,
-                          timings_ms={"gate": round((gated - start) * 1000, 2)})
+        return Prediction(
+            p_covid=None,
+            label=NOT_ASSESSED,
+            threshold=float(loaded.threshold),
+            positive=loaded.positive,
+            uncertainty=gate.message,
+            near_threshold=False,
+            model_input=None,
+            gate=gate,
+            method=NO_CAM,
+            timings_ms={"gate": round((gated - start) * 1000, 2)},
+        )
     box = None
     if loaded.preprocess.roi != "none":
         from cxr_core.lungs.segmenter import lung_mask as segment_lungs
@@ -142,7 +160,9 @@ def predict_image(
         box = loaded.preprocess.roi_box(lung_mask)
     batch = loaded.prepare([gray], None if box is None else [lung_mask])
     prepared = time.perf_counter()
-    features, raw = loaded.features_and_probs(batch, loaded.familiarity.features if loaded.familiarity else "penultimate")
+    features, raw = loaded.features_and_probs(
+        batch, loaded.familiarity.features if loaded.familiarity else "penultimate"
+    )
     probs = apply_temperature(raw, loaded.temperature)[0]
     p = float(probs[loaded.positive_index])
     label = loaded.predict_label(p)
@@ -150,9 +170,16 @@ def predict_image(
     predicted = time.perf_counter()
     hint, near = uncertainty_hint(p, loaded.threshold)
     result = Prediction(
-        p_covid=p, label=label, threshold=float(loaded.threshold), positive=loaded.positive, uncertainty=hint,
-        near_threshold=near, model_input=np.clip(batch[0, ..., 0], 0, 255).astype(np.uint8), gate=gate,
-        familiarity=familiarity, method=cam,
+        p_covid=p,
+        label=label,
+        threshold=float(loaded.threshold),
+        positive=loaded.positive,
+        uncertainty=hint,
+        near_threshold=near,
+        model_input=np.clip(batch[0, ..., 0], 0, 255).astype(np.uint8),
+        gate=gate,
+        familiarity=familiarity,
+        method=cam,
     )
     timings = {"gate": gated - start, "preprocess": prepared - gated, "predict": predicted - prepared}
     if explainer is not None and cam != NO_CAM:
@@ -184,13 +211,17 @@ def unseen_source_rates(card: dict[str, Any]) -> dict[str, float] | None:
 
 def unfamiliar_warning(card: dict[str, Any]) -> str:
     """The plain-words warning shown with an unfamiliar image, with the model's measured figures when it has them."""
-    text = ("This image is unlike the images this model was trained on (another hospital, device or processing?). "
-            "Its probability is shown, but do not trust it.")
+    text = (
+        "This image is unlike the images this model was trained on (another hospital, device or processing?). "
+        "Its probability is shown, but do not trust it."
+    )
     rates = unseen_source_rates(card)
     if rates is None:
         return text
-    return (f"{text} For hospitals this model never saw (leave-one-source-out), {rates['normal_wrong']:.0%} of Normal "
-            f"images were called COVID and {rates['covid_wrong']:.0%} of COVID images were called Normal.")
+    return (
+        f"{text} For hospitals this model never saw (leave-one-source-out), {rates['normal_wrong']:.0%} of Normal "
+        f"images were called COVID and {rates['covid_wrong']:.0%} of COVID images were called Normal."
+    )
 
 
 def report_dict(
@@ -234,8 +265,10 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[Path]:
         if path.is_dir():
             found.extend(
                 sorted(
-                    p for p in path.rglob("*")
-                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                    p
+                    for p in path.rglob("*")
+                    if p.is_file()
+                    and p.suffix.lower() in IMAGE_SUFFIXES
                     and not any(part.startswith(".") for part in p.relative_to(path).parts)
                 )
             )
@@ -271,6 +304,14 @@ def predict_paths(
             yield BatchItem(path=path, error=f"cannot read file ({exc.strerror or type(exc).__name__})")
             continue
         mask, boxes = regions(xray.pixels) if regions is not None and cam != NO_CAM else (None, ())
-        prediction = predict_image(loaded, xray.pixels, explainer, cam, lung_mask=mask, boxes=boxes, gate_net=gate_net,
-                                   dicom_tags=xray.dicom_tags)
+        prediction = predict_image(
+            loaded,
+            xray.pixels,
+            explainer,
+            cam,
+            lung_mask=mask,
+            boxes=boxes,
+            gate_net=gate_net,
+            dicom_tags=xray.dicom_tags,
+        )
         yield BatchItem(path=path, sha256=digest, prediction=prediction, gray=xray.pixels)

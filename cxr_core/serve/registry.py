@@ -14,19 +14,20 @@ import re
 import shutil
 import uuid
 import zipfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from cxr_core.util.atomic import read_json, write_json_atomic, write_text_atomic
-from cxr_core.evaluate.calibration import DEFAULT_TARGET_SENSITIVITY, Calibration, apply_temperature
 from cxr_core.config import Config
+from cxr_core.data.imaging import sha256_file
+from cxr_core.evaluate.calibration import DEFAULT_TARGET_SENSITIVITY, Calibration, apply_temperature
 from cxr_core.gate.familiarity import Familiarity, FamiliarityError
 from cxr_core.gate.familiarity import load as load_familiarity
-from cxr_core.data.imaging import sha256_file
 from cxr_core.preprocess.recipe import PreprocessConfig, PreprocessError
+from cxr_core.util.atomic import read_json, write_json_atomic, write_text_atomic
 
 MODEL_FILE = "model.keras"
 CLASSES_FILE = "classes.json"
@@ -79,8 +80,11 @@ def _feature_function(model: Any, kind: str) -> Any:
         head = next((layer for layer in model.layers if layer.name == "predictions"), model.layers[-1])
         both = keras.Model(model.inputs, [head.input, model.outputs[0]])
         return tf.function(lambda x: both(x, training=False), reduce_retracing=True)
-    pools = [layer.output for layer in model.layers
-             if isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D))][:2]
+    pools = [
+        layer.output
+        for layer in model.layers
+        if isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D))
+    ][:2]
     if not pools:
         pools = [next(layer for layer in reversed(model.layers) if len(layer.input.shape) == 4).input]
     taps = keras.Model(model.inputs, [*pools, model.outputs[0]])
@@ -130,7 +134,9 @@ class LoadedModel:
         if masks is None:
             prepared = [self.preprocess.apply(img, lung_mask) for img in gray_images]
         else:
-            prepared = [self.preprocess.apply_with_lungs(img, mask)[0] for img, mask in zip(gray_images, masks, strict=True)]
+            prepared = [
+                self.preprocess.apply_with_lungs(img, mask)[0] for img, mask in zip(gray_images, masks, strict=True)
+            ]
         return np.stack(prepared).astype(np.float32)[..., None]
 
     def predict_batch(self, batch: np.ndarray) -> np.ndarray:
@@ -241,10 +247,18 @@ def load_model(path: str | Path) -> LoadedModel:
     except FamiliarityError as exc:
         raise RegistryError(str(exc)) from exc
     return LoadedModel(
-        model=model, preprocess=preprocess, classes=classes, positive_index=positive_index,
-        temperature=calibration.temperature, threshold=calibration.threshold, name=_display_name(directory, card),
-        version=version, path=directory, card=card,
-        target_sensitivity=calibration.target_sensitivity, familiarity=familiarity,
+        model=model,
+        preprocess=preprocess,
+        classes=classes,
+        positive_index=positive_index,
+        temperature=calibration.temperature,
+        threshold=calibration.threshold,
+        name=_display_name(directory, card),
+        version=version,
+        path=directory,
+        card=card,
+        target_sensitivity=calibration.target_sensitivity,
+        familiarity=familiarity,
     )
 
 
@@ -415,8 +429,11 @@ def _model_dirs(models_dir: Path) -> Iterable[Path]:
     if not models_dir.is_dir():
         return []
     return sorted(
-        p for p in models_dir.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and (p / MODEL_FILE).is_file()
+        p
+        for p in models_dir.iterdir()
+        if p.is_dir()
+        and not p.name.startswith(".")
+        and (p / MODEL_FILE).is_file()
         and ((p / "preprocess.json").is_file() or (p / CLASSES_FILE).is_file())
     )
 

@@ -10,9 +10,10 @@ values (rescaling and grayscale-to-RGB happen inside the model) and whose output
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import keras
@@ -86,9 +87,16 @@ def resolve_weights(spec: PretrainedWeights, weights: str | os.PathLike | None, 
     import keras
 
     try:
-        return Path(keras.utils.get_file(spec.filename, spec.origin, cache_subdir="models",
-                                         cache_dir=str(keras_cache_dir().parent), file_hash=spec.md5))
-    except Exception as exc:  # noqa: BLE001 - any download failure gets the same actionable message
+        return Path(
+            keras.utils.get_file(
+                spec.filename,
+                spec.origin,
+                cache_subdir="models",
+                cache_dir=str(keras_cache_dir().parent),
+                file_hash=spec.md5,
+            )
+        )
+    except Exception as exc:  # any download failure gets the same actionable message
         raise ArchitectureError(
             f"{arch} needs the ImageNet weights file {spec.filename}, which could not be downloaded "
             f"({type(exc).__name__}); download it from {spec.origin} and pass it with --weights PATH "
@@ -96,8 +104,14 @@ def resolve_weights(spec: PretrainedWeights, weights: str | os.PathLike | None, 
         ) from exc
 
 
-def register(name: str, default_size: int, default_lr: float, summary: str,
-             pretrained: PretrainedWeights | None = None, **hparams: Any) -> Callable[[Callable[..., keras.Model]], Callable[..., keras.Model]]:
+def register(
+    name: str,
+    default_size: int,
+    default_lr: float,
+    summary: str,
+    pretrained: PretrainedWeights | None = None,
+    **hparams: Any,
+) -> Callable[[Callable[..., keras.Model]], Callable[..., keras.Model]]:
     """Decorator adding a builder ``(size, weights, **hparams) -> keras.Model`` to :data:`ARCHITECTURES`."""
 
     def decorate(builder: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
@@ -114,8 +128,9 @@ def get_architecture(name: str) -> Architecture:
     return ARCHITECTURES[name]
 
 
-def build_model(name: str, size: int | None = None, weights: str | os.PathLike | None = None,
-                **hparams: Any) -> keras.Model:
+def build_model(
+    name: str, size: int | None = None, weights: str | os.PathLike | None = None, **hparams: Any
+) -> keras.Model:
     """Build architecture ``name`` at ``size`` px (default: the architecture's) with hyperparameters over defaults.
 
     ``weights``: None (random initialisation: no download, e.g. for tests and parameter counts), "imagenet"
@@ -156,7 +171,12 @@ def _to_rgb(x: keras.KerasTensor) -> keras.KerasTensor:
     return layers.Concatenate(axis=-1, name="gray_to_rgb")([x, x, x])
 
 
-@register("paper_cnn", 299, 1e-3, "The paper's scratch CNN (Fig. 6): 3 conv blocks, Flatten, Dense 128; 18.1M params at 299 px.")
+@register(
+    "paper_cnn",
+    299,
+    1e-3,
+    "The paper's scratch CNN (Fig. 6): 3 conv blocks, Flatten, Dense 128; 18.1M params at 299 px.",
+)
 def paper_cnn(size: int = 299, weights: None = None) -> keras.Model:
     """Exactly the paper's Fig. 6 network (18,129,890 parameters at 299x299x1)."""
     from keras import layers
@@ -173,8 +193,13 @@ def paper_cnn(size: int = 299, weights: None = None) -> keras.Model:
     return _head(x, inputs, "paper_cnn")
 
 
-@register("vgg19_frozen", 224, 1e-3, "The paper's reference: frozen ImageNet VGG19, global max pooling, Dense 128.",
-          pretrained=VGG19_NOTOP)
+@register(
+    "vgg19_frozen",
+    224,
+    1e-3,
+    "The paper's reference: frozen ImageNet VGG19, global max pooling, Dense 128.",
+    pretrained=VGG19_NOTOP,
+)
 def vgg19_frozen(size: int = 224, weights: str | os.PathLike | None = "imagenet") -> keras.Model:
     """VGG19 (ImageNet weights, frozen) + global max pooling + Dense 128 relu; caffe preprocessing inside."""
     import keras
@@ -194,8 +219,14 @@ def vgg19_frozen(size: int = 224, weights: str | os.PathLike | None = "imagenet"
     return _head(x, inputs, "vgg19_frozen")
 
 
-@register("densenet121", 224, 1e-4, "DenseNet121 backbone (as CheXNet), fine-tuned; needs ImageNet weights to be useful.",
-          pretrained=DENSENET121_NOTOP, dropout=0.2)
+@register(
+    "densenet121",
+    224,
+    1e-4,
+    "DenseNet121 backbone (as CheXNet), fine-tuned; needs ImageNet weights to be useful.",
+    pretrained=DENSENET121_NOTOP,
+    dropout=0.2,
+)
 def densenet121(size: int = 224, weights: str | os.PathLike | None = "imagenet", dropout: float = 0.2) -> keras.Model:
     """DenseNet121 (optionally ImageNet-initialised, fully trainable) + global average pooling + dropout."""
     import keras
@@ -204,7 +235,9 @@ def densenet121(size: int = 224, weights: str | os.PathLike | None = "imagenet",
     path = resolve_weights(DENSENET121_NOTOP, weights, "densenet121")
     inputs = _gray_input(size)
     x = layers.Rescaling(1.0 / 255, name="rescale")(_to_rgb(inputs))
-    x = layers.Normalization(mean=[0.485, 0.456, 0.406], variance=[0.229**2, 0.224**2, 0.225**2], name="imagenet_norm")(x)
+    x = layers.Normalization(mean=[0.485, 0.456, 0.406], variance=[0.229**2, 0.224**2, 0.225**2], name="imagenet_norm")(
+        x
+    )
     base = keras.applications.DenseNet121(include_top=False, weights=None, input_shape=(size, size, 3))
     if path is not None:
         base.load_weights(str(path))
@@ -214,7 +247,9 @@ def densenet121(size: int = 224, weights: str | os.PathLike | None = "imagenet",
     return _head(x, inputs, "densenet121")
 
 
-def _conv_bn_relu(x: keras.KerasTensor, filters: int, name: str, separable: bool = True, strides: int = 1) -> keras.KerasTensor:
+def _conv_bn_relu(
+    x: keras.KerasTensor, filters: int, name: str, separable: bool = True, strides: int = 1
+) -> keras.KerasTensor:
     """(Separable) 3x3 convolution without bias, batch normalisation, ReLU.
 
     BN momentum 0.9: pre-BN variances here are ~1e-3, so with Keras' 0.99 (or 0.95) the moving variance, initialised
@@ -229,14 +264,25 @@ def _conv_bn_relu(x: keras.KerasTensor, filters: int, name: str, separable: bool
     return layers.ReLU(name=name)(x)
 
 
-@register("cxr_net", 224, 2e-3, "Our efficient CNN: strided stem, separable-conv stages, BN, global average pooling.",
-          width=32, depth=4, dropout=0.3)
-def cxr_net(size: int = 224, weights: None = None, width: int = 32, depth: int = 4, dropout: float = 0.3) -> keras.Model:
+@register(
+    "cxr_net",
+    224,
+    2e-3,
+    "Our efficient CNN: strided stem, separable-conv stages, BN, global average pooling.",
+    width=32,
+    depth=4,
+    dropout=0.3,
+)
+def cxr_net(
+    size: int = 224, weights: None = None, width: int = 32, depth: int = 4, dropout: float = 0.3
+) -> keras.Model:
     """Strided 3x3 stem, ``depth`` stages of two separable convs (width doubling, capped at 256) + max pool, GAP."""
     from keras import layers
 
     if not (8 <= int(width) <= 128 and 1 <= int(depth) <= 6 and 0 <= float(dropout) < 1):
-        raise ArchitectureError(f"cxr_net needs 8<=width<=128, 1<=depth<=6, 0<=dropout<1; got {width}, {depth}, {dropout}")
+        raise ArchitectureError(
+            f"cxr_net needs 8<=width<=128, 1<=depth<=6, 0<=dropout<1; got {width}, {depth}, {dropout}"
+        )
     if size // 2 ** (int(depth) + 1) < 1:
         raise ArchitectureError(f"cxr_net with depth {depth} needs images of at least {2 ** (int(depth) + 1)} px")
     inputs = _gray_input(size)
@@ -260,8 +306,9 @@ def flops_per_image(model: keras.Model) -> int:
 
     total = 0
     for layer in _all_layers(model):
-        if not hasattr(layer, "output") or not isinstance(layer, (layers.Conv2D, layers.SeparableConv2D,
-                                                                  layers.DepthwiseConv2D, layers.Dense)):
+        if not hasattr(layer, "output") or not isinstance(
+            layer, (layers.Conv2D, layers.SeparableConv2D, layers.DepthwiseConv2D, layers.Dense)
+        ):
             continue
         out_shape = layer.output.shape
         positions = 1

@@ -13,14 +13,15 @@ from __future__ import annotations
 import json
 import os
 import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
-from cxr_core.train.architectures import ARCHITECTURES, get_architecture
 from cxr_core.preprocess.normalise import METHODS
-from cxr_core.train.pipeline import Augmentation
 from cxr_core.preprocess.recipe import RESIZE_POLICIES, ROI_MODES, PreprocessConfig
+from cxr_core.train.architectures import ARCHITECTURES, get_architecture
+from cxr_core.train.pipeline import Augmentation
 
 PIPELINES = ("ours", "paper")
 SAMPLINGS = ("class_weight", "balanced", "source_balanced", "none")
@@ -121,73 +122,159 @@ AUGMENTATION_OPTIONS = {
     "zoom": Option("max zoom fraction", "zoom", "augmentation"),
     "shift": Option("max shift fraction", "shift", "augmentation"),
     "shear": Option("max shear fraction", "shear", "augmentation"),
-    "flip": Option("horizontal flips (off by default: chest X-rays are not left-right symmetric)", "horizontal flip",
-                   "augmentation", flag="hflip"),
+    "flip": Option(
+        "horizontal flips (off by default: chest X-rays are not left-right symmetric)",
+        "horizontal flip",
+        "augmentation",
+        flag="hflip",
+    ),
 }
-ROI_LABELS = {"none": "none (whole film)", "lung_crop": "lung_crop (crop to the lungs)",
-              "lung_mask": "lung_mask (blank everything outside the lungs)"}
-SAMPLING_LABELS = {"class_weight": "class weights (inverse frequency)", "balanced": "balanced sampling",
-                   "source_balanced": "source-balanced sampling (classes, then sources within a class)",
-                   "none": "none"}
+ROI_LABELS = {
+    "none": "none (whole film)",
+    "lung_crop": "lung_crop (crop to the lungs)",
+    "lung_mask": "lung_mask (blank everything outside the lungs)",
+}
+SAMPLING_LABELS = {
+    "class_weight": "class weights (inverse frequency)",
+    "balanced": "balanced sampling",
+    "source_balanced": "source-balanced sampling (classes, then sources within a class)",
+    "none": "none",
+}
 
 
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (saved as ``config.json["train"]``; resume reads it back)."""
 
-    arch: str = option("cxr_net", help="architecture", label="Architecture", group="model",
-                       choices=lambda: sorted(ARCHITECTURES))
-    epochs: int = option(30, help="maximum epochs (with --resume: train on to this many)", label="Epochs",
-                         group="optimisation")
-    size: int | None = option(None, help="image size in px (default: the architecture's)", label="Image size (px)",
-                              group="model")
-    method: str = option("clahe", help="normalisation method", label="Normalisation", group="preprocessing",
-                         choices=lambda: sorted(METHODS))
-    method_params: dict[str, Any] = option(factory=dict, help="normalisation parameters as JSON",
-                                           label="Normalisation parameters", group="preprocessing")
-    resize: str = option("squash", help="squash to a square, or pad to one first", label="Resize",
-                         group="preprocessing", choices=RESIZE_POLICIES)
-    roi: str = option("none", help="region of interest (lung_crop and lung_mask use the lung segmenter)",
-                      label="Region of interest", group="preprocessing", choices=ROI_MODES, choice_labels=ROI_LABELS)
-    lr: float | None = option(None, help="Adam learning rate (default: the architecture's)", label="Learning rate",
-                              group="optimisation")
+    arch: str = option(
+        "cxr_net", help="architecture", label="Architecture", group="model", choices=lambda: sorted(ARCHITECTURES)
+    )
+    epochs: int = option(
+        30, help="maximum epochs (with --resume: train on to this many)", label="Epochs", group="optimisation"
+    )
+    size: int | None = option(
+        None, help="image size in px (default: the architecture's)", label="Image size (px)", group="model"
+    )
+    method: str = option(
+        "clahe",
+        help="normalisation method",
+        label="Normalisation",
+        group="preprocessing",
+        choices=lambda: sorted(METHODS),
+    )
+    method_params: dict[str, Any] = option(
+        factory=dict, help="normalisation parameters as JSON", label="Normalisation parameters", group="preprocessing"
+    )
+    resize: str = option(
+        "squash",
+        help="squash to a square, or pad to one first",
+        label="Resize",
+        group="preprocessing",
+        choices=RESIZE_POLICIES,
+    )
+    roi: str = option(
+        "none",
+        help="region of interest (lung_crop and lung_mask use the lung segmenter)",
+        label="Region of interest",
+        group="preprocessing",
+        choices=ROI_MODES,
+        choice_labels=ROI_LABELS,
+    )
+    lr: float | None = option(
+        None, help="Adam learning rate (default: the architecture's)", label="Learning rate", group="optimisation"
+    )
     batch: int = option(32, help="batch size", label="Batch size", group="optimisation")
-    limit: int | None = option(None, help="train on N images only (smoke runs; val/test capped at max(16, N/4))",
-                               label="Limit training images (empty = all)", group="sampling")
+    limit: int | None = option(
+        None,
+        help="train on N images only (smoke runs; val/test capped at max(16, N/4))",
+        label="Limit training images (empty = all)",
+        group="sampling",
+    )
     seed: int | None = option(None, help="random seed (default: the configured seed)", label="Seed", group="sampling")
-    patience: int = option(8, help="early-stopping patience in epochs", label="Early-stopping patience (epochs)",
-                           group="optimisation")
-    lr_patience: int = option(3, help="epochs without improvement before the learning rate is halved",
-                              label="Learning-rate patience (epochs)", group="optimisation")
-    monitor: str = option("val_auc", help="the validation metric for early stopping and the best model",
-                          label="Best model by", group="optimisation", choices=tuple(MONITORS))
-    mixed_precision: bool = option(False, help="bfloat16 mixed precision", label="Mixed precision (bf16)",
-                                   group="advanced")
-    ema: bool = option(True, help="validate and keep an exponential moving average of the weights (Polyak averaging)",
-                       label="EMA of weights", group="optimisation")
-    pipeline: str = option("ours", help="tf.data (ours) or the paper's ImageDataGenerator", label="Input pipeline",
-                           group="advanced", choices=PIPELINES)
-    sampling: str = option("class_weight", help="class_weight, balanced (classes equally likely), source_balanced "
-                           "(classes equally likely and, within a class, every source equally likely) or none",
-                           label="Class imbalance", group="sampling", choices=SAMPLINGS,
-                           choice_labels=SAMPLING_LABELS)
+    patience: int = option(
+        8, help="early-stopping patience in epochs", label="Early-stopping patience (epochs)", group="optimisation"
+    )
+    lr_patience: int = option(
+        3,
+        help="epochs without improvement before the learning rate is halved",
+        label="Learning-rate patience (epochs)",
+        group="optimisation",
+    )
+    monitor: str = option(
+        "val_auc",
+        help="the validation metric for early stopping and the best model",
+        label="Best model by",
+        group="optimisation",
+        choices=tuple(MONITORS),
+    )
+    mixed_precision: bool = option(
+        False, help="bfloat16 mixed precision", label="Mixed precision (bf16)", group="advanced"
+    )
+    ema: bool = option(
+        True,
+        help="validate and keep an exponential moving average of the weights (Polyak averaging)",
+        label="EMA of weights",
+        group="optimisation",
+    )
+    pipeline: str = option(
+        "ours",
+        help="tf.data (ours) or the paper's ImageDataGenerator",
+        label="Input pipeline",
+        group="advanced",
+        choices=PIPELINES,
+    )
+    sampling: str = option(
+        "class_weight",
+        help="class_weight, balanced (classes equally likely), source_balanced "
+        "(classes equally likely and, within a class, every source equally likely) or none",
+        label="Class imbalance",
+        group="sampling",
+        choices=SAMPLINGS,
+        choice_labels=SAMPLING_LABELS,
+    )
     augment: bool = option(True, help="geometric augmentation", label="Augmentation", group="augmentation")
-    augmentation: dict[str, Any] = field(default_factory=lambda: Augmentation().to_dict(),
-                                         metadata={"nested": Augmentation, "options": AUGMENTATION_OPTIONS})
-    hparams: dict[str, Any] = option(factory=dict, help="architecture hyperparameters as JSON, e.g. '{\"width\": 48}'",
-                                     label="Architecture hyperparameters (JSON)", group="advanced")
-    weights: str | None = option(None, help="pre-trained weights file (vgg19_frozen, densenet121); 'imagenet' "
-                                 "downloads", label="Pre-trained weights", group="model")
-    data_dir: str | None = option(None, help="dataset folder (default: the configured data dir)", label="Dataset",
-                                  group="sampling", flag="data", on_page=False)
-    strategy: str = option("auto", help="distribution strategy (auto: mirrored over several GPUs, else default)",
-                           label="Distribution strategy", group="advanced", choices=STRATEGIES)
-    batch_log_every: int = option(5, help="record the training loss every N batches",
-                                  label="Log the loss every N batches", group="advanced")
-    target_sensitivity: float = option(0.95, help="sensitivity the exported threshold aims at on validation",
-                                       label="Target sensitivity", group="advanced")
+    augmentation: dict[str, Any] = field(
+        default_factory=lambda: Augmentation().to_dict(),
+        metadata={"nested": Augmentation, "options": AUGMENTATION_OPTIONS},
+    )
+    hparams: dict[str, Any] = option(
+        factory=dict,
+        help="architecture hyperparameters as JSON, e.g. '{\"width\": 48}'",
+        label="Architecture hyperparameters (JSON)",
+        group="advanced",
+    )
+    weights: str | None = option(
+        None,
+        help="pre-trained weights file (vgg19_frozen, densenet121); 'imagenet' downloads",
+        label="Pre-trained weights",
+        group="model",
+    )
+    data_dir: str | None = option(
+        None,
+        help="dataset folder (default: the configured data dir)",
+        label="Dataset",
+        group="sampling",
+        flag="data",
+        on_page=False,
+    )
+    strategy: str = option(
+        "auto",
+        help="distribution strategy (auto: mirrored over several GPUs, else default)",
+        label="Distribution strategy",
+        group="advanced",
+        choices=STRATEGIES,
+    )
+    batch_log_every: int = option(
+        5, help="record the training loss every N batches", label="Log the loss every N batches", group="advanced"
+    )
+    target_sensitivity: float = option(
+        0.95,
+        help="sensitivity the exported threshold aims at on validation",
+        label="Target sensitivity",
+        group="advanced",
+    )
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Check every field (one-line :class:`TrainingError`); returns self."""
         values = self.to_dict()
         for spec in train_options():
@@ -200,8 +287,10 @@ class TrainConfig:
             (self.limit is None or self.limit >= 4, f"limit must be at least 4 images, got {self.limit}"),
             (self.lr is None or self.lr > 0, f"learning rate must be positive, got {self.lr}"),
             (self.patience >= 1 and self.lr_patience >= 1, "patience values must be at least 1"),
-            (not (self.pipeline == "paper" and self.sampling in ("balanced", "source_balanced")),
-             f"{self.sampling} sampling is available with --pipeline ours only"),
+            (
+                not (self.pipeline == "paper" and self.sampling in ("balanced", "source_balanced")),
+                f"{self.sampling} sampling is available with --pipeline ours only",
+            ),
             (self.batch_log_every >= 1, "batch_log_every must be at least 1"),
             (0 < self.target_sensitivity <= 1, "target sensitivity must be in (0, 1]"),
             (not set(self.hparams) - set(arch.hparams), f"{self.arch} takes hyperparameters {sorted(arch.hparams)}"),
@@ -227,15 +316,20 @@ class TrainConfig:
 
     def preprocess(self) -> PreprocessConfig:
         """The PreprocessConfig applied to every image (saved with the model)."""
-        return PreprocessConfig(method=self.method, params=tuple(self.method_params.items()), size=self.image_size,
-                                resize=self.resize, roi=self.roi)
+        return PreprocessConfig(
+            method=self.method,
+            params=tuple(self.method_params.items()),
+            size=self.image_size,
+            resize=self.resize,
+            roi=self.roi,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         """Rebuild from :meth:`to_dict` output; unknown keys are ignored (older runs)."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -272,7 +366,12 @@ def config_from_options(options: Mapping[str, Any], base: TrainConfig | None = N
             target = target[key]
         target[spec.path[-1]] = spec.check(str(value) if isinstance(value, Path) else value)
     tc = TrainConfig.from_dict(values)
-    if tc.weights is None and "weights" not in options and tc.arch in ARCHITECTURES and ARCHITECTURES[tc.arch].pretrained:
+    if (
+        tc.weights is None
+        and "weights" not in options
+        and tc.arch in ARCHITECTURES
+        and ARCHITECTURES[tc.arch].pretrained
+    ):
         tc.weights = "imagenet"
     return tc
 

@@ -25,16 +25,14 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
-from cxr_core.util.atomic import write_json_atomic
-from cxr_core.util.atomic import read_json_object
-from cxr_core.util.clock import utc_now
 from cxr_core.config import Config, load_config
 from cxr_core.train.config import TrainConfig, config_from_options
 from cxr_core.train.rundir import (
@@ -55,6 +53,8 @@ from cxr_core.train.rundir import (
     stale_reason,
     update_status,
 )
+from cxr_core.util.atomic import read_json_object, write_json_atomic
+from cxr_core.util.clock import utc_now
 
 RESUMABLE = frozenset({"cancelled", "failed", "interrupted"})
 TERMINAL = frozenset({"done", "failed", "cancelled", "interrupted"})
@@ -129,12 +129,17 @@ def _write_job(run_dir: Path, **changes: Any) -> dict[str, Any]:
 def _recorded_since(raw: Mapping[str, Any], started: Any) -> bool:
     """True when ``status.json`` was written by the process started at ``started`` (running or finished)."""
     updated, begun = parse_time(raw.get("updated")), parse_time(started)
-    return bool(raw) and updated is not None and begun is not None and updated >= begun and (
-        raw.get("status") != "queued")
+    return (
+        bool(raw) and updated is not None and begun is not None and updated >= begun and (raw.get("status") != "queued")
+    )
 
 
-def judge_status(raw: Mapping[str, Any], job: Mapping[str, Any] | None = None, opts: JobOptions = JobOptions(),
-                 now: datetime | None = None) -> dict[str, Any]:
+def judge_status(
+    raw: Mapping[str, Any],
+    job: Mapping[str, Any] | None = None,
+    opts: JobOptions = JobOptions(),
+    now: datetime | None = None,
+) -> dict[str, Any]:
     """The effective status of a run from its ``status.json`` (``raw``) and ``job.json``, judged for liveness.
 
     Queued in the runner's queue wins; a process that is starting or training counts as ``running`` while its pid
@@ -200,7 +205,7 @@ def summarize(run_dir: Path, opts: JobOptions = JobOptions()) -> RunSummary:
     status = effective_status(run_dir, opts)
     config = run_config(run_dir)
     started, finished = parse_time(status.get("started")), parse_time(status.get("finished"))
-    end = finished or (datetime.now(timezone.utc) if status["status"] == "running" else parse_time(status.get("updated")))
+    end = finished or (datetime.now(UTC) if status["status"] == "running" else parse_time(status.get("updated")))
     best_epoch = _float_or_none(status.get("best_epoch"))
     return RunSummary(
         id=run_dir.name,
@@ -231,15 +236,40 @@ def list_runs(cfg: Config, opts: JobOptions = JobOptions()) -> list[RunSummary]:
 
 def runs_frame(runs: Sequence[RunSummary]) -> pd.DataFrame:
     """The run-history table: status, architecture, key config, best val AUC, test AUC, duration, started."""
-    rows = [{
-        "run": r.id, "status": r.status, "arch": r.arch, "size": r.config.get("size"), "method": r.config.get("method"),
-        "epochs": f"{r.epoch}/{r.epochs}" if r.epochs else "", "lr": r.config.get("lr"), "batch": r.config.get("batch"),
-        "best val AUC": r.best_val_auc, "test AUC": r.test_auc,
-        "duration (min)": round(r.duration_seconds / 60, 1) if r.duration_seconds is not None else None,
-        "started": (r.started or r.created or "").replace("T", " ")[:19],
-    } for r in runs]
-    return pd.DataFrame(rows, columns=["run", "status", "arch", "size", "method", "epochs", "lr", "batch",
-                                       "best val AUC", "test AUC", "duration (min)", "started"])
+    rows = [
+        {
+            "run": r.id,
+            "status": r.status,
+            "arch": r.arch,
+            "size": r.config.get("size"),
+            "method": r.config.get("method"),
+            "epochs": f"{r.epoch}/{r.epochs}" if r.epochs else "",
+            "lr": r.config.get("lr"),
+            "batch": r.config.get("batch"),
+            "best val AUC": r.best_val_auc,
+            "test AUC": r.test_auc,
+            "duration (min)": round(r.duration_seconds / 60, 1) if r.duration_seconds is not None else None,
+            "started": (r.started or r.created or "").replace("T", " ")[:19],
+        }
+        for r in runs
+    ]
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "run",
+            "status",
+            "arch",
+            "size",
+            "method",
+            "epochs",
+            "lr",
+            "batch",
+            "best val AUC",
+            "test AUC",
+            "duration (min)",
+            "started",
+        ],
+    )
 
 
 def find_run(cfg: Config, run: str | Path) -> Path:
@@ -294,8 +324,15 @@ def validate_request(request: Mapping[str, Any]) -> dict[str, Any]:
 def _child_env(cfg: Config) -> dict[str, str]:
     """Environment for worker and training processes: the same config, the repo importable."""
     env = dict(os.environ)
-    env.update({"CXR_HOME": str(cfg.home), "CXR_DATA_DIR": str(cfg.data_dir), "CXR_MODELS_DIR": str(cfg.models_dir),
-                "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": env.get("TF_CPP_MIN_LOG_LEVEL", "2")})
+    env.update(
+        {
+            "CXR_HOME": str(cfg.home),
+            "CXR_DATA_DIR": str(cfg.data_dir),
+            "CXR_MODELS_DIR": str(cfg.models_dir),
+            "PYTHONUNBUFFERED": "1",
+            "TF_CPP_MIN_LOG_LEVEL": env.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+        }
+    )
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     return env
 
@@ -312,9 +349,19 @@ def launch(cfg: Config, request: Mapping[str, Any], opts: JobOptions = JobOption
         run_dir = cfg.runs_dir / new_run_id(tc.arch)
         run_dir.mkdir()
         argv = [opts.python, *opts.train_command, "--config", str(run_dir / JOB_FILE), "--run-dir", str(run_dir)]
-        write_json_atomic(run_dir / JOB_FILE, {"request": clean, "train": tc.to_dict(), "argv": argv, "kind": "train",
-                                               "state": "queued", "queued": utc_now(), "queued_ns": time.time_ns(),
-                                               "pid": None})
+        write_json_atomic(
+            run_dir / JOB_FILE,
+            {
+                "request": clean,
+                "train": tc.to_dict(),
+                "argv": argv,
+                "kind": "train",
+                "state": "queued",
+                "queued": utc_now(),
+                "queued_ns": time.time_ns(),
+                "pid": None,
+            },
+        )
     spawn_worker(cfg, opts)
     return run_dir
 
@@ -331,14 +378,23 @@ def resume(cfg: Config, run: str | Path, opts: JobOptions = JobOptions()) -> Pat
     """Queue ``cxr train --resume RUN_DIR`` for a cancelled, failed or interrupted run."""
     with _locked_run(cfg, run, opts) as (run_dir, status):
         if status["status"] not in RESUMABLE:
-            raise JobError(f"run {run_dir.name} is {status['status']}; only cancelled, failed or interrupted runs resume")
+            raise JobError(
+                f"run {run_dir.name} is {status['status']}; only cancelled, failed or interrupted runs resume"
+            )
         if not (run_dir / STATUS_FILE).exists():
             raise JobError(f"run {run_dir.name} never started training; launch a new run instead")
         if pid_alive(status.get("pid")):
             raise JobError(f"run {run_dir.name}: process {status.get('pid')} is still alive; stop it before resuming")
         clear_cancel(run_dir)
-        _write_job(run_dir, argv=[opts.python, *opts.train_command, "--resume", str(run_dir)], kind="resume",
-                   state="queued", queued=utc_now(), queued_ns=time.time_ns(), pid=None)
+        _write_job(
+            run_dir,
+            argv=[opts.python, *opts.train_command, "--resume", str(run_dir)],
+            kind="resume",
+            state="queued",
+            queued=utc_now(),
+            queued_ns=time.time_ns(),
+            pid=None,
+        )
     spawn_worker(cfg, opts)
     return run_dir
 
@@ -363,7 +419,7 @@ def delete_run(cfg: Config, run: str | Path, opts: JobOptions = JobOptions()) ->
         if state in ("queued", "running"):
             raise JobError(f"run {run_dir.name} is {state}; cancel it before deleting")
         cfg.trash_dir.mkdir(parents=True, exist_ok=True)
-        target = cfg.trash_dir / f"run-{run_dir.name}-{datetime.now(timezone.utc).strftime('%Y%m%d%H%M%S')}"
+        target = cfg.trash_dir / f"run-{run_dir.name}-{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}"
         shutil.move(str(run_dir), str(target))
     return target
 
@@ -375,7 +431,9 @@ def promote(cfg: Config, run: str | Path, name: str, make_default: bool = False)
     run_dir = find_run(cfg, run)
     model_dir = run_dir / MODEL_DIR
     if not (model_dir / "model.keras").is_file():
-        raise JobError(f"run {run_dir.name} has no finished model to promote (status {effective_status(run_dir)['status']})")
+        raise JobError(
+            f"run {run_dir.name} has no finished model to promote (status {effective_status(run_dir)['status']})"
+        )
     try:
         return Path(registry.register_model(model_dir, cfg, name, make_default=make_default))
     except (registry.RegistryError, OSError) as exc:
@@ -386,9 +444,23 @@ def spawn_worker(cfg: Config, opts: JobOptions = JobOptions()) -> int:
     """Start a detached queue worker (it exits at once if another one is alive); returns its pid."""
     with open(jobs_dir(cfg) / "worker.log", "ab") as log:
         proc = subprocess.Popen(
-            [opts.python, "-m", "cxr_core.train.jobs", "worker", "--max-parallel", str(opts.max_parallel),
-             "--heartbeat-timeout", str(opts.heartbeat_timeout), "--poll", str(opts.poll_seconds)],
-            cwd=REPO_ROOT, env=_child_env(cfg), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            [
+                opts.python,
+                "-m",
+                "cxr_core.train.jobs",
+                "worker",
+                "--max-parallel",
+                str(opts.max_parallel),
+                "--heartbeat-timeout",
+                str(opts.heartbeat_timeout),
+                "--poll",
+                str(opts.poll_seconds),
+            ],
+            cwd=REPO_ROOT,
+            env=_child_env(cfg),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     return proc.pid
@@ -422,8 +494,15 @@ def _start(cfg: Config, run_dir: Path, opts: JobOptions) -> subprocess.Popen[byt
     with open(run_dir / LOG_FILE, "ab") as log:
         log.write(f"[{utc_now()}] job runner starts: {' '.join(argv[1:])}\n".encode())
         log.flush()
-        proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=_child_env(cfg), stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            env=_child_env(cfg),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     _write_job(run_dir, state="started", pid=proc.pid, started=utc_now())
     return proc
 
@@ -448,8 +527,9 @@ def finalize(run_dir: Path, pid: int, returncode: int) -> str:
     else:
         final, error = "failed", log_tail(run_dir, 25) or f"cxr train exited with code {returncode}"
     defaults = {"created": job.get("queued"), "started": job.get("started"), "pid": job.get("pid")}
-    update_status(run_dir, **{k: v for k, v in defaults.items() if k not in raw}, status=final, error=error,
-                  finished=utc_now())
+    update_status(
+        run_dir, **{k: v for k, v in defaults.items() if k not in raw}, status=final, error=error, finished=utc_now()
+    )
     return final
 
 
@@ -487,8 +567,9 @@ def run_worker(cfg: Config, opts: JobOptions = JobOptions()) -> int:
         time.sleep(opts.poll_seconds)
 
 
-def estimate_epoch_seconds(arch: str, size: int, batch: int, n_train: int, steps: int = 3,
-                           hparams: Mapping[str, Any] | None = None) -> dict[str, float]:
+def estimate_epoch_seconds(
+    arch: str, size: int, batch: int, n_train: int, steps: int = 3, hparams: Mapping[str, Any] | None = None
+) -> dict[str, float]:
     """Parameter count and seconds per epoch of ``arch`` from timing ``steps`` training batches on random input.
 
     The model is built without pre-trained weights (timing does not depend on them) and trained with Adam on
@@ -509,8 +590,12 @@ def estimate_epoch_seconds(arch: str, size: int, batch: int, n_train: int, steps
     for _ in range(max(1, steps)):
         model.train_on_batch(x, y)
     per_batch = (time.perf_counter() - start) / max(1, steps)
-    return {"params": float(model.count_params()), "seconds_per_batch": per_batch,
-            "seconds_per_epoch": per_batch * math.ceil(max(n_train, 1) / batch), "images_per_second": batch / per_batch}
+    return {
+        "params": float(model.count_params()),
+        "seconds_per_batch": per_batch,
+        "seconds_per_epoch": per_batch * math.ceil(max(n_train, 1) / batch),
+        "images_per_second": batch / per_batch,
+    }
 
 
 def count_params(arch: str, size: int, hparams: Mapping[str, Any] | None = None) -> int:

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxr_core.train.architectures import CLASSES
-from cxr_core.preprocess.cache import PreprocessCache
 from cxr_core.config import Config
 from cxr_core.data.imaging import read_image
 from cxr_core.lungs.segmenter import lung_mask
+from cxr_core.preprocess.cache import PreprocessCache
 from cxr_core.preprocess.recipe import PreprocessConfig
+from cxr_core.train.architectures import CLASSES
 from cxr_core.util.progress import Progress
 
 SPLIT_COLUMNS = ("path", "label", "source", "patient_id", "sha256", "split")
@@ -65,7 +65,9 @@ def select_images(index: Any, limit: int | None = None, seed: int = 0) -> pd.Dat
     for split in ("train", "val"):
         labels = set(frame.loc[frame["split"] == split, "label"])
         if labels != set(CLASSES):
-            raise PipelineError(f"the {split} split needs images of both classes {CLASSES}, found {sorted(labels) or 'none'}")
+            raise PipelineError(
+                f"the {split} split needs images of both classes {CLASSES}, found {sorted(labels) or 'none'}"
+            )
     return frame.sort_values(["split", "path"]).reset_index(drop=True)
 
 
@@ -74,8 +76,10 @@ def _stratified(rows: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     if len(rows) <= n:
         return rows
     shares = rows["label"].value_counts(normalize=True)
-    parts = [group.sample(n=min(len(group), max(1, round(n * shares[label]))), random_state=seed)
-             for label, group in rows.groupby("label")]
+    parts = [
+        group.sample(n=min(len(group), max(1, round(n * shares[label]))), random_state=seed)
+        for label, group in rows.groupby("label")
+    ]
     return pd.concat(parts)
 
 
@@ -84,8 +88,15 @@ def labels_of(frame: pd.DataFrame) -> np.ndarray:
     return frame["label"].map({name: i for i, name in enumerate(CLASSES)}).to_numpy(np.int32)
 
 
-def load_arrays(frame: pd.DataFrame, data_dir: Path, preprocess: PreprocessConfig, *, cfg: Config | None = None,
-                workers: int = 1, progress: Progress | None = None) -> np.ndarray:
+def load_arrays(
+    frame: pd.DataFrame,
+    data_dir: Path,
+    preprocess: PreprocessConfig,
+    *,
+    cfg: Config | None = None,
+    workers: int = 1,
+    progress: Progress | None = None,
+) -> np.ndarray:
     """Preprocessed uint8 images ``(n, size, size)`` of the frame's rows, in order, read in parallel threads.
 
     With ``cfg`` the images go through the preprocessing cache that ``cxr preprocess`` fills (and fill it);
@@ -98,6 +109,7 @@ def load_arrays(frame: pd.DataFrame, data_dir: Path, preprocess: PreprocessConfi
         def one(row: Any) -> np.ndarray:
             return cache.load(row.path, row.sha256 or None)
     else:
+
         def one(row: Any) -> np.ndarray:
             return preprocess.apply(read_image(Path(data_dir) / row.path, name=str(row.path)), lung_mask)
 
@@ -168,8 +180,9 @@ def augment_batch(layers: Any, images: Any, seed: Any) -> Any:
     """Apply each augmentation layer to a batch with transformations drawn from the stateless ``seed`` ([2] ints)."""
     seeds = _seed_stream(seed)
     for layer in layers.layers:
-        images = layer.transform_images(images, layer.get_random_transformation(images, training=True, seed=seeds),
-                                        training=True)
+        images = layer.transform_images(
+            images, layer.get_random_transformation(images, training=True, seed=seeds), training=True
+        )
     return images
 
 
@@ -197,16 +210,29 @@ def _epoch_order(labels: np.ndarray, seed: Any, balanced: bool, sources: np.ndar
     by_group = tf.constant(np.argsort(group_of, kind="stable").astype(np.int32))
     offsets = tf.constant((np.cumsum(counts) - counts).astype(np.int32))
     logits = tf.math.log(tf.constant(weights[None, :], tf.float32))
-    groups = tf.reshape(tf.random.stateless_categorical(logits, n, seed=tf.random.experimental.stateless_fold_in(seed, 1),
-                                                        dtype=tf.int32), [n])
+    groups = tf.reshape(
+        tf.random.stateless_categorical(
+            logits, n, seed=tf.random.experimental.stateless_fold_in(seed, 1), dtype=tf.int32
+        ),
+        [n],
+    )
     within = tf.random.stateless_uniform([n], seed=tf.random.experimental.stateless_fold_in(seed, 2))
     picks = tf.cast(within * tf.gather(tf.constant(counts, tf.float32), groups), tf.int32)
     return tf.gather(by_group, tf.gather(offsets, groups) + picks)
 
 
-def make_dataset(images: np.ndarray, labels: np.ndarray, *, batch: int, training: bool, seed: int,
-                 augment: Augmentation | None = None, balanced: bool = False, sources: np.ndarray | None = None,
-                 epochs: range | None = None) -> Any:
+def make_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch: int,
+    training: bool,
+    seed: int,
+    augment: Augmentation | None = None,
+    balanced: bool = False,
+    sources: np.ndarray | None = None,
+    epochs: range | None = None,
+) -> Any:
     """A batched, prefetched ``tf.data.Dataset`` of ``(float32 (b,s,s,1) raw 0-255, one-hot (b,2))``.
 
     Training datasets are shuffled and augmented with stateless seeds derived from ``(seed, epoch)`` only, so epoch
@@ -223,10 +249,17 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, *, batch: int, training
 
     def to_model(index: Any) -> tuple[Any, Any]:
         """Image indices -> float32 channel-last images and one-hot labels."""
-        return tf.cast(tf.gather(pixels, index), tf.float32)[..., None], tf.one_hot(tf.gather(classes, index), len(CLASSES))
+        return tf.cast(tf.gather(pixels, index), tf.float32)[..., None], tf.one_hot(
+            tf.gather(classes, index), len(CLASSES)
+        )
 
     if not training:
-        return tf.data.Dataset.range(len(labels)).batch(batch).map(to_model, num_parallel_calls=autotune).prefetch(autotune)
+        return (
+            tf.data.Dataset.range(len(labels))
+            .batch(batch)
+            .map(to_model, num_parallel_calls=autotune)
+            .prefetch(autotune)
+        )
     if epochs is None:
         keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
     else:
@@ -252,8 +285,15 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, *, batch: int, training
     return batches.map(plain_load, num_parallel_calls=autotune).prefetch(autotune)
 
 
-def paper_iterator(images: np.ndarray, labels: np.ndarray, *, batch: int, training: bool, seed: int,
-                   augment: Augmentation | None = None) -> Any:
+def paper_iterator(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch: int,
+    training: bool,
+    seed: int,
+    augment: Augmentation | None = None,
+) -> Any:
     """The paper's Keras ``ImageDataGenerator`` pipeline over the same arrays (``len()`` = ceil(n / batch): bug fixed).
 
     ImageDataGenerator's ``shear_range`` is in degrees, so the paper's 0.2 is a 0.2-degree shear; kept as is.
@@ -261,7 +301,13 @@ def paper_iterator(images: np.ndarray, labels: np.ndarray, *, batch: int, traini
     from tensorflow.keras.preprocessing.image import ImageDataGenerator
 
     aug = augment if (training and augment is not None) else Augmentation(0.0, 0.0, 0.0, 0.0, False)
-    generator = ImageDataGenerator(rotation_range=aug.rotation, zoom_range=aug.zoom, width_shift_range=aug.shift,
-                                   height_shift_range=aug.shift, shear_range=aug.shear, horizontal_flip=aug.flip)
+    generator = ImageDataGenerator(
+        rotation_range=aug.rotation,
+        zoom_range=aug.zoom,
+        width_shift_range=aug.shift,
+        height_shift_range=aug.shift,
+        shear_range=aug.shear,
+        horizontal_flip=aug.flip,
+    )
     onehot = np.eye(len(CLASSES), dtype=np.float32)[labels]
     return generator.flow(images[..., None].astype(np.float32), onehot, batch_size=batch, shuffle=training, seed=seed)

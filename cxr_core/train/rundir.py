@@ -15,16 +15,17 @@ import math
 import os
 import secrets
 import socket
-from datetime import datetime, timezone
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
-from cxr_core.util import atomic
-from cxr_core.util.clock import utc_now
-from cxr_core.util.atomic import read_json_object, write_text_atomic
 from cxr_core.config import Config
+from cxr_core.util import atomic
+from cxr_core.util.atomic import read_json_object, write_text_atomic
+from cxr_core.util.clock import utc_now
 from cxr_core.util.processes import pid_alive
 
 STATUS_FILE = "status.json"
@@ -45,7 +46,7 @@ ACTIVE = ("queued", "running")
 
 def new_run_id(arch: str) -> str:
     """A sortable unique run id: ``YYYYmmdd-HHMMSS-<arch>-<4 hex>``."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{arch}-{secrets.token_hex(2)}"
 
 
@@ -94,8 +95,10 @@ def create_run_dir(cfg: Config, arch: str, run_dir: str | Path | None = None) ->
         raise FileExistsError(f"{path} already holds a run; use --resume {path} to continue it")
     (path / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     now = utc_now()
-    write_json_safe(path / STATUS_FILE, {"status": "queued", "pid": os.getpid(), "host": socket.gethostname(),
-                                           "created": now, "updated": now})
+    write_json_safe(
+        path / STATUS_FILE,
+        {"status": "queued", "pid": os.getpid(), "host": socket.gethostname(), "created": now, "updated": now},
+    )
     return path
 
 
@@ -117,11 +120,10 @@ def parse_time(value: Any) -> datetime | None:
         stamp = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         return None
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
-def stale_reason(status: Mapping[str, Any], heartbeat_timeout: float | None = None,
-                 now: datetime | None = None) -> str:
+def stale_reason(status: Mapping[str, Any], heartbeat_timeout: float | None = None, now: datetime | None = None) -> str:
     """Why a queued/running status is no longer live, ``""`` when it is live (or not active).
 
     Dead: its pid is gone on this host, or (when ``heartbeat_timeout`` is given) its ``updated`` heartbeat is older
@@ -134,7 +136,7 @@ def stale_reason(status: Mapping[str, Any], heartbeat_timeout: float | None = No
         return f"process {status.get('pid')} is gone without recording an end"
     beat = parse_time(status.get("updated")) or parse_time(status.get("started"))
     if heartbeat_timeout is not None and beat is not None:
-        age = ((now or datetime.now(timezone.utc)) - beat).total_seconds()
+        age = ((now or datetime.now(UTC)) - beat).total_seconds()
         if age > heartbeat_timeout:
             return f"no heartbeat for {age:.0f} s (process {status.get('pid')} looks hung)"
     return ""
@@ -191,8 +193,11 @@ def run_dirs(cfg: Config) -> list[Path]:
 def _queue_order(run_dir: Path) -> tuple[str, int, str]:
     """Sort key of a run: when it was queued or created, then the launch's nanosecond stamp (FIFO within a second)."""
     job = read_json_object(run_dir / JOB_FILE)
-    return (str(job.get("queued") or read_json_object(run_dir / STATUS_FILE).get("created") or ""), int(job.get("queued_ns") or 0),
-            run_dir.name)
+    return (
+        str(job.get("queued") or read_json_object(run_dir / STATUS_FILE).get("created") or ""),
+        int(job.get("queued_ns") or 0),
+        run_dir.name,
+    )
 
 
 def log_tail(run_dir: str | Path, lines: int = 20) -> str:

@@ -15,25 +15,32 @@ import os
 import socket
 import time
 import traceback
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from cxr_core import __version__
-
+from cxr_core.config import Config
+from cxr_core.preprocess.recipe import PreprocessConfig
 from cxr_core.train import rundir
 from cxr_core.train.architectures import CLASSES, build_model, set_batchnorm_statistics
-from cxr_core.config import Config
+from cxr_core.train.config import MONITORS, TRAIN_CONFIG_FILE, TrainConfig, TrainingError, check_cluster
+from cxr_core.train.pipeline import (
+    Augmentation,
+    class_weights,
+    labels_of,
+    load_arrays,
+    make_dataset,
+    paper_iterator,
+    select_images,
+)
 from cxr_core.util.atomic import read_json_object
 from cxr_core.util.keras_files import save_keras_atomically
-from cxr_core.train.pipeline import (Augmentation, class_weights, labels_of, load_arrays, make_dataset, paper_iterator,
-                               select_images)
-from cxr_core.preprocess.recipe import PreprocessConfig
 from cxr_core.util.progress import StageProgress as Progress
-from cxr_core.train.config import MONITORS, TRAIN_CONFIG_FILE, TrainConfig, TrainingError, check_cluster
 
 HEARTBEAT_SECONDS = 2.0
 METRICS_FILE_COLUMNS = rundir.METRICS_COLUMNS + ("train_seconds",)
@@ -77,8 +84,9 @@ def _notify(progress: Progress | None, stage: str, done: int, total: int, **info
         progress(stage, done, total, info)
 
 
-def prepare_data(cfg: Config, tc: TrainConfig, frame: pd.DataFrame | None = None,
-                 progress: Progress | None = None) -> TrainingData:
+def prepare_data(
+    cfg: Config, tc: TrainConfig, frame: pd.DataFrame | None = None, progress: Progress | None = None
+) -> TrainingData:
     """Select the split (unless ``frame`` is given), then read, preprocess and cache the train and val images."""
     from cxr_core.curation.curated import curated_index
 
@@ -99,7 +107,10 @@ def prepare_data(cfg: Config, tc: TrainConfig, frame: pd.DataFrame | None = None
         def report(i: int, _: int, offset: int = offset) -> None:
             _notify(progress, "load", offset + i, total)
 
-        arrays[split] = (load_arrays(rows, data_dir, pp, cfg=cfg, workers=cfg.workers, progress=report), labels_of(rows))
+        arrays[split] = (
+            load_arrays(rows, data_dir, pp, cfg=cfg, workers=cfg.workers, progress=report),
+            labels_of(rows),
+        )
         done += len(rows)
     return TrainingData(frame, pp, *arrays["train"], *arrays["val"])
 
@@ -119,7 +130,7 @@ def fit_across_workers(model: Any) -> None:
         """``step`` with every metric reshaped to a one-element vector."""
         return lambda data: {name: tf.reshape(value, [1]) for name, value in step(data).items()}
 
-    model._distribute_strategy = None
+    model._distribute_strategy = None  # noqa: SLF001 - Keras 3.15 has no public way to detach fit from the strategy
     model.train_step = vector_metrics(model.train_step)
     model.test_step = vector_metrics(model.test_step)
 
@@ -137,7 +148,9 @@ def choose_strategy(name: str = "auto") -> Any:
         try:
             return tf.distribute.MultiWorkerMirroredStrategy()
         except RuntimeError as exc:
-            raise TrainingError(f"--strategy multi_worker must be set up before TensorFlow runs anything: {exc}") from exc
+            raise TrainingError(
+                f"--strategy multi_worker must be set up before TensorFlow runs anything: {exc}"
+            ) from exc
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
         return tf.distribute.MirroredStrategy(gpus or [d.name for d in tf.config.list_logical_devices("CPU")])
@@ -179,19 +192,31 @@ def _callback_classes() -> tuple[type, type, type, type]:
     class RunMonitor(keras.callbacks.Callback):
         """Writes status heartbeat, metrics.csv, batches.csv, checkpoints and train.log; honours cancel.request."""
 
-        def __init__(self, run_dir: Path, tc: TrainConfig, n_train: int, steps: int, start_epoch: int,
-                     stoppers: list[Any], export_twin: Any, log: logging.Logger, progress: Progress | None) -> None:
+        def __init__(
+            self,
+            run_dir: Path,
+            tc: TrainConfig,
+            n_train: int,
+            steps: int,
+            start_epoch: int,
+            stoppers: list[Any],
+            export_twin: Any,
+            log: logging.Logger,
+            progress: Progress | None,
+        ) -> None:
             """Remember the run and reload the rows and best score of earlier epochs (when resuming)."""
             super().__init__()
             self.run_dir, self.tc, self.n_train, self.steps = run_dir, tc, n_train, steps
             self.stoppers, self.export_twin, self.log, self.progress = stoppers, export_twin, log, progress
             latest = read_json_object(run_dir / rundir.CHECKPOINTS / "latest.json")
             self.metrics: list[Mapping[str, Any]] = [
-                r for r in rundir.read_csv_rows(run_dir / rundir.METRICS_FILE) if int(float(r["epoch"])) <= start_epoch]
+                r for r in rundir.read_csv_rows(run_dir / rundir.METRICS_FILE) if int(float(r["epoch"])) <= start_epoch
+            ]
             if start_epoch and len(self.metrics) < start_epoch and latest.get("metrics_row"):
                 self.metrics.append(latest["metrics_row"])
-            self.batches = [r for r in rundir.read_csv_rows(run_dir / rundir.BATCHES_FILE)
-                            if int(float(r["epoch"])) <= start_epoch]
+            self.batches = [
+                r for r in rundir.read_csv_rows(run_dir / rundir.BATCHES_FILE) if int(float(r["epoch"])) <= start_epoch
+            ]
             self.best_val_auc = latest.get("best_val_auc")
             self.best_epoch = int(latest.get("best_epoch") or 0)
             self.best_score = latest.get("best_score")
@@ -214,8 +239,15 @@ def _callback_classes() -> tuple[type, type, type, type]:
             self.train_end = time.monotonic()
             epoch = self.epoch
             if (batch + 1) % self.tc.batch_log_every == 0 or batch + 1 == self.steps:
-                self.batches.append({"epoch": epoch, "batch": batch + 1, "step": (epoch - 1) * self.steps + batch + 1,
-                                     "loss": _float(logs.get("loss")), "accuracy": _float(logs.get("accuracy"))})
+                self.batches.append(
+                    {
+                        "epoch": epoch,
+                        "batch": batch + 1,
+                        "step": (epoch - 1) * self.steps + batch + 1,
+                        "loss": _float(logs.get("loss")),
+                        "accuracy": _float(logs.get("accuracy")),
+                    }
+                )
                 rundir.write_csv_atomic(self.run_dir / rundir.BATCHES_FILE, self.batches, rundir.BATCHES_COLUMNS)
             now = time.monotonic()
             if now - self.last_beat >= HEARTBEAT_SECONDS:
@@ -237,11 +269,18 @@ def _callback_classes() -> tuple[type, type, type, type]:
             logs = dict(logs or {})
             seconds = time.monotonic() - self.epoch_start
             train_seconds = max(1e-9, self.train_end - self.epoch_start)
-            row = {"epoch": epoch + 1, **{k: _float(logs.get(k)) for k in rundir.METRICS_COLUMNS[1:-2]},
-                   "lr": self.epoch_lr, "seconds": round(seconds, 3), "train_seconds": round(train_seconds, 3)}
+            row = {
+                "epoch": epoch + 1,
+                **{k: _float(logs.get(k)) for k in rundir.METRICS_COLUMNS[1:-2]},
+                "lr": self.epoch_lr,
+                "seconds": round(seconds, 3),
+                "train_seconds": round(train_seconds, 3),
+            }
             score = _float(logs.get(self.tc.monitor))
-            better = score is not None and (self.best_score is None or (
-                score > self.best_score if MONITORS[self.tc.monitor] == "max" else score < self.best_score))
+            better = score is not None and (
+                self.best_score is None
+                or (score > self.best_score if MONITORS[self.tc.monitor] == "max" else score < self.best_score)
+            )
             self.pending_best = better
             if better:
                 self.best_score, self.best_epoch, self.best_val_auc = score, epoch + 1, _float(logs.get("val_auc"))
@@ -252,19 +291,39 @@ def _callback_classes() -> tuple[type, type, type, type]:
             """Record the epoch (latest.json, metrics.csv, status, log) only after best.keras is saved: a kill never splits them."""
             row, better = self.pending_row, self.pending_best
             epoch = int(row["epoch"])
-            rundir.write_json_safe(self.run_dir / rundir.CHECKPOINTS / "latest.json", {
-                "epoch": epoch, "lr": _float(self.model.optimizer.learning_rate), "best_epoch": self.best_epoch,
-                "best_val_auc": self.best_val_auc, "best_score": self.best_score, "metrics_row": row,
-                "early_stopping": self.stoppers[0].state(), "reduce_lr": self.stoppers[1].state(),
-                "saved": rundir.utc_now()})
+            rundir.write_json_safe(
+                self.run_dir / rundir.CHECKPOINTS / "latest.json",
+                {
+                    "epoch": epoch,
+                    "lr": _float(self.model.optimizer.learning_rate),
+                    "best_epoch": self.best_epoch,
+                    "best_val_auc": self.best_val_auc,
+                    "best_score": self.best_score,
+                    "metrics_row": row,
+                    "early_stopping": self.stoppers[0].state(),
+                    "reduce_lr": self.stoppers[1].state(),
+                    "saved": rundir.utc_now(),
+                },
+            )
             self.metrics.append(row)
             rundir.write_csv_atomic(self.run_dir / rundir.METRICS_FILE, self.metrics, METRICS_FILE_COLUMNS)
             ips = self.n_train / row["train_seconds"]
-            rundir.update_status(self.run_dir, epoch=epoch, best_val_auc=self.best_val_auc, best_epoch=self.best_epoch,
-                                 images_per_second=round(ips, 2))
-            self.log.info("epoch %d/%d: %s (%.1f s, %.1f img/s)%s", epoch, self.tc.epochs,
-                          ", ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k not in ("epoch", "seconds", "train_seconds")),
-                          row["seconds"], ips, " best" if better else "")
+            rundir.update_status(
+                self.run_dir,
+                epoch=epoch,
+                best_val_auc=self.best_val_auc,
+                best_epoch=self.best_epoch,
+                images_per_second=round(ips, 2),
+            )
+            self.log.info(
+                "epoch %d/%d: %s (%.1f s, %.1f img/s)%s",
+                epoch,
+                self.tc.epochs,
+                ", ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k not in ("epoch", "seconds", "train_seconds")),
+                row["seconds"],
+                ips,
+                " best" if better else "",
+            )
             _notify(self.progress, "epoch", epoch, self.tc.epochs, **row, best=better)
 
     class BestSaver(keras.callbacks.Callback):
@@ -279,7 +338,9 @@ def _callback_classes() -> tuple[type, type, type, type]:
         def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
             """Save the best checkpoint when this epoch was the best so far, then let the monitor commit the epoch."""
             if self.monitor.pending_best:
-                save_keras_atomically(self.monitor.export_twin, self.monitor.run_dir / rundir.CHECKPOINTS / "best.keras")
+                save_keras_atomically(
+                    self.monitor.export_twin, self.monitor.run_dir / rundir.CHECKPOINTS / "best.keras"
+                )
             self.monitor.commit()
 
     return ResumableEarlyStopping, ResumableReduceLR, RunMonitor, BestSaver
@@ -315,21 +376,33 @@ def _logger(run_dir: Path) -> logging.Logger:
     return log
 
 
-def train(cfg: Config, tc: TrainConfig, run_dir: str | Path | None = None,
-          progress: Progress | None = None) -> TrainResult:
+def train(
+    cfg: Config, tc: TrainConfig, run_dir: str | Path | None = None, progress: Progress | None = None
+) -> TrainResult:
     """Train a new run into ``run_dir`` (default: a new folder in ``cfg.runs_dir``) and export its model."""
     tc.validate()
     run = rundir.create_run_dir(cfg, tc.arch, run_dir)
     seed = cfg.seed if tc.seed is None else tc.seed
     tc.seed, tc.data_dir = seed, str(Path(tc.data_dir or cfg.data_dir).expanduser().resolve())
-    rundir.write_json_safe(run / rundir.CONFIG_FILE, {
-        "train": tc.to_dict(), "preprocess": tc.preprocess().to_dict(), "classes": list(CLASSES),
-        "positive": cfg.positive_class, "split_fractions": list(cfg.split_fractions), "cxr_version": __version__,
-        "host": socket.gethostname(), "created": rundir.utc_now()})
+    rundir.write_json_safe(
+        run / rundir.CONFIG_FILE,
+        {
+            "train": tc.to_dict(),
+            "preprocess": tc.preprocess().to_dict(),
+            "classes": list(CLASSES),
+            "positive": cfg.positive_class,
+            "split_fractions": list(cfg.split_fractions),
+            "cxr_version": __version__,
+            "host": socket.gethostname(),
+            "created": rundir.utc_now(),
+        },
+    )
     return _run(cfg, run, tc, resume_from=False, progress=progress)
 
 
-def resume(cfg: Config, run_dir: str | Path, epochs: int | None = None, progress: Progress | None = None) -> TrainResult:
+def resume(
+    cfg: Config, run_dir: str | Path, epochs: int | None = None, progress: Progress | None = None
+) -> TrainResult:
     """Continue a killed, failed or cancelled run from ``checkpoints/latest.keras`` (optionally to more ``epochs``)."""
     run = Path(run_dir).expanduser().resolve()
     status = rundir.read_status(run)
@@ -343,7 +416,9 @@ def resume(cfg: Config, run_dir: str | Path, epochs: int | None = None, progress
         tc.epochs = int(epochs)
     latest = read_json_object(run / rundir.CHECKPOINTS / "latest.json")
     if status["status"] == "done" and int(latest.get("epoch", 0)) >= tc.epochs:
-        raise TrainingError(f"{run.name} is already done; pass --epochs N (more than {latest.get('epoch')}) to train further")
+        raise TrainingError(
+            f"{run.name} is already done; pass --epochs N (more than {latest.get('epoch')}) to train further"
+        )
     tc.validate()
     rundir.clear_cancel(run)
     return _run(cfg, run, tc, resume_from=True, progress=progress)
@@ -361,8 +436,16 @@ def _run(cfg: Config, run: Path, tc: TrainConfig, resume_from: bool, progress: P
 
     log = _logger(run)
     started = time.monotonic()
-    rundir.update_status(run, status="running", pid=os.getpid(), host=socket.gethostname(), started=rundir.utc_now(),
-                         finished=None, error=None, epochs=tc.epochs)
+    rundir.update_status(
+        run,
+        status="running",
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        started=rundir.utc_now(),
+        finished=None,
+        error=None,
+        epochs=tc.epochs,
+    )
     log.info("%s run %s: %s", "resuming" if resume_from else "starting", run.name, tc.to_dict())
     previous_policy = keras.mixed_precision.global_policy().name
     try:
@@ -376,8 +459,14 @@ def _run(cfg: Config, run: Path, tc: TrainConfig, resume_from: bool, progress: P
         rundir.update_status(run, status="cancelled", finished=rundir.utc_now())
         log.info("cancelled: %s", exc)
         latest = read_json_object(run / rundir.CHECKPOINTS / "latest.json")
-        return TrainResult(run, "cancelled", int(latest.get("epoch", 0)), int(latest.get("best_epoch") or 0),
-                           latest.get("best_val_auc"), time.monotonic() - started)
+        return TrainResult(
+            run,
+            "cancelled",
+            int(latest.get("epoch", 0)),
+            int(latest.get("best_epoch") or 0),
+            latest.get("best_val_auc"),
+            time.monotonic() - started,
+        )
     except BaseException as exc:
         tail = "".join(traceback.format_exception(exc))[-3000:]
         rundir.update_status(run, status="failed", finished=rundir.utc_now(), error=tail)
@@ -390,8 +479,9 @@ def _run(cfg: Config, run: Path, tc: TrainConfig, resume_from: bool, progress: P
             handler.close()
 
 
-def _fit(cfg: Config, run: Path, tc: TrainConfig, resume_from: bool, log: logging.Logger,
-         progress: Progress | None) -> TrainResult:
+def _fit(
+    cfg: Config, run: Path, tc: TrainConfig, resume_from: bool, log: logging.Logger, progress: Progress | None
+) -> TrainResult:
     """Load data, build or restore the model, fit with all callbacks and export the best model."""
     import keras
 
@@ -401,7 +491,7 @@ def _fit(cfg: Config, run: Path, tc: TrainConfig, resume_from: bool, log: loggin
     if frame is None:
         rundir.write_csv_atomic(run / rundir.SPLIT_FILE, data.frame.to_dict("records"), list(data.frame.columns))
     counts = data.frame.groupby(["split", "label"]).size()
-    log.info("images: %s", {f"{s}/{l}": int(n) for (s, l), n in counts.items()})
+    log.info("images: %s", {f"{split}/{label}": int(n) for (split, label), n in counts.items()})
     latest = read_json_object(run / rundir.CHECKPOINTS / "latest.json") if resume_from else {}
     start_epoch = int(latest.get("epoch", 0))
     if resume_from and not (run / rundir.CHECKPOINTS / "latest.keras").is_file():
@@ -417,9 +507,11 @@ def _fit(cfg: Config, run: Path, tc: TrainConfig, resume_from: bool, log: loggin
             log.info("restored epoch %d from checkpoints/latest.keras (lr %s)", start_epoch, latest.get("lr"))
         else:
             model = build_model(tc.arch, tc.image_size, weights=tc.weights, **tc.hparams)
-            model.compile(optimizer=keras.optimizers.Adam(tc.learning_rate, use_ema=tc.ema, ema_momentum=0.98),
-                          loss="categorical_crossentropy",
-                          metrics=["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=len(CLASSES))])
+            model.compile(
+                optimizer=keras.optimizers.Adam(tc.learning_rate, use_ema=tc.ema, ema_momentum=0.98),
+                loss="categorical_crossentropy",
+                metrics=["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=len(CLASSES))],
+            )
         twin = keras.Model(model.inputs, model.outputs, name=model.name)
     if tc.strategy == "multi_worker" and check_cluster() > 1:
         fit_across_workers(model)
@@ -427,21 +519,37 @@ def _fit(cfg: Config, run: Path, tc: TrainConfig, resume_from: bool, log: loggin
     weights = class_weights(data.y_train) if tc.sampling == "class_weight" else None
     early_cls, reduce_cls, monitor_cls, best_cls = _callback_classes()
     early = early_cls(latest.get("early_stopping"), monitor=tc.monitor, mode=MONITORS[tc.monitor], patience=tc.patience)
-    reduce = reduce_cls(latest.get("reduce_lr"), monitor="val_loss", mode="min", factor=0.5, patience=tc.lr_patience,
-                        min_lr=1e-6)
+    reduce = reduce_cls(
+        latest.get("reduce_lr"), monitor="val_loss", mode="min", factor=0.5, patience=tc.lr_patience, min_lr=1e-6
+    )
     monitor = monitor_cls(run, tc, len(data.y_train), steps, start_epoch, [early, reduce], twin, log, progress)
     swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if tc.ema else []
     precise = [precise_batchnorm(data.x_train, tc.batch)] if tc.pipeline == "ours" else []
     callbacks = [early, reduce, monitor, *swap, *precise, best_cls(monitor)]
     if importlib.util.find_spec("tensorboard") is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run / "tensorboard")))
-    rundir.update_status(run, epoch=start_epoch, batch=0, batches_per_epoch=steps, epochs=tc.epochs,
-                         n_train=int(len(data.y_train)), n_val=int(len(data.y_val)))
+    rundir.update_status(
+        run,
+        epoch=start_epoch,
+        batch=0,
+        batches_per_epoch=steps,
+        epochs=tc.epochs,
+        n_train=int(len(data.y_train)),
+        n_val=int(len(data.y_val)),
+    )
     if start_epoch < tc.epochs:
         with strategy.scope():
-            model.fit(train_data, validation_data=val_data, epochs=tc.epochs, initial_epoch=start_epoch,
-                      steps_per_epoch=steps if tc.pipeline == "ours" else None, class_weight=weights, callbacks=callbacks,
-                      shuffle=False, verbose=0)
+            model.fit(
+                train_data,
+                validation_data=val_data,
+                epochs=tc.epochs,
+                initial_epoch=start_epoch,
+                steps_per_epoch=steps if tc.pipeline == "ours" else None,
+                class_weight=weights,
+                callbacks=callbacks,
+                shuffle=False,
+                verbose=0,
+            )
     return _export(run, tc, data, log, progress)
 
 
@@ -480,23 +588,36 @@ def input_data(data: TrainingData, tc: TrainConfig, start_epoch: int = 0) -> tup
     augment = Augmentation(**tc.augmentation) if tc.augment else None
     steps = -(-len(data.y_train) // tc.batch)
     if tc.pipeline == "paper":
-        return (paper_iterator(data.x_train, data.y_train, batch=tc.batch, training=True, seed=seed, augment=augment),
-                paper_iterator(data.x_val, data.y_val, batch=tc.batch, training=False, seed=seed), steps)
+        return (
+            paper_iterator(data.x_train, data.y_train, batch=tc.batch, training=True, seed=seed, augment=augment),
+            paper_iterator(data.x_val, data.y_val, batch=tc.batch, training=False, seed=seed),
+            steps,
+        )
     train_rows = data.frame[data.frame["split"] == "train"]
     sources = train_rows["source"].astype(str).to_numpy() if tc.sampling == "source_balanced" else None
-    train_data = make_dataset(data.x_train, data.y_train, batch=tc.batch, training=True, seed=seed, augment=augment,
-                              balanced=tc.sampling in ("balanced", "source_balanced"), sources=sources,
-                              epochs=range(start_epoch, tc.epochs))
+    train_data = make_dataset(
+        data.x_train,
+        data.y_train,
+        batch=tc.batch,
+        training=True,
+        seed=seed,
+        augment=augment,
+        balanced=tc.sampling in ("balanced", "source_balanced"),
+        sources=sources,
+        epochs=range(start_epoch, tc.epochs),
+    )
     return train_data, make_dataset(data.x_val, data.y_val, batch=tc.batch, training=False, seed=seed), steps
 
 
-def _export(run: Path, tc: TrainConfig, data: TrainingData, log: logging.Logger, progress: Progress | None) -> TrainResult:
+def _export(
+    run: Path, tc: TrainConfig, data: TrainingData, log: logging.Logger, progress: Progress | None
+) -> TrainResult:
     """Rebuild the model in float32 with the best weights, calibrate on validation and write ``run/model/``."""
     import keras
 
     from cxr_core.evaluate.calibration import calibrate
-    from cxr_core.gate.familiarity import fit_model
     from cxr_core.evaluate.card import base_card
+    from cxr_core.gate.familiarity import fit_model
     from cxr_core.serve.registry import load_model, save_model_dir
 
     _notify(progress, "export", 0, 1)
@@ -505,16 +626,28 @@ def _export(run: Path, tc: TrainConfig, data: TrainingData, log: logging.Logger,
     model = build_model(tc.arch, tc.image_size, weights=None, **tc.hparams)
     model.set_weights(best.get_weights())
     probs = model.predict(data.x_val[..., None].astype(np.float32), batch_size=64, verbose=0)
-    calibration = calibrate(probs, data.y_val, positive_index=CLASSES.index("COVID"),
-                            target_sensitivity=tc.target_sensitivity)
+    calibration = calibrate(
+        probs, data.y_val, positive_index=CLASSES.index("COVID"), target_sensitivity=tc.target_sensitivity
+    )
     metrics = rundir.read_metrics(run)
     latest = read_json_object(run / rundir.CHECKPOINTS / "latest.json")
     best_epoch = int(latest.get("best_epoch") or 0)
-    card = base_card(name=run.name, architecture=tc.arch, parameters=model.count_params(),
-                     preprocess=data.preprocess.to_dict(), training=_training_summary(run, tc, data, metrics, best_epoch))
-    model_dir = save_model_dir(run / rundir.MODEL_DIR, model, data.preprocess, temperature=calibration.temperature,
-                               threshold=calibration.threshold, target_sensitivity=calibration.target_sensitivity,
-                               card=card)
+    card = base_card(
+        name=run.name,
+        architecture=tc.arch,
+        parameters=model.count_params(),
+        preprocess=data.preprocess.to_dict(),
+        training=_training_summary(run, tc, data, metrics, best_epoch),
+    )
+    model_dir = save_model_dir(
+        run / rundir.MODEL_DIR,
+        model,
+        data.preprocess,
+        temperature=calibration.temperature,
+        threshold=calibration.threshold,
+        target_sensitivity=calibration.target_sensitivity,
+        card=card,
+    )
     recipe = {**tc.to_dict(), "data_dir": None}
     rundir.write_json_safe(model_dir / TRAIN_CONFIG_FILE, recipe)
     log.info("calibration on validation: %s", calibration.to_dict())
@@ -522,25 +655,45 @@ def _export(run: Path, tc: TrainConfig, data: TrainingData, log: logging.Logger,
     log.info("familiarity (%s) fitted on %d training images", fam.method, fam.info["n_train"])
     train_seconds = metrics["train_seconds"].dropna() if "train_seconds" in metrics else pd.Series(dtype=float)
     return TrainResult(
-        run, "done", epochs_run=int(metrics["epoch"].max()) if len(metrics) else 0, best_epoch=best_epoch,
+        run,
+        "done",
+        epochs_run=int(metrics["epoch"].max()) if len(metrics) else 0,
+        best_epoch=best_epoch,
         best_val_auc=latest.get("best_val_auc"),
         seconds_to_best=float(metrics.loc[metrics["epoch"] <= best_epoch, "seconds"].sum()),
         images_per_second=float(len(data.y_train) / train_seconds.median()) if len(train_seconds) else 0.0,
-        model_dir=model_dir, calibration=calibration.to_dict())
+        model_dir=model_dir,
+        calibration=calibration.to_dict(),
+    )
 
 
-def _training_summary(run: Path, tc: TrainConfig, data: TrainingData, metrics: pd.DataFrame, best_epoch: int) -> dict[str, Any]:
+def _training_summary(
+    run: Path, tc: TrainConfig, data: TrainingData, metrics: pd.DataFrame, best_epoch: int
+) -> dict[str, Any]:
     """The ``training`` section of the model card: data by split, class and source, and how the fit went."""
     frame = data.frame
     by_class = {s: frame[frame["split"] == s]["label"].value_counts().to_dict() for s in ("train", "val", "test")}
-    by_source = {f"{src}/{label}": int(n) for (src, label), n in
-                 frame[frame["split"] == "train"].groupby(["source", "label"]).size().items()}
+    by_source = {
+        f"{src}/{label}": int(n)
+        for (src, label), n in frame[frame["split"] == "train"].groupby(["source", "label"]).size().items()
+    }
     best_row = metrics[metrics["epoch"] == best_epoch]
     return {
-        "run_id": run.name, "data_dir": tc.data_dir, "epochs": int(metrics["epoch"].max()) if len(metrics) else 0,
-        "best_epoch": best_epoch, "best_val_auc": _float(best_row["val_auc"].iloc[0]) if len(best_row) else None,
-        "split": {s: int((frame["split"] == s).sum()) for s in ("train", "val", "test")}, "by_class": by_class,
-        "by_source": by_source, "learning_rate": tc.learning_rate, "batch": tc.batch, "pipeline": tc.pipeline,
-        "sampling": tc.sampling, "augmentation": tc.augmentation if tc.augment else None,
-        "mixed_precision": tc.mixed_precision, "hparams": tc.hparams, "seed": tc.seed, "limit": tc.limit,
+        "run_id": run.name,
+        "data_dir": tc.data_dir,
+        "epochs": int(metrics["epoch"].max()) if len(metrics) else 0,
+        "best_epoch": best_epoch,
+        "best_val_auc": _float(best_row["val_auc"].iloc[0]) if len(best_row) else None,
+        "split": {s: int((frame["split"] == s).sum()) for s in ("train", "val", "test")},
+        "by_class": by_class,
+        "by_source": by_source,
+        "learning_rate": tc.learning_rate,
+        "batch": tc.batch,
+        "pipeline": tc.pipeline,
+        "sampling": tc.sampling,
+        "augmentation": tc.augmentation if tc.augment else None,
+        "mixed_precision": tc.mixed_precision,
+        "hparams": tc.hparams,
+        "seed": tc.seed,
+        "limit": tc.limit,
     }

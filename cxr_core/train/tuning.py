@@ -9,14 +9,15 @@ stopped; ``results.csv`` / ``results.json`` there list every completed trial, be
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
-from cxr_core.train import rundir
 from cxr_core.config import Config
+from cxr_core.train import rundir
 from cxr_core.train.pipeline import Augmentation, class_weights, make_dataset, select_images
 from cxr_core.train.trainer import TrainConfig, TrainingData, TrainingError, precise_batchnorm, prepare_data
 
@@ -45,7 +46,7 @@ class TuneConfig:
     project: str = "cxr_net"
     augmentation: dict[str, Any] = field(default_factory=lambda: Augmentation().to_dict())
 
-    def validate(self) -> "TuneConfig":
+    def validate(self) -> TuneConfig:
         """Check the budget and search space (one-line :class:`TrainingError`)."""
         if self.max_epochs < 1 or self.factor < 2 or self.hyperband_iterations < 1:
             raise TrainingError("need max_epochs >= 1, factor >= 2 and hyperband_iterations >= 1")
@@ -75,17 +76,26 @@ def _build_tuner(cfg: Config, tune: TuneConfig, frame: pd.DataFrame, on_trial: C
 
     def declare(hp: Any) -> dict[str, Any]:
         """Declare (or read) every hyperparameter of a trial."""
-        return {"size": hp.Choice("size", list(tune.sizes)), "method": hp.Choice("method", list(tune.methods)),
-                "lr": hp.Choice("lr", list(tune.lrs)), "width": hp.Choice("width", list(tune.widths)),
-                "depth": hp.Choice("depth", list(tune.depths)), "dropout": hp.Choice("dropout", list(tune.dropouts))}
+        return {
+            "size": hp.Choice("size", list(tune.sizes)),
+            "method": hp.Choice("method", list(tune.methods)),
+            "lr": hp.Choice("lr", list(tune.lrs)),
+            "width": hp.Choice("width", list(tune.widths)),
+            "depth": hp.Choice("depth", list(tune.depths)),
+            "dropout": hp.Choice("dropout", list(tune.dropouts)),
+        }
 
     def build(hp: Any) -> Any:
         """The compiled model of a trial."""
         values = declare(hp)
-        model = build_model("cxr_net", values["size"], width=values["width"], depth=values["depth"],
-                            dropout=values["dropout"])
-        model.compile(optimizer=keras.optimizers.Adam(values["lr"]), loss="categorical_crossentropy",
-                      metrics=["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=len(CLASSES))])
+        model = build_model(
+            "cxr_net", values["size"], width=values["width"], depth=values["depth"], dropout=values["dropout"]
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(values["lr"]),
+            loss="categorical_crossentropy",
+            metrics=["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=len(CLASSES))],
+        )
         return model
 
     class CxrHyperband(kt.Hyperband):
@@ -100,21 +110,36 @@ def _build_tuner(cfg: Config, tune: TuneConfig, frame: pd.DataFrame, on_trial: C
             data = cache[key]
             if on_trial:
                 on_trial(f"trial {trial.trial_id}: {values}")
-            train = make_dataset(data.x_train, data.y_train, batch=tune.batch, training=True, seed=seed,
-                                 augment=Augmentation(**tune.augmentation))
+            train = make_dataset(
+                data.x_train,
+                data.y_train,
+                batch=tune.batch,
+                training=True,
+                seed=seed,
+                augment=Augmentation(**tune.augmentation),
+            )
             val = make_dataset(data.x_val, data.y_val, batch=tune.batch, training=False, seed=seed)
             kwargs["callbacks"] = [*kwargs.get("callbacks", []), precise_batchnorm(data.x_train, tune.batch)]
-            return super().run_trial(trial, train, validation_data=val, class_weight=class_weights(data.y_train),
-                                     verbose=0, **kwargs)
+            return super().run_trial(
+                trial, train, validation_data=val, class_weight=class_weights(data.y_train), verbose=0, **kwargs
+            )
 
         def _configure_tensorboard_dir(self, callbacks: Any, trial: Any, execution: int = 0) -> None:
             """KerasTuner imports tensorboard here unconditionally; skip it when tensorboard is not installed."""
             if importlib.util.find_spec("tensorboard") is not None:
                 super()._configure_tensorboard_dir(callbacks, trial, execution)
 
-    return CxrHyperband(build, objective=kt.Objective("val_auc", direction="max"), max_epochs=tune.max_epochs,
-                        factor=tune.factor, hyperband_iterations=tune.hyperband_iterations, seed=seed,
-                        directory=str(tuning_dir(cfg, tune).parent), project_name=tune.project, overwrite=False)
+    return CxrHyperband(
+        build,
+        objective=kt.Objective("val_auc", direction="max"),
+        max_epochs=tune.max_epochs,
+        factor=tune.factor,
+        hyperband_iterations=tune.hyperband_iterations,
+        seed=seed,
+        directory=str(tuning_dir(cfg, tune).parent),
+        project_name=tune.project,
+        overwrite=False,
+    )
 
 
 def results_table(tuner: Any) -> pd.DataFrame:
@@ -124,10 +149,17 @@ def results_table(tuner: Any) -> pd.DataFrame:
         if trial.score is None:
             continue
         values = dict(trial.hyperparameters.values)
-        rows.append({"trial": trial.trial_id, "val_auc": float(trial.score),
-                     **{k: values.get(k) for k in ("size", "method", "lr", "width", "depth", "dropout")},
-                     "epochs": values.get("tuner/epochs")})
-    return pd.DataFrame(rows, columns=["trial", "val_auc", "size", "method", "lr", "width", "depth", "dropout", "epochs"])
+        rows.append(
+            {
+                "trial": trial.trial_id,
+                "val_auc": float(trial.score),
+                **{k: values.get(k) for k in ("size", "method", "lr", "width", "depth", "dropout")},
+                "epochs": values.get("tuner/epochs"),
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["trial", "val_auc", "size", "method", "lr", "width", "depth", "dropout", "epochs"]
+    )
 
 
 def tune(cfg: Config, tune: TuneConfig, on_trial: Callable[[str], None] | None = None) -> pd.DataFrame:
@@ -145,7 +177,14 @@ def tune(cfg: Config, tune: TuneConfig, on_trial: Callable[[str], None] | None =
     table = results_table(tuner)
     folder = tuning_dir(cfg, tune)
     rundir.write_csv_atomic(folder / RESULTS_CSV, table.to_dict("records"), list(table.columns))
-    rundir.write_json_safe(folder / RESULTS_JSON, {"search_space": {k: list(getattr(tune, k)) for k in (
-        "sizes", "methods", "lrs", "widths", "depths", "dropouts")}, "max_epochs": tune.max_epochs,
-        "trials": table.to_dict("records")})
+    rundir.write_json_safe(
+        folder / RESULTS_JSON,
+        {
+            "search_space": {
+                k: list(getattr(tune, k)) for k in ("sizes", "methods", "lrs", "widths", "depths", "dropouts")
+            },
+            "max_epochs": tune.max_epochs,
+            "trials": table.to_dict("records"),
+        },
+    )
     return table

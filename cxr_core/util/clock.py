@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def utc_now(timespec: str = "seconds") -> str:
     """The current UTC time as ISO 8601 (``2026-12-04T07:50:00+00:00``; ``timespec`` as in ``isoformat``)."""
-    return datetime.now(timezone.utc).isoformat(timespec=timespec)
+    return datetime.now(UTC).isoformat(timespec=timespec)

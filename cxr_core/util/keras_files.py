@@ -15,7 +15,7 @@ def load_keras_safely(path: Path, error: type[Exception], what: str, hint: str) 
 
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:  # noqa: BLE001 - any load failure becomes one clear line
+    except Exception as exc:  # any load failure becomes one clear line
         raise error(f"cannot load {what} {path}: {exc}") from exc
 
 

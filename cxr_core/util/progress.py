@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from tqdm import tqdm
 
@@ -45,7 +46,7 @@ class ProgressBar:
         self.bar.reset(total=total)
         self.bar.set_description(desc)
 
-    def __enter__(self) -> "ProgressBar":
+    def __enter__(self) -> ProgressBar:
         """Use as a context manager that closes the bar."""
         return self
 
@@ -54,8 +55,9 @@ class ProgressBar:
         self.bar.close()
 
 
-def epoch_budget_callback(epochs: int, deadline: float, log: Callable[[str], None], desc: str,
-                          keys: Sequence[str] = ("loss", "val_loss")) -> Any:
+def epoch_budget_callback(
+    epochs: int, deadline: float, log: Callable[[str], None], desc: str, keys: Sequence[str] = ("loss", "val_loss")
+) -> Any:
     """A Keras callback: a tqdm epoch bar on stderr, one ``log`` line per epoch with ``keys`` of the epoch's logs,
     and a stop once ``time.time()`` passes ``deadline`` (the wall-time budget)."""
     import keras

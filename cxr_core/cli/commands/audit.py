@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 from cxr_core.cli.commands import command_help
-from cxr_core.evaluate.audit import AuditError, AuditOptions, run_audit, save_audit
 from cxr_core.cli.parser import CliError
 from cxr_core.config import Config
+from cxr_core.evaluate.audit import AuditError, AuditOptions, run_audit, save_audit
 from cxr_core.evaluate.evaluate import SPLIT_CHOICES
 from cxr_core.explain.cam import ExplainError
 from cxr_core.lungs.segmenter import LungModelError
@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model dir or registered name (default: the default model)")
     p.add_argument("--data", type=Path, help="dataset folder (default: the configured data dir)")
     p.add_argument("--split", choices=SPLIT_CHOICES, default=d.split, help="images to audit (default test)")
-    p.add_argument("--cam-images", type=int, default=d.cam_images, help="images explained with Grad-CAM (random subset)")
+    p.add_argument(
+        "--cam-images", type=int, default=d.cam_images, help="images explained with Grad-CAM (random subset)"
+    )
     p.add_argument("--limit", type=int, help="audit at most N images of the split (quick look)")
     p.add_argument("--no-save", action="store_true", help="do not write audit.json / the card")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -92,9 +92,14 @@ def run_ledger(args: argparse.Namespace, cfg: Config) -> int:
                 raise CliError(f"{args.file}: no such file")
             with args.file.open(encoding="utf-8", newline="") as src:
                 report = ledger.import_csv(src)
-            text = f"imported {report.added} decisions, {report.duplicates} already present, {len(report.errors)} bad rows"
-            _emit(args, {"added": report.added, "duplicates": report.duplicates, "errors": report.errors},
-                  "\n".join([text, *report.errors]))
+            text = (
+                f"imported {report.added} decisions, {report.duplicates} already present, {len(report.errors)} bad rows"
+            )
+            _emit(
+                args,
+                {"added": report.added, "duplicates": report.duplicates, "errors": report.errors},
+                "\n".join([text, *report.errors]),
+            )
             return 1 if report.errors else 0
         elif args.action == "history":
             rows = ledger.history(limit=args.limit)

@@ -17,10 +17,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``familiarity`` sub-command."""
     p = sub.add_parser("familiarity", help=command_help("familiarity"))
     p.add_argument("--model", type=Path, help="model directory (default: the registry's default model)")
-    p.add_argument("--data", type=Path, help="the dataset the model was trained on (default: its card's, else the configured one)")
+    p.add_argument(
+        "--data", type=Path, help="the dataset the model was trained on (default: its card's, else the configured one)"
+    )
     p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help=f"distance (default {DEFAULT_METHOD})")
-    p.add_argument("--false-alarm", type=float, default=DEFAULT_FALSE_ALARM,
-                   help=f"share of validation images called unfamiliar; sets the threshold (default {DEFAULT_FALSE_ALARM})")
+    p.add_argument(
+        "--false-alarm",
+        type=float,
+        default=DEFAULT_FALSE_ALARM,
+        help=f"share of validation images called unfamiliar; sets the threshold (default {DEFAULT_FALSE_ALARM})",
+    )
     p.add_argument("--json", action="store_true", help="print the stored familiarity.json as one JSON object")
     p.set_defaults(handler=run)
 
@@ -40,11 +46,20 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         fam = fit_on_dataset(cfg, model, index, args.method, args.false_alarm)
     except (RegistryError, FamiliarityError) as exc:
         raise CliError(str(exc)) from exc
-    summary = {"model": model.name, "version": model.version, "method": fam.method, "threshold": fam.threshold,
-               "false_alarm_rate": fam.false_alarm_rate, "sources": list(fam.sources), **fam.info}
+    summary = {
+        "model": model.name,
+        "version": model.version,
+        "method": fam.method,
+        "threshold": fam.threshold,
+        "false_alarm_rate": fam.false_alarm_rate,
+        "sources": list(fam.sources),
+        **fam.info,
+    }
     if args.json:
         print(json.dumps(summary))
         return 0
-    print(f"{model.path}: familiarity ({fam.method}) fitted on {fam.info['n_train']} training images; threshold set so "
-          f"{fam.false_alarm_rate:.0%} of {fam.info['n_val']} validation images are called unfamiliar")
+    print(
+        f"{model.path}: familiarity ({fam.method}) fitted on {fam.info['n_train']} training images; threshold set so "
+        f"{fam.false_alarm_rate:.0%} of {fam.info['n_val']} validation images are called unfamiliar"
+    )
     return 0

@@ -14,8 +14,11 @@ from cxr_core.data.fetch import FetchError, fetch_dataset
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``fetch`` sub-command."""
     parser = sub.add_parser("fetch", help=command_help("fetch"))
-    parser.add_argument("--dest", type=Path,
-                        help="where to link the dataset (default: the configured data dir, or ./data while that is the demo)")
+    parser.add_argument(
+        "--dest",
+        type=Path,
+        help="where to link the dataset (default: the configured data dir, or ./data while that is the demo)",
+    )
     parser.set_defaults(handler=run)
 
 

@@ -17,8 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``flags`` sub-command."""
     parser = sub.add_parser("flags", help=command_help("flags"))
     parser.add_argument("data_dir", nargs="?", type=Path, help="dataset folder (default: the configured data dir)")
-    parser.add_argument("--min-resolution", type=int, default=FlagOptions.min_resolution,
-                        help="shorter side below which an image is flagged small (default %(default)s)")
+    parser.add_argument(
+        "--min-resolution",
+        type=int,
+        default=FlagOptions.min_resolution,
+        help="shorter side below which an image is flagged small (default %(default)s)",
+    )
     parser.add_argument("--workers", type=int, help="parallel processes (default: the configured workers)")
     parser.add_argument("--top", type=int, default=5, help="list this many top-scoring images per flag (text output)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -38,8 +42,12 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     for name in FLAGS:
         hits = frame[flagged(frame, name)].sort_values(name, ascending=False)
         top[name] = [
-            {"path": p, "score": round(float(s), 4), **({"duplicate_of": d} if name == "duplicate" else {}),
-             **({"reason": r} if name == "lungs" else {})}
+            {
+                "path": p,
+                "score": round(float(s), 4),
+                **({"duplicate_of": d} if name == "duplicate" else {}),
+                **({"reason": r} if name == "lungs" else {}),
+            }
             for p, s, d, r in zip(hits["path"], hits[name], hits["duplicate_of"], hits["lung_flags"])
         ]
     if args.json:
@@ -52,6 +60,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             extra = f" (of {item['duplicate_of']})" if "duplicate_of" in item else ""
             extra += f" ({item['reason']})" if "reason" in item else ""
             print(f"{'':>16}{item['score']:.2f} {item['path']}{extra}")
-    print(f"lung segmentation recorded for {summary['lung_segmentation']['checked']} of {summary['images']} images "
-          "(`cxr lungs DATA_DIR` records the rest)")
+    print(
+        f"lung segmentation recorded for {summary['lung_segmentation']['checked']} of {summary['images']} images "
+        "(`cxr lungs DATA_DIR` records the rest)"
+    )
     return 0

@@ -43,7 +43,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         print(json.dumps(result))
         return 0
     skipped = ", ".join(f"{v} {k}" for k, v in result["skipped"].items() if v) or "nothing"
-    print(f"wrote {result['n_images']} images to {result['out']} ("
-          + ", ".join(f"{k} {v}" for k, v in result["by_class"].items()) + f"); left out: {skipped}")
+    print(
+        f"wrote {result['n_images']} images to {result['out']} ("
+        + ", ".join(f"{k} {v}" for k, v in result["by_class"].items())
+        + f"); left out: {skipped}"
+    )
     print(f"next: `cxr index {result['out']}`")
     return 0

@@ -13,8 +13,8 @@ from typing import Any
 
 from cxr_core.cli.commands import command_help
 from cxr_core.config import Config
-from cxr_core.data.index import forget_labels
 from cxr_core.curation.curated import curated_index
+from cxr_core.data.index import forget_labels
 from cxr_core.util.progress import ProgressBar
 
 LISTED = 10
@@ -25,10 +25,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("index", help=command_help("index"))
     parser.add_argument("data_dir", nargs="?", type=Path, help="dataset folder (default: the configured data dir)")
     labels = parser.add_mutually_exclusive_group()
-    labels.add_argument("--labels", type=Path, metavar="LABELS.csv",
-                        help="label CSV (file,label[,patient_id,source]; file relative to the folder), remembered for it")
-    labels.add_argument("--forget-labels", action="store_true",
-                        help="forget the remembered label CSV of the folder (a labels.csv at its root still counts)")
+    labels.add_argument(
+        "--labels",
+        type=Path,
+        metavar="LABELS.csv",
+        help="label CSV (file,label[,patient_id,source]; file relative to the folder), remembered for it",
+    )
+    labels.add_argument(
+        "--forget-labels",
+        action="store_true",
+        help="forget the remembered label CSV of the folder (a labels.csv at its root still counts)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.set_defaults(handler=run)
 
@@ -57,7 +64,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"source predicts label: Cramér's V {conf['cramers_v']:.2f}, accuracy from source alone {conf['source_only_accuracy']:.1%}"
     )
     if conf["cramers_v"] > 0.5:
-        lines.append("WARNING: classes come from largely different sources; high scores may reflect the source, not disease")
+        lines.append(
+            "WARNING: classes come from largely different sources; high scores may reflect the source, not disease"
+        )
     for item in summary["unreadable"]:
         lines.append(f"unreadable: {item['path']}: {item['error']}")
     for folder in summary["empty_folders"]:

@@ -7,16 +7,21 @@ import json
 from dataclasses import asdict
 
 from cxr_core.cli.commands import command_help
-from cxr_core.train import jobs
 from cxr_core.cli.parser import CliError
 from cxr_core.config import Config
+from cxr_core.train import jobs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``runs`` sub-command with its actions."""
     p = sub.add_parser("runs", help=command_help("runs"))
-    p.add_argument("action", nargs="?", default="list", choices=["list", "show", "cancel", "resume", "delete", "promote"],
-                   help="what to do (default: list)")
+    p.add_argument(
+        "action",
+        nargs="?",
+        default="list",
+        choices=["list", "show", "cancel", "resume", "delete", "promote"],
+        help="what to do (default: list)",
+    )
     p.add_argument("run", nargs="?", help="run id or run directory (all actions but list)")
     p.add_argument("--name", help="promote: the registry name of the model")
     p.add_argument("--default", action="store_true", help="promote: also make it the default model")
@@ -64,6 +69,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         result = _act(args, cfg)
     except jobs.JobError as exc:
         raise CliError(str(exc)) from exc
-    print(json.dumps(result, default=str) if args.json else
-          (json.dumps(result, indent=2, default=str) if args.action == "show" else str(result["result"])))
+    print(
+        json.dumps(result, default=str)
+        if args.json
+        else (json.dumps(result, indent=2, default=str) if args.action == "show" else str(result["result"]))
+    )
     return 0

@@ -30,8 +30,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     for m in models:
         params = f"{m.params:,}" if m.params is not None else "?"
         auc = f"{m.test_auc:.3f}" if m.test_auc is not None else "–"
-        print(f"{'*' if m.default else ' ':2}{m.name:<24}{m.version:<14}{m.arch[:15]:<16}{params:>10}"
-              f"{m.size_bytes / 1e6:>8.2f}MB{auc:>10}")
+        print(
+            f"{'*' if m.default else ' ':2}{m.name:<24}{m.version:<14}{m.arch[:15]:<16}{params:>10}"
+            f"{m.size_bytes / 1e6:>8.2f}MB{auc:>10}"
+        )
     if any(m.default for m in models):
         print("* default model")
     return 0

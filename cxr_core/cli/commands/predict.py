@@ -14,31 +14,52 @@ import numpy as np
 from tqdm import tqdm
 
 from cxr_core.cli.commands import command_help
-from cxr_core.util.atomic import write_text_atomic
-from cxr_core.explain.attention import overlay, png_bytes
 from cxr_core.cli.parser import CliError
 from cxr_core.config import Config
-from cxr_core.explain.cam import CAM_METHODS, ExplainError, Explainer
+from cxr_core.explain.attention import overlay, png_bytes
+from cxr_core.explain.cam import CAM_METHODS, Explainer, ExplainError
 from cxr_core.gate import GateModelError, load_gate_net
 from cxr_core.serve.inference import NO_CAM, BatchItem, Prediction, Regions, collect_inputs, predict_paths, report_dict
 from cxr_core.serve.registry import RegistryError, default_model_dir, load_model
+from cxr_core.util.atomic import write_text_atomic
 
 CSV_COLUMNS = (
-    "path", "sha256", "gate", "gate_reasons", "familiarity", "p_covid", "decision", "certainty", "threshold",
-    "attention_thorax", "attention_lungs", "attention_markings", "attention_warning", "overlay", "error",
+    "path",
+    "sha256",
+    "gate",
+    "gate_reasons",
+    "familiarity",
+    "p_covid",
+    "decision",
+    "certainty",
+    "threshold",
+    "attention_thorax",
+    "attention_lungs",
+    "attention_markings",
+    "attention_warning",
+    "overlay",
+    "error",
 )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``predict`` sub-command."""
     parser = sub.add_parser("predict", help=command_help("predict"))
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files (PNG, JPEG, DICOM, ...) or folders")
+    parser.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="image files (PNG, JPEG, DICOM, ...) or folders"
+    )
     parser.add_argument("--model", type=Path, help="model directory (default: the registry's default model)")
-    parser.add_argument("--cam", choices=[*CAM_METHODS, NO_CAM], default="gradcam", help="explanation method (default gradcam)")
+    parser.add_argument(
+        "--cam", choices=[*CAM_METHODS, NO_CAM], default="gradcam", help="explanation method (default gradcam)"
+    )
     parser.add_argument("--out", type=Path, help="write predictions.csv and overlay PNGs into this folder")
     parser.add_argument("--alpha", type=float, default=0.4, help="overlay opacity in [0, 1] (default 0.4)")
-    parser.add_argument("--lungs", action="store_true", help="also measure attention inside the lungs (needs models/lungs)")
-    parser.add_argument("--markings", action="store_true", help="also measure attention on detected markings (text, arrows)")
+    parser.add_argument(
+        "--lungs", action="store_true", help="also measure attention inside the lungs (needs models/lungs)"
+    )
+    parser.add_argument(
+        "--markings", action="store_true", help="also measure attention on detected markings (text, arrows)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.set_defaults(handler=run)
 
@@ -93,12 +114,19 @@ def _row(item: BatchItem, overlay_file: str) -> dict[str, Any]:
         return {"path": str(item.path), "error": item.error}
     familiarity = "" if pred.familiarity is None else f"{pred.familiarity['score']:.4f}"
     return {
-        "path": str(item.path), "sha256": item.sha256, "gate": "pass" if pred.gate.chest_xray else "fail",
-        "gate_reasons": " | ".join(pred.gate.reasons), "familiarity": familiarity,
-        "p_covid": "" if pred.p_covid is None else f"{pred.p_covid:.6f}", "decision": pred.label,
-        "certainty": pred.certainty, "threshold": f"{pred.threshold:.6f}",
+        "path": str(item.path),
+        "sha256": item.sha256,
+        "gate": "pass" if pred.gate.chest_xray else "fail",
+        "gate_reasons": " | ".join(pred.gate.reasons),
+        "familiarity": familiarity,
+        "p_covid": "" if pred.p_covid is None else f"{pred.p_covid:.6f}",
+        "decision": pred.label,
+        "certainty": pred.certainty,
+        "threshold": f"{pred.threshold:.6f}",
         **{f"attention_{key}": _share(pred, key) for key in ("thorax", "lungs", "markings")},
-        "attention_warning": "yes" if pred.warning else "", "overlay": overlay_file, "error": "",
+        "attention_warning": "yes" if pred.warning else "",
+        "overlay": overlay_file,
+        "error": "",
     }
 
 
@@ -110,10 +138,18 @@ def _text_line(report: dict[str, Any]) -> str:
     thorax = f"  thorax attention {shares['thorax']:.0%}" if shares.get("thorax") is not None else ""
     flag = "  WARNING: attention outside the chest" if report["attention_warning"] else ""
     familiar = report["familiarity"]
-    unfamiliar = (f"  WARNING: unfamiliar to this model (score {familiar['score']:.2f}, nearest source "
-                  f"{familiar['nearest_source']})") if familiar and not familiar["familiar"] else ""
-    return (f"{report['path']}: p_covid {report['p_covid']:.3f} -> {report['decision']} (threshold "
-            f"{report['threshold']:.3f}, {report['certainty']}){thorax}{flag}{unfamiliar}")
+    unfamiliar = (
+        (
+            f"  WARNING: unfamiliar to this model (score {familiar['score']:.2f}, nearest source "
+            f"{familiar['nearest_source']})"
+        )
+        if familiar and not familiar["familiar"]
+        else ""
+    )
+    return (
+        f"{report['path']}: p_covid {report['p_covid']:.3f} -> {report['decision']} (threshold "
+        f"{report['threshold']:.3f}, {report['certainty']}){thorax}{flag}{unfamiliar}"
+    )
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -145,8 +181,16 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     errors: list[dict[str, str]] = []
     progress = tqdm(total=len(files), desc="predict", unit="img", file=sys.stderr, disable=len(files) < 2)
     regions = _regions(args.lungs, args.markings)
-    items = predict_paths(files, loaded, explainer, args.cam, max_pixels=cfg.max_pixels, min_side=cfg.min_side, regions=regions,
-                          gate_net=gate_net)
+    items = predict_paths(
+        files,
+        loaded,
+        explainer,
+        args.cam,
+        max_pixels=cfg.max_pixels,
+        min_side=cfg.min_side,
+        regions=regions,
+        gate_net=gate_net,
+    )
     for item in items:
         progress.update(1)
         if item.prediction is None:
@@ -166,11 +210,19 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if not reports:
         raise CliError(f"none of the {len(files)} input file(s) could be read")
     if args.json:
-        payload = reports[0] if len(files) == 1 else {
-            "model": {"name": loaded.name, "version": loaded.version}, "n": len(files),
-            "n_predicted": len(reports), "n_errors": len(errors), "predictions": reports, "errors": errors,
-            "out": str(args.out) if args.out is not None else None,
-        }
+        payload = (
+            reports[0]
+            if len(files) == 1
+            else {
+                "model": {"name": loaded.name, "version": loaded.version},
+                "n": len(files),
+                "n_predicted": len(reports),
+                "n_errors": len(errors),
+                "predictions": reports,
+                "errors": errors,
+                "out": str(args.out) if args.out is not None else None,
+            }
+        )
         print(json.dumps(payload, indent=2))
         return 0
     for report in reports:

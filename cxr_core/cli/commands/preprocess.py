@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 from cxr_core.cli.commands import command_help
-from cxr_core.preprocess.cache import PreprocessReport, preprocess_dataset
 from cxr_core.cli.parser import CliError, index_or_fail
 from cxr_core.config import Config
 from cxr_core.lungs.segmenter import lung_mask
+from cxr_core.preprocess.cache import PreprocessReport, preprocess_dataset
 from cxr_core.preprocess.normalise import METHODS, NormaliseError, describe, parse_params
 from cxr_core.preprocess.recipe import INTERPOLATIONS, RESIZE_POLICIES, PreprocessConfig, PreprocessError
 from cxr_core.util.progress import ProgressBar
@@ -29,11 +29,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("data_dir", nargs="?", type=Path, help="dataset folder (default: the configured data dir)")
     parser.add_argument("--method", default="clahe", choices=list(METHODS), help="normalisation method (default clahe)")
     parser.add_argument(
-        "--param", action="append", default=[], metavar="K=V",
+        "--param",
+        action="append",
+        default=[],
+        metavar="K=V",
         help="method parameter, repeatable (e.g. --param clip_limit=3); see the README for each method's parameters",
     )
     parser.add_argument("--size", type=int, default=224, help="output side in pixels (default 224)")
-    parser.add_argument("--resize", default="squash", choices=RESIZE_POLICIES, help="squash (ignore aspect) or pad (keep it)")
+    parser.add_argument(
+        "--resize", default="squash", choices=RESIZE_POLICIES, help="squash (ignore aspect) or pad (keep it)"
+    )
     parser.add_argument("--interpolation", default="area", choices=sorted(INTERPOLATIONS), help="resize interpolation")
     parser.add_argument("--workers", type=int, help="parallel processes (default: the configured workers = all cores)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")

@@ -5,19 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from cxr_core.cli.commands import command_help
-from cxr_core.train.architectures import ArchitectureError
 from cxr_core.cli.parser import CliError, index_or_fail
 from cxr_core.config import Config
-from cxr_core.train.pipeline import PipelineError
 from cxr_core.preprocess.recipe import PreprocessError
-from cxr_core.train.config import (TRAIN_CONFIG_FILE, OptionSpec, TrainConfig, TrainingError, config_from_options,
-                                   read_train_config, train_options)
+from cxr_core.train.architectures import ArchitectureError
+from cxr_core.train.config import (
+    TRAIN_CONFIG_FILE,
+    OptionSpec,
+    TrainConfig,
+    TrainingError,
+    config_from_options,
+    read_train_config,
+    train_options,
+)
+from cxr_core.train.pipeline import PipelineError
 
 if TYPE_CHECKING:
     from cxr_core.train.trainer import TrainResult
@@ -44,8 +52,11 @@ def _default_text(spec: OptionSpec) -> str:
 def add_option_arguments(parser: argparse.ArgumentParser, specs: list[OptionSpec]) -> None:
     """One argument per option spec; none has a default, so only options given override ``--config``."""
     for spec in specs:
-        kwargs: dict[str, Any] = {"dest": spec.name, "default": argparse.SUPPRESS,
-                                  "help": spec.option.help + _default_text(spec)}
+        kwargs: dict[str, Any] = {
+            "dest": spec.name,
+            "default": argparse.SUPPRESS,
+            "help": spec.option.help + _default_text(spec),
+        }
         if spec.kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif spec.kind is dict:
@@ -59,13 +70,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` sub-command: one argument per :func:`~cxr_core.train.config.train_options` entry."""
     p = sub.add_parser("train", help=command_help("train"))
     add_option_arguments(p, train_options())
-    p.add_argument("--config", type=Path, metavar="FILE", default=argparse.SUPPRESS,
-                   help=f"start from a saved configuration ({TRAIN_CONFIG_FILE} of a model, a run's config.json or "
-                        "a job's job.json); options given here override it")
-    p.add_argument("--run-dir", type=Path, default=argparse.SUPPRESS,
-                   help="run directory (default: a new folder under the work dir's runs/)")
-    p.add_argument("--resume", type=Path, metavar="RUN_DIR", default=argparse.SUPPRESS,
-                   help="continue this run from its latest checkpoint")
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help=f"start from a saved configuration ({TRAIN_CONFIG_FILE} of a model, a run's config.json or "
+        "a job's job.json); options given here override it",
+    )
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="run directory (default: a new folder under the work dir's runs/)",
+    )
+    p.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        default=argparse.SUPPRESS,
+        help="continue this run from its latest checkpoint",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object with the result on stdout")
     p.set_defaults(handler=run)
 
@@ -88,7 +113,9 @@ class Bars:
         if bar is None or bar.total != total:
             if bar is not None:
                 bar.close()
-            bar = tqdm(total=total, desc=desc, unit=unit, leave=leave, file=sys.stderr, disable=None, dynamic_ncols=True)
+            bar = tqdm(
+                total=total, desc=desc, unit=unit, leave=leave, file=sys.stderr, disable=None, dynamic_ncols=True
+            )
             self.bars[stage] = bar
         return bar
 
@@ -105,7 +132,9 @@ class Bars:
                 bar.reset(total)
         elif stage == "epoch":
             bar = self._bar(stage, total, "epochs", "epoch", leave=True)
-            bar.set_postfix({k: f"{info[k]:.4f}" for k in ("val_auc", "val_loss") if info.get(k) is not None}, refresh=False)
+            bar.set_postfix(
+                {k: f"{info[k]:.4f}" for k in ("val_auc", "val_loss") if info.get(k) is not None}, refresh=False
+            )
             batch_bar = self.bars.pop("batch", None)
             if batch_bar is not None:
                 batch_bar.close()
@@ -122,10 +151,17 @@ class Bars:
 
 def _summary(result: TrainResult) -> dict[str, Any]:
     """The JSON-ready result of a run."""
-    return {"run_dir": str(result.run_dir), "status": result.status, "epochs_run": result.epochs_run,
-            "best_epoch": result.best_epoch, "best_val_auc": result.best_val_auc, "seconds": round(result.seconds, 1),
-            "images_per_second": round(result.images_per_second, 1),
-            "model_dir": str(result.model_dir) if result.model_dir else None, "calibration": result.calibration}
+    return {
+        "run_dir": str(result.run_dir),
+        "status": result.status,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "best_val_auc": result.best_val_auc,
+        "seconds": round(result.seconds, 1),
+        "images_per_second": round(result.images_per_second, 1),
+        "model_dir": str(result.model_dir) if result.model_dir else None,
+        "calibration": result.calibration,
+    }
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
@@ -150,8 +186,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         print(json.dumps(summary))
     else:
         auc = "n/a" if result.best_val_auc is None else f"{result.best_val_auc:.4f}"
-        print(f"{result.status}: {result.run_dir} (best val AUC {auc} at epoch {result.best_epoch}, "
-              f"{result.seconds:.0f} s, {result.images_per_second:.1f} img/s)")
+        print(
+            f"{result.status}: {result.run_dir} (best val AUC {auc} at epoch {result.best_epoch}, "
+            f"{result.seconds:.0f} s, {result.images_per_second:.1f} img/s)"
+        )
         if result.model_dir:
             print(f"model: {result.model_dir}  calibration: {result.calibration}")
     return 0 if result.status in ("done", "cancelled") else 1

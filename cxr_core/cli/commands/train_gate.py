@@ -18,7 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train-gate`` sub-command."""
     d = GateTrainConfig()
     p = sub.add_parser("train-gate", help=command_help("train-gate"))
-    p.add_argument("--data", type=Path, help="dataset folder whose train/val splits give the X-rays (default: the configured data dir)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="dataset folder whose train/val splits give the X-rays (default: the configured data dir)",
+    )
     p.add_argument("--out", type=Path, help=f"output model dir (default {SHIPPED_DIR})")
     p.add_argument("--size", type=int, default=d.size, help=f"input size in px, at least 32 (default {d.size})")
     p.add_argument("--samples", type=int, default=d.samples_per_epoch, help="samples drawn per epoch")
@@ -42,6 +46,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         print(json.dumps(card))
         return 0
     val = card["validation"]
-    print(f"saved {out}: threshold {card['threshold']:.3f}; untouched validation X-rays accepted "
-          f"{val['frontal']['accepted']:.1%}, negatives accepted {val['other']['accepted']:.1%}")
+    print(
+        f"saved {out}: threshold {card['threshold']:.3f}; untouched validation X-rays accepted "
+        f"{val['frontal']['accepted']:.1%}, negatives accepted {val['other']['accepted']:.1%}"
+    )
     return 0

@@ -32,8 +32,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     """Train and report validation Dice per source."""
     if args.size < 16:
         raise CliError("--size must be >= 16")
-    options = LungTrainConfig(size=args.size, base_filters=args.filters, patience=args.patience,
-                              **trainer_budget(args, cfg))
+    options = LungTrainConfig(
+        size=args.size, base_filters=args.filters, patience=args.patience, **trainer_budget(args, cfg)
+    )
     out = args.out or cfg.models_dir / "lungs"
     try:
         card = train_segmenter(args.data, out, options, log=lambda msg: print(msg, file=sys.stderr))

@@ -10,8 +10,8 @@ from pathlib import Path
 from cxr_core.cli.commands import command_help
 from cxr_core.cli.parser import CliError
 from cxr_core.config import Config
-from cxr_core.train.pipeline import PipelineError
 from cxr_core.preprocess.recipe import PreprocessError
+from cxr_core.train.pipeline import PipelineError
 from cxr_core.train.trainer import TrainingError
 from cxr_core.train.tuning import RESULTS_CSV, TuneConfig, tune, tuning_dir
 
@@ -36,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = TuneConfig()
     p = sub.add_parser("tune", help=command_help("tune"))
     p.add_argument("--data", type=Path, help="dataset folder (default: the configured data dir)")
-    p.add_argument("--max-epochs", type=int, default=d.max_epochs, help=f"Hyperband max epochs (default {d.max_epochs})")
+    p.add_argument(
+        "--max-epochs", type=int, default=d.max_epochs, help=f"Hyperband max epochs (default {d.max_epochs})"
+    )
     p.add_argument("--factor", type=int, default=d.factor, help=f"Hyperband reduction factor (default {d.factor})")
     p.add_argument("--iterations", type=int, default=d.hyperband_iterations, help="Hyperband iterations (default 1)")
     p.add_argument("--sizes", type=_ints, default=d.sizes, help="image sizes, e.g. 128,160,224")
@@ -58,10 +60,22 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     """Run or resume the search and print the results table."""
     try:
         config = TuneConfig(
-            max_epochs=args.max_epochs, factor=args.factor, hyperband_iterations=args.iterations, sizes=args.sizes,
-            methods=args.methods, lrs=args.lrs, widths=args.widths, depths=args.depths, dropouts=args.dropouts,
-            batch=args.batch, limit=args.limit, seed=args.seed, data_dir=str(args.data) if args.data else None,
-            directory=str(args.directory) if args.directory else None, project=args.project)
+            max_epochs=args.max_epochs,
+            factor=args.factor,
+            hyperband_iterations=args.iterations,
+            sizes=args.sizes,
+            methods=args.methods,
+            lrs=args.lrs,
+            widths=args.widths,
+            depths=args.depths,
+            dropouts=args.dropouts,
+            batch=args.batch,
+            limit=args.limit,
+            seed=args.seed,
+            data_dir=str(args.data) if args.data else None,
+            directory=str(args.directory) if args.directory else None,
+            project=args.project,
+        )
         table = tune(cfg, config, on_trial=lambda line: print(line, file=sys.stderr, flush=True))
     except (TrainingError, PipelineError, PreprocessError, ValueError) as exc:
         raise CliError(str(exc)) from exc
