@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--resize", default="squash", choices=RESIZE_POLICIES, help="squash (ignore aspect) or pad (keep it)"
     )
     parser.add_argument("--interpolation", default="area", choices=sorted(INTERPOLATIONS), help="resize interpolation")
-    parser.add_argument("--workers", type=int, help="parallel processes (default: the configured workers = all cores)")
+    parser.add_argument("--workers", type=int, help="parallel threads (default: the configured workers = all cores)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.set_defaults(handler=run)
 
