@@ -161,8 +161,14 @@ def image_from_dataset(random_test: bool) -> tuple[np.ndarray, str, dict[str, st
             st.warning("No image matches these filters.")
             return None
         row = rows[rows["path"] == st.selectbox("Image", rows["path"].tolist())].iloc[0]
-    st.caption(f"`{row['path']}`: labelled {row['label']}, source {row['source']}, split {row['split']}")
+    repaired = bool(row.get("pixels_path"))
+    st.caption(
+        f"`{row['path']}`: labelled {row['label']}, source {row['source']}, split {row['split']}"
+        + (" (repaired: its markings are inpainted; `cxr restore` uses the original again)" if repaired else "")
+    )
     try:
+        if repaired:
+            return load_gray(str(row["pixels_path"])), str(row["pixels_sha256"]), {}
         return load_gray(str(index.abspath(row["path"]))), str(row["sha256"]), {}
     except ImageReadError as exc:
         st.error(f"Cannot read this image: {exc.reason}.")

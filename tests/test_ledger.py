@@ -235,7 +235,7 @@ def test_a_release_one_ledger_migrates_keeping_every_row(tmp_path: Path, monkeyp
     old.close()
 
     ledger = Ledger(path)
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == ledger_module.SCHEMA_VERSION == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == ledger_module.SCHEMA_VERSION == 3
     assert [(d.sha256, d.decision, d.reason, d.note, d.reviewer) for d in ledger.history()][::-1] == [
         (r[0], r[2], r[3], r[4], r[5]) for r in rows
     ]
@@ -253,6 +253,47 @@ def test_a_ledger_from_a_newer_release_is_refused(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     before = path.read_bytes()
-    with pytest.raises(LedgerError, match="schema 99, newer than this release's 2"):
+    with pytest.raises(LedgerError, match="schema 99, newer than this release's 3"):
         Ledger(path)
     assert path.read_bytes() == before
+
+
+def test_a_ledger_of_the_previous_release_gains_the_repair_decision(tmp_path: Path) -> None:
+    """A schema-2 ledger (the previous release) opens with every row, and then records, undoes and exports a repair."""
+    from cxr_core.curation import ledger as ledger_module
+
+    path = tmp_path / "ledger.sqlite"
+    old = sqlite3.connect(path)
+    for _, statements in ledger_module.MIGRATIONS[:2]:
+        for statement in statements:
+            old.execute(statement)
+    old.execute(
+        "INSERT INTO decisions (sha256, path, decision, reason, note, reviewer, ts, undoes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        ("a" * 64, "COVID/images/a.png", "discard", "markings", "arrow", "ana", "2026-11-28T01:00:00.000000Z", None),
+    )
+    old.execute("PRAGMA user_version = 2")
+    old.commit()
+    old.close()
+
+    ledger = Ledger(path)
+    (kept,) = ledger.history()
+    assert (kept.sha256, kept.decision, kept.note, kept.details) == ("a" * 64, "discard", "arrow", "")
+    with pytest.raises(LedgerError, match="a repair needs its details"):
+        ledger.record("a" * 64, "COVID/images/a.png", "repair", reason="markings", reviewer="ben")
+    repaired = ledger.record(
+        "a" * 64, "COVID/images/a.png", "repair", reason="markings", reviewer="ben", details='{"method": "telea"}'
+    )
+    assert ledger.latest_for("a" * 64).details == '{"method": "telea"}' and ledger.discarded() == set()
+    undone = ledger.undo(repaired.id, reviewer="ben")
+    assert (undone.decision, undone.details) == ("discard", "") and ledger.discarded() == {"a" * 64}
+    again = ledger.undo(undone.id, reviewer="ben")
+    assert (again.decision, again.details) == ("repair", '{"method": "telea"}')
+    out = io.StringIO()
+    ledger.export_csv(out)
+    copy = Ledger(tmp_path / "copy.sqlite")
+    assert copy.import_csv(io.StringIO(out.getvalue())).added == 4
+    assert copy.latest_for("a" * 64).details == '{"method": "telea"}'
+    legacy = (
+        "sha256,path,decision,reason,note,reviewer,timestamp\n" + f"{'b' * 64},b.png,keep,,,ana,2026-11-28T01:00:00Z\n"
+    )
+    assert Ledger(tmp_path / "legacy.sqlite").import_csv(io.StringIO(legacy)).added == 1

@@ -169,6 +169,42 @@ def test_pick_from_dataset_and_random_test_image(models_dir, tiny_dataset, tmp_p
     assert not at.exception and any(m.label.startswith("P(COVID)") for m in at.metric)
 
 
+def test_a_repaired_dataset_image_is_predicted_from_its_repair(models_dir, tiny_dataset, tmp_path, monkeypatch) -> None:
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from cxr_core.config import load_config
+    from cxr_core.curation.curated import curated_index
+    from cxr_core.curation.ledger import open_ledger
+    from cxr_core.data.imaging import sha256_bytes
+
+    for key, value in {
+        "CXR_MODELS_DIR": models_dir,
+        "CXR_HOME": tmp_path / "home",
+        "CXR_DATA_DIR": tiny_dataset,
+    }.items():
+        monkeypatch.setenv(key, str(value))
+    cfg = load_config()
+    row = curated_index(cfg).images().sort_values("path").iloc[0]
+    repaired = 255 - read_image(tiny_dataset / row["path"])
+    data = png(repaired)
+    target = tmp_path / "home" / "cache" / "repaired" / f"{row['sha256']}-test.png"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(data)
+    details = json.dumps({"repaired_path": str(target), "repaired_sha256": sha256_bytes(data), "method": "telea"})
+    open_ledger(cfg).record(row["sha256"], row["path"], "repair", "markings", reviewer="t", details=details)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    at.radio[0].set_value("Pick from the dataset").run()
+    at.selectbox(key="predict_filter_label").set_value(row["label"]).run()
+    next(s for s in at.selectbox if s.label == "Image").set_value(row["path"]).run()
+    assert not at.exception, at.exception
+    assert any(row["path"] in c.value and "(repaired" in c.value for c in at.caption)
+    assert next(m for m in at.metric if m.label.startswith("P(COVID)")).value.endswith("%")
+
+
 def test_no_model_says_how_to_get_one(tmp_path, monkeypatch) -> None:
     import streamlit as st
     from streamlit.testing.v1 import AppTest

@@ -1,4 +1,4 @@
-"""The dataset index as the tool's front ends see it: the data layer's index minus what curation discarded."""
+"""The dataset index as the tool's front ends see it: minus what curation discarded, repaired images read repaired."""
 
 from __future__ import annotations
 
@@ -17,5 +17,16 @@ def curated_index(
     progress: Progress | None = None,
     labels: str | Path | None = None,
 ) -> DatasetIndex:
-    """:func:`cxr_core.data.index.load_index` with the images the curation ledger discarded excluded."""
-    return load_index(cfg, data_dir, refresh=refresh, progress=progress, labels=labels, discarded=discarded_hashes(cfg))
+    """:func:`cxr_core.data.index.load_index` without the images the curation ledger discarded, and with the repaired
+    file standing in for each image whose latest decision is ``repair``."""
+    from cxr_core.curation.repaired import repaired_versions
+
+    return load_index(
+        cfg,
+        data_dir,
+        refresh=refresh,
+        progress=progress,
+        labels=labels,
+        discarded=discarded_hashes(cfg),
+        replacements=repaired_versions(cfg),
+    )

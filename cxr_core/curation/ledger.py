@@ -1,4 +1,4 @@
-"""The curation ledger: an append-only SQLite record of discard/keep/restore decisions, latest decision wins."""
+"""The curation ledger: an append-only SQLite record of discard/keep/repair/restore decisions, latest decision wins."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from cxr_core.config import Config
 from cxr_core.data.imaging import sha256_file
 from cxr_core.util.clock import utc_now
 
-DECISIONS = ("discard", "keep", "restore")
+DECISIONS = ("discard", "keep", "repair", "restore")
 REASONS = ("markings", "poor quality", "wrong view", "duplicate", "wrong label", "other")
-CSV_COLUMNS = ("sha256", "path", "decision", "reason", "note", "reviewer", "timestamp")
+CSV_COLUMNS = ("sha256", "path", "decision", "reason", "note", "reviewer", "timestamp", "details")
+OPTIONAL_CSV_COLUMNS = ("details",)
+"""Columns an export of an older release lacks; they are read as empty."""
 BUSY_TIMEOUT_S = 30.0
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -61,6 +63,10 @@ MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             _INDEX,
         ),
     ),
+    (
+        "a details column: a repair's method, mask parameters and digests, as JSON (release 3)",
+        ("ALTER TABLE decisions ADD COLUMN details TEXT NOT NULL DEFAULT ''",),
+    ),
 )
 """Schema migrations in order: migration ``i`` takes a ledger from ``user_version`` i to i + 1."""
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -89,6 +95,8 @@ class Decision:
     reviewer: str
     timestamp: str
     undoes: int | None = None
+    details: str = ""
+    """JSON for decisions that carry parameters (a repair's method, mask and file); "" otherwise."""
 
 
 @dataclass
@@ -111,7 +119,7 @@ def normalise_timestamp(text: str) -> str:
     return value.astimezone(UTC).strftime(_TS_FORMAT)
 
 
-def validate(sha256: str, path: str, decision: str, reason: str, reviewer: str) -> None:
+def validate(sha256: str, path: str, decision: str, reason: str, reviewer: str, details: str = "") -> None:
     """Raise LedgerError unless the fields form a valid decision."""
     if not _SHA256.match(sha256 or ""):
         raise LedgerError(f"sha256 {sha256!r} is not 64 lowercase hex digits")
@@ -123,6 +131,8 @@ def validate(sha256: str, path: str, decision: str, reason: str, reviewer: str) 
         raise LedgerError(f"reason {reason!r} is not one of {', '.join(REASONS)}")
     if decision == "discard" and not reason:
         raise LedgerError("a discard needs a reason")
+    if decision == "repair" and not details:
+        raise LedgerError("a repair needs its details (method, mask and repaired file)")
     if not (reviewer or "").strip():
         raise LedgerError("reviewer is empty")
 
@@ -139,6 +149,7 @@ def _row(row: sqlite3.Row) -> Decision:
         reviewer=row["reviewer"],
         timestamp=row["ts"],
         undoes=row["undoes"],
+        details=row["details"],
     )
 
 
@@ -209,25 +220,41 @@ class Ledger:
     def _insert(conn: sqlite3.Connection, values: dict[str, object]) -> Decision:
         """Insert one validated row and return it as stored."""
         cur = conn.execute(
-            "INSERT INTO decisions (sha256, path, decision, reason, note, reviewer, ts, undoes)"
-            " VALUES (:sha256, :path, :decision, :reason, :note, :reviewer, :ts, :undoes)",
-            {"undoes": None, **values},
+            "INSERT INTO decisions (sha256, path, decision, reason, note, reviewer, ts, undoes, details)"
+            " VALUES (:sha256, :path, :decision, :reason, :note, :reviewer, :ts, :undoes, :details)",
+            {"undoes": None, "details": "", **values},
         )
         return _row(conn.execute("SELECT * FROM decisions WHERE id = ?", (cur.lastrowid,)).fetchone())
 
     def record(
-        self, sha256: str, path: str, decision: str, reason: str = "", note: str = "", reviewer: str = ""
+        self,
+        sha256: str,
+        path: str,
+        decision: str,
+        reason: str = "",
+        note: str = "",
+        reviewer: str = "",
+        details: str = "",
     ) -> Decision:
         """Append one decision for an image and return it."""
-        return self.record_many([(sha256, path)], decision, reason, note, reviewer)[0]
+        return self.record_many([(sha256, path)], decision, reason, note, reviewer, [details])[0]
 
     def record_many(
-        self, images: Iterable[tuple[str, str]], decision: str, reason: str = "", note: str = "", reviewer: str = ""
+        self,
+        images: Iterable[tuple[str, str]],
+        decision: str,
+        reason: str = "",
+        note: str = "",
+        reviewer: str = "",
+        details: Iterable[str] | None = None,
     ) -> list[Decision]:
-        """Append the same decision for several ``(sha256, path)`` images in one transaction."""
+        """Append the same decision for several ``(sha256, path)`` images in one transaction (``details`` per image)."""
         images = list(images)
-        for sha256, path in images:
-            validate(sha256, path, decision, reason, reviewer)
+        extra = list(details) if details is not None else [""] * len(images)
+        if len(extra) != len(images):
+            raise LedgerError(f"{len(images)} images but {len(extra)} details")
+        for (sha256, path), detail in zip(images, extra):
+            validate(sha256, path, decision, reason, reviewer, detail)
         with self._write() as conn:
             ts = normalise_timestamp(utc_now("microseconds"))
             return [
@@ -241,9 +268,10 @@ class Ledger:
                         "note": note or "",
                         "reviewer": reviewer.strip(),
                         "ts": ts,
+                        "details": detail,
                     },
                 )
-                for sha, rel in images
+                for (sha, rel), detail in zip(images, extra)
             ]
 
     def undo(self, decision_id: int, reviewer: str) -> Decision:
@@ -271,9 +299,12 @@ class Ledger:
                 "decision": "restore",
                 "reason": "",
                 "note": "",
+                "details": "",
             }
             if before is not None:
-                values.update(decision=before["decision"], reason=before["reason"], note=before["note"])
+                values.update(
+                    decision=before["decision"], reason=before["reason"], note=before["note"], details=before["details"]
+                )
             return self._insert(conn, values)
 
     def latest(self) -> dict[str, Decision]:
@@ -311,14 +342,14 @@ class Ledger:
         writer.writerow(CSV_COLUMNS)
         rows = self.history()[::-1]
         for d in rows:
-            writer.writerow([d.sha256, d.path, d.decision, d.reason, d.note, d.reviewer, d.timestamp])
+            writer.writerow([d.sha256, d.path, d.decision, d.reason, d.note, d.reviewer, d.timestamp, d.details])
         return len(rows)
 
     def import_csv(self, source: IO[str]) -> ImportReport:
         """Append valid rows of an exported CSV (exact duplicates skipped); bad rows are reported, never written."""
         report = ImportReport()
         reader = csv.DictReader(source)
-        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or []) and c not in OPTIONAL_CSV_COLUMNS]
         if missing:
             raise LedgerError(f"CSV lacks columns: {', '.join(missing)} (expected {','.join(CSV_COLUMNS)})")
         good: list[dict[str, str]] = []
@@ -329,7 +360,14 @@ class Ledger:
             try:
                 if None in raw:
                     raise LedgerError("more fields than columns")
-                validate(values["sha256"], values["path"], values["decision"], values["reason"], values["reviewer"])
+                validate(
+                    values["sha256"],
+                    values["path"],
+                    values["decision"],
+                    values["reason"],
+                    values["reviewer"],
+                    values["details"],
+                )
                 values["ts"] = normalise_timestamp(values.pop("timestamp"))
             except LedgerError as exc:
                 report.errors.append(f"line {line}: {exc}")
@@ -339,7 +377,7 @@ class Ledger:
             for values in good:
                 if conn.execute(
                     "SELECT 1 FROM decisions WHERE sha256=:sha256 AND path=:path AND decision=:decision"
-                    " AND reason=:reason AND note=:note AND reviewer=:reviewer AND ts=:ts",
+                    " AND reason=:reason AND note=:note AND reviewer=:reviewer AND ts=:ts AND details=:details",
                     values,
                 ).fetchone():
                     report.duplicates += 1

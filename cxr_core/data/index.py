@@ -23,7 +23,7 @@ import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Iterable
+from typing import Any, Collection, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -138,6 +138,7 @@ class DatasetIndex:
             "duplicates_across_splits": int(len(across)),
             "duplicate_pairs": int(len(self.duplicate_pairs)),
             "excluded": self.excluded_counts(),
+            "repaired": int(self.frame["repaired"].sum()) if "repaired" in self.frame else 0,
             "unreadable": self.unreadable(),
             "empty_folders": self.empty_folders,
             "confounding": self.confounding(),
@@ -458,12 +459,15 @@ def _no_usable_image(root: Path, frame: pd.DataFrame, lateral: pd.Series, empty:
 def load_index(
     cfg: Config, data_dir: str | Path | None = None, refresh: bool = True, progress: Progress | None = None,
     labels: str | Path | None = None, discarded: Collection[str] = (),
+    replacements: Mapping[str, tuple[str, str]] | None = None,
 ) -> DatasetIndex:
     """Index ``data_dir`` (default ``cfg.data_dir``), re-reading only new or changed files, and cache it in the work dir.
 
     ``labels`` names a label CSV, which is validated and then remembered for ``data_dir`` (see the module docs).
     Images whose sha256 is in ``discarded`` are excluded; :func:`cxr_core.curation.curated_index` passes the
-    curation ledger's discards, and is what the tool's front ends call.
+    curation ledger's discards, and is what the tool's front ends call. ``replacements`` maps an image's sha256 to
+    the file (and its sha256) whose pixels stand in for it, such as a repair of its markings: see
+    :func:`with_replacements`.
     """
     root = Path(data_dir or cfg.data_dir).expanduser().resolve()
     if not root.is_dir():
@@ -514,6 +518,7 @@ def load_index(
         known = None
     else:
         frame, pairs, known = memo
+    frame = with_replacements(frame, replacements or {})
     index = DatasetIndex(
         root, frame, pairs, empty, n_read, n_reused, cfg.seed, cfg.split_fractions, cfg.near_duplicate_distance,
         labels_file=labels_path, unlabelled=unlabelled, lateral=left_out, known_confounding=known,
@@ -521,6 +526,31 @@ def load_index(
     )
     _save_splits(cfg, root, frame)
     return index
+
+
+def with_replacements(frame: pd.DataFrame, replacements: Mapping[str, tuple[str, str]]) -> pd.DataFrame:
+    """``frame`` with ``repaired`` (bool), ``pixels_path`` and ``pixels_sha256`` columns ("" where the original is read).
+
+    Readers of pixels (the training pipeline, the preprocessing cache, the pages) read ``pixels_path`` when it is set
+    and key their caches by ``pixels_sha256``; splits, duplicates and the ledger keep using the original's sha256.
+    """
+    readable = frame["error"] == ""
+    chosen = frame["sha256"].map(lambda sha: replacements.get(sha, ("", "")))
+    frame = frame.assign(
+        pixels_path=[path for path, _ in chosen], pixels_sha256=[sha for _, sha in chosen]
+    )
+    frame.loc[~readable, ["pixels_path", "pixels_sha256"]] = ""
+    frame["repaired"] = frame["pixels_path"] != ""
+    return frame
+
+
+def pixel_sources(rows: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Per index row, the sha256 of the file to read and that file ("" for the original, else e.g. its repair)."""
+    if "pixels_path" not in rows:
+        return rows["sha256"].astype(str).tolist(), [""] * len(rows)
+    replaced = rows["pixels_path"].astype(str) != ""
+    digests = rows["pixels_sha256"].astype(str).where(replaced, rows["sha256"].astype(str))
+    return digests.tolist(), rows["pixels_path"].astype(str).tolist()
 
 
 def _save_splits(cfg: Config, root: Path, frame: pd.DataFrame) -> None:

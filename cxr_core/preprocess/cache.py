@@ -184,46 +184,51 @@ class PreprocessCache:
             raise
         return target
 
-    def compute(self, path: str | Path) -> np.ndarray:
-        """Preprocess the original (read with the shared reader under the Config's size limits), without caching."""
-        return self._compute(self.relative(path))
+    def compute(self, path: str | Path, source: str | Path | None = None) -> np.ndarray:
+        """Preprocess the original (read with the shared reader under the Config's size limits), without caching.
 
-    def _compute(self, rel: str) -> np.ndarray:
-        """:meth:`compute` of the original at ``rel``, a path already checked by :meth:`relative`."""
-        source = self.data_dir / rel
+        ``source`` is a file whose pixels stand in for the original's (a repaired copy), read instead of it.
+        """
+        return self._compute(self.relative(path), source)
+
+    def _compute(self, rel: str, source: str | Path | None = None) -> np.ndarray:
+        """:meth:`compute` of the image at ``rel``, a path already checked by :meth:`relative`."""
+        source = Path(source) if source else self.data_dir / rel
         return self.config.apply(
             read_image(source, max_pixels=self.cfg.max_pixels, min_side=self.cfg.min_side), self.segment
         )
 
-    def load(self, path: str | Path, sha256: str | None = None) -> np.ndarray:
+    def load(self, path: str | Path, sha256: str | None = None, source: str | Path | None = None) -> np.ndarray:
         """The preprocessed ``(size, size)`` uint8 array of an image: cached if fresh, else computed and cached.
 
-        ``path`` is relative to the data dir (as in the index) or absolute inside it; ``sha256`` is the
-        original's hash (the index's ``sha256`` column), computed from the file when omitted. Raises
-        :class:`~cxr_core.data.imaging.ImageReadError` for an unreadable original.
+        ``path`` is relative to the data dir (as in the index) or absolute inside it; ``sha256`` is the hash of the
+        file read (the index's ``sha256``, or ``pixels_sha256`` with ``source``), computed when omitted. ``source`` is
+        a file whose pixels stand in for the original's (its repair): the entry is keyed by that file's hash, so a
+        repair and a restore each recompute it. Raises :class:`~cxr_core.data.imaging.ImageReadError` for an
+        unreadable file.
         """
         rel = self.relative(path)
         try:
-            digest = sha256 or sha256_file(self.data_dir / rel)
+            digest = sha256 or sha256_file(Path(source) if source else self.data_dir / rel)
         except OSError as exc:
             raise ImageReadError(f"cannot read file ({exc.strerror})", rel) from exc
         hit = self.cached(rel, digest)
         if hit is not None:
             return hit
-        array = self.compute(rel)
+        array = self._compute(rel, source)
         if not (self.root / TMP_DIR).is_dir():
             self.prepare()
         self.store(rel, digest, array)
         return array
 
-    def process(self, rel: str, sha256: str) -> tuple[str, str, str]:
-        """Batch step for one image: ``(rel, "cached" | "written" | "failed", error)``."""
+    def process(self, rel: str, sha256: str, source: str = "") -> tuple[str, str, str]:
+        """Batch step for one image (read from ``source`` when set): ``(rel, "cached" | "written" | "failed", error)``."""
         inside = self.relative(rel)
         target = self.root / cached_name(inside)
         if self._fresh(target, sha256):
             return rel, "cached", ""
         try:
-            self._store(target, sha256, self._compute(inside))
+            self._store(target, sha256, self._compute(inside, source or None))
         except (ImageReadError, PreprocessError, OSError) as exc:
             return rel, "failed", str(exc)
         return rel, "written", ""
@@ -272,7 +277,9 @@ def preprocess_dataset(
     cache = PreprocessCache(cfg, config, index.data_dir, segment)
     cache.prepare()
     rows = index.images()
-    tasks = list(zip(rows["path"].astype(str), rows["sha256"].astype(str)))
+    from cxr_core.data.index import pixel_sources
+
+    tasks = list(zip(rows["path"].astype(str), *pixel_sources(rows)))
     n_workers = max(1, min(int(workers or cfg.workers), -(-len(tasks) // MIN_TASKS_PER_WORKER)))
     report = PreprocessReport(
         config=cache.config.to_dict(),
@@ -298,7 +305,7 @@ def preprocess_dataset(
     return report
 
 
-def _run(cache: PreprocessCache, tasks: list[tuple[str, str]], workers: int) -> Any:
+def _run(cache: PreprocessCache, tasks: list[tuple[str, str, str]], workers: int) -> Any:
     """Yield each task's result, in order, from this thread or from a pool of ``workers`` threads.
 
     Threads, not processes: decoding, OpenCV and scikit-image release the GIL, so on this 2-core machine two threads

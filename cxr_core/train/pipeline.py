@@ -20,13 +20,15 @@ import pandas as pd
 
 from cxr_core.config import Config
 from cxr_core.data.imaging import read_image
+from cxr_core.data.index import pixel_sources
 from cxr_core.lungs.segmenter import lung_mask
 from cxr_core.preprocess.cache import PreprocessCache
 from cxr_core.preprocess.recipe import PreprocessConfig
 from cxr_core.train.architectures import CLASSES
 from cxr_core.util.progress import Progress
 
-SPLIT_COLUMNS = ("path", "label", "source", "patient_id", "sha256", "split")
+SPLIT_COLUMNS = ("path", "label", "source", "patient_id", "sha256", "split", "repaired", "pixels_path", "pixels_sha256")
+"""The columns of a run's ``split.csv``: which images, and for a repaired one the file its pixels were read from."""
 
 
 class PipelineError(ValueError):
@@ -107,13 +109,15 @@ def load_arrays(
         cache.prepare()
 
         def one(row: Any) -> np.ndarray:
-            return cache.load(row.path, row.sha256 or None)
+            return cache.load(row.path, row.digest or None, row.source or None)
     else:
 
         def one(row: Any) -> np.ndarray:
-            return preprocess.apply(read_image(Path(data_dir) / row.path, name=str(row.path)), lung_mask)
+            source = row.source or Path(data_dir) / row.path
+            return preprocess.apply(read_image(source, name=str(row.path)), lung_mask)
 
-    rows = list(frame.itertuples())
+    digests, sources = pixel_sources(frame)
+    rows = list(frame[["path"]].assign(digest=digests, source=sources).itertuples())
     out = np.empty((len(rows), preprocess.size, preprocess.size), np.uint8)
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for i, array in enumerate(pool.map(one, rows)):

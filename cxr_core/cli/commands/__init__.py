@@ -12,7 +12,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "discard": ("curate", "exclude an image from training and evaluation (reversible)"),
     "keep": ("curate", "record that an image was reviewed and kept"),
-    "restore": ("curate", "undo the discard of an image"),
+    "restore": ("curate", "undo the discard or repair of an image: its original is used again"),
+    "repair": ("repair", "inpaint an image's markings into the work dir and use the repaired image (reversible)"),
     "ledger": ("curate", "export, import or list curation decisions, or undo one"),
     "evaluate": (
         "evaluate",

@@ -70,8 +70,8 @@ def run_decision(args: argparse.Namespace, cfg: Config) -> int:
         sha256, rel = identify_image(args.path, data_dir)
         ledger = open_ledger(cfg)
         current = ledger.latest_for(sha256)
-        if args.decision == "restore" and (current is None or current.decision != "discard"):
-            raise CliError(f"{rel} is not discarded; nothing to restore")
+        if args.decision == "restore" and (current is None or current.decision not in ("discard", "repair")):
+            raise CliError(f"{rel} is neither discarded nor repaired; nothing to restore")
         decision = ledger.record(sha256, rel, args.decision, getattr(args, "reason", ""), args.note, _reviewer(args))
     except LedgerError as exc:
         raise CliError(str(exc)) from exc

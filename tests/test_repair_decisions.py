@@ -1,0 +1,133 @@
+"""Repair as a curation decision: ``cxr repair`` writes into the work dir, the ledger records it, training and the
+preprocessing cache read the repaired pixels, and ``cxr restore`` or undo brings the original back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import REPO, synthetic_xray, write_dataset
+from cxr_core.cli.parser import main
+from cxr_core.config import load_config
+from cxr_core.curation.curated import curated_index
+from cxr_core.curation.ledger import open_ledger
+from cxr_core.data.imaging import read_image
+from cxr_core.preprocess.cache import SOURCE_KEY, cache_root, cached_name, preprocess_dataset
+from cxr_core.preprocess.recipe import PreprocessConfig
+from cxr_core.train.pipeline import load_arrays
+
+MARKED = "COVID/images/COVID-1.png"
+CLEAN = "Normal/images/Normal-1.png"
+RECIPE = PreprocessConfig("none", size=64)
+
+
+def smooth_film(seed: int) -> np.ndarray:
+    """A smooth synthetic 256 px chest film: no markings for the detector to find."""
+    return cv2.GaussianBlur(synthetic_xray(np.random.default_rng(seed), 256), (0, 0), 2.0)
+
+
+@pytest.fixture
+def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A synthetic dataset whose first COVID film carries an arrow and a caption, configured through CXR_*."""
+    root = write_dataset(tmp_path / "data", n_per_class=6, size=128)
+    marked = smooth_film(1)
+    cv2.arrowedLine(marked, (60, 200), (120, 130), 255, 3, tipLength=0.3)
+    cv2.putText(marked, "DAY 6", (140, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 255, 2)
+    cv2.imwrite(str(root / MARKED), marked)
+    cv2.imwrite(str(root / CLEAN), smooth_film(2))
+    monkeypatch.setenv("CXR_DATA_DIR", str(root))
+    monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CXR_REVIEWER", "tester")
+    monkeypatch.setenv("CXR_MODELS_DIR", str(REPO / "models"))
+    monkeypatch.chdir(tmp_path)
+    return root
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run the CLI in-process and return (exit code, stdout, stderr)."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def rows_of(index, path: str):
+    """The index rows of one image, as a one-row frame."""
+    return index.frame[index.frame["path"] == path]
+
+
+def test_repair_is_used_by_training_and_the_cache_and_restore_brings_the_original_back(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    originals = {p: p.read_bytes() for p in data.rglob("*.png")}
+    code, out, _ = run(capsys, "repair", MARKED, CLEAN, "--method", "telea", "--json")
+    assert code == 0
+    result = json.loads(out)
+    (entry,) = result["repaired"]
+    assert result["skipped"] == [{"path": CLEAN, "reason": "no markings detected"}]
+    cfg = load_config()
+    repaired_file = Path(entry["repaired_path"])
+    assert entry["path"] == MARKED and entry["method"] == "telea" and 0 < entry["mask_fraction"] < 0.2
+    assert repaired_file.is_relative_to(cfg.home) and not repaired_file.is_relative_to(data)
+    assert {p: p.read_bytes() for p in data.rglob("*.png")} == originals, "originals are never written"
+    original, fixed = read_image(data / MARKED), read_image(repaired_file)
+    assert fixed.shape == original.shape and fixed.dtype == np.uint8 and not np.array_equal(fixed, original)
+
+    decision = open_ledger(cfg).latest_for(rows_of(curated_index(cfg), MARKED)["sha256"].iloc[0])
+    details = json.loads(decision.details)
+    assert (decision.decision, decision.reason, details["method"], details["repaired_path"]) == (
+        "repair",
+        "markings",
+        "telea",
+        str(repaired_file),
+    )
+    index = curated_index(cfg)
+    assert index.summary()["repaired"] == 1 and bool(rows_of(index, MARKED)["repaired"].iloc[0])
+    assert not rows_of(index, CLEAN)["repaired"].iloc[0]
+    served = load_arrays(rows_of(index, MARKED), data, RECIPE, cfg=cfg)[0]
+    np.testing.assert_array_equal(served, RECIPE.apply(fixed))
+    report = preprocess_dataset(cfg, RECIPE, index)
+    assert report.failed == []
+    from PIL import Image
+
+    with Image.open(cache_root(cfg, RECIPE) / cached_name(MARKED)) as cached:
+        assert cached.info[SOURCE_KEY] == rows_of(index, MARKED)["pixels_sha256"].iloc[0]
+
+    code, _, _ = run(capsys, "restore", MARKED)
+    assert code == 0
+    index = curated_index(cfg)
+    assert index.summary()["repaired"] == 0
+    np.testing.assert_array_equal(load_arrays(rows_of(index, MARKED), data, RECIPE, cfg=cfg)[0], RECIPE.apply(original))
+    ledger = open_ledger(cfg)
+    ledger.undo(ledger.history(limit=1)[0].id, reviewer="tester")
+    again = curated_index(cfg)
+    np.testing.assert_array_equal(load_arrays(rows_of(again, MARKED), data, RECIPE, cfg=cfg)[0], RECIPE.apply(fixed))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["repair", "COVID/images/nothing.png"], "no such image file"),
+        (["repair", MARKED, "--margin", "0.5"], "margin must be between 0 and 0.2"),
+        (["repair", MARKED, "--all-flagged"], "--all-flagged takes one dataset folder"),
+        (["restore", CLEAN], "neither discarded nor repaired"),
+    ],
+)
+def test_bad_repair_requests_change_nothing(data: Path, capsys, argv: list[str], message: str) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code != 0 and message in err and out == ""
+    assert not load_config().ledger_path.exists() or open_ledger(load_config()).count() == 0
+
+
+def test_all_flagged_repairs_the_flagged_film_and_skips_it_the_second_time(data: Path, capsys) -> None:
+    code, out, _ = run(capsys, "repair", str(data), "--all-flagged", "--json")
+    assert code == 0
+    first = json.loads(out)
+    assert MARKED in [r["path"] for r in first["repaired"]]
+    assert CLEAN not in [r["path"] for r in first["repaired"]]
+    code, out, _ = run(capsys, "repair", str(data), "--all-flagged", "--json")
+    second = json.loads(out)
+    assert second["repaired"] == [] and {"path": MARKED, "reason": "already repaired"} in second["skipped"]
