@@ -1,9 +1,10 @@
-"""Curation: a review queue of flagged images, discard/keep with a reason, details with marking regions, history with undo."""
+"""Curation: a review queue of flagged images, discard/keep/repair, details with marking regions, history with undo."""
 
 from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import streamlit as st
@@ -18,10 +19,13 @@ from cxr_core.curation.flags import (
     review_queue,
 )
 from cxr_core.curation.ledger import REASONS, LedgerError, open_ledger
+from cxr_core.curation.repair import DEFAULT_MARGIN, DEFAULT_METHOD, METHODS, STROKE_CONTRAST, RepairError
+from cxr_core.curation.repaired import RepairOptions, repair_images, repair_pixels
 from cxr_core.data.index import DatasetIndex
 from cxr_core.data.thumbnails import thumbnail
 from cxr_core.lungs.cache import describe_lung_flags, lung_flags_version
 from cxr_core.markings.classical import outline_regions
+from cxr_core.markings.net import MarkingsModelError
 from pages.common import config, load_gray, require_dataset
 
 PAGE_SIZE = 48
@@ -78,6 +82,27 @@ def undo(decision_id: int) -> None:
         st.session_state["message"] = ("ok", f"undid #{decision_id}: {row.path} is now {row.decision}")
     except LedgerError as exc:
         st.session_state["message"] = ("error", str(exc))
+
+
+def repair_now(items: list[tuple[str, str]], options: RepairOptions, progress=None) -> None:
+    """Repair (sha256, path) items into the work dir, record the decisions and say so."""
+    try:
+        result = repair_images(cfg, index.data_dir, items, options, reviewer, progress)
+    except (LedgerError, RepairError, MarkingsModelError) as exc:
+        st.session_state["message"] = ("error", str(exc))
+        return
+    skipped = "; ".join(f"{s['path'].rsplit('/', 1)[-1]}: {s['reason']}" for s in result["skipped"][:3])
+    st.session_state["message"] = (
+        "ok",
+        f"repair {len(result['repaired'])} image(s) with {options.method}"
+        + (f"; skipped {len(result['skipped'])} ({skipped})" if result["skipped"] else ""),
+    )
+
+
+@st.cache_data(show_spinner="Finding the markings…", max_entries=32)
+def repair_preview(sha256: str, options: RepairOptions, _gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The marking mask and repaired image of one film for these options (cached per image and options)."""
+    return repair_pixels(_gray, options.validate())
 
 
 def tile_action(key: str, sha256: str, path: str, reason: str, note: str) -> None:
@@ -161,6 +186,17 @@ top[4].button(
     key="select-page",
     on_click=lambda: st.session_state.update({f"sel-{widget_key(p)}": True for _, p in items}),
 )
+marked = frame[(frame["error"] == "") & (frame["markings"] >= FLAGS["markings"].threshold)]
+to_repair = [(s, p) for s, p in zip(marked["sha256"], marked["path"]) if states.get(s) not in ("repair", "discard")]
+if st.button(
+    f"Repair every image flagged for markings ({len(to_repair)})",
+    key="bulk-repair",
+    disabled=not to_repair,
+    help="Inpaint the markings of each flagged image that is not repaired or discarded yet (reversible)",
+):
+    bar = st.progress(0.0, text="Repairing…")
+    repair_now(to_repair, RepairOptions(), lambda d, t: bar.progress(d / max(t, 1), text=f"Repairing {d}/{t}"))
+    st.rerun()
 
 for start in range(0, len(shown), COLUMNS):
     for col, row in zip(st.columns(COLUMNS), shown.iloc[start : start + COLUMNS].itertuples(index=False)):
@@ -227,10 +263,38 @@ if len(rows):
         key="detail-restore",
         on_click=decide,
         args=(one, "restore"),
-        disabled=not current or current.decision != "discard",
+        disabled=not current or current.decision not in ("discard", "repair"),
     )
     for d in ledger.history(row["sha256"]):
         right.caption(f"#{d.id} {d.timestamp[:19]} {d.reviewer}: {d.decision} {d.reason} {d.note}".strip())
+    st.markdown("**Repair instead of discard**: the markings are inpainted into a copy; the original is never changed.")
+    knobs = st.columns(3)
+    method = knobs[0].selectbox("Inpainting", METHODS, index=METHODS.index(DEFAULT_METHOD), key="repair-method")
+    margin = knobs[1].slider(
+        "Mask dilation (share of the image side)", 0.0, 0.05, DEFAULT_MARGIN, 0.005, key="repair-margin"
+    )
+    contrast = knobs[2].slider(
+        "Stroke contrast that counts as a marking", 5, 120, STROKE_CONTRAST, 5, key="repair-contrast"
+    )
+    options = RepairOptions(method, margin, contrast)
+    try:
+        mask, fixed = repair_preview(row["sha256"], options, gray)
+    except (RepairError, MarkingsModelError) as exc:
+        st.error(f"Cannot repair this image: {exc}")
+    else:
+        views = st.columns(3)
+        views[0].image(gray, caption="Original", width="stretch")
+        views[1].image(mask.astype(np.uint8) * 255, caption=f"Mask ({mask.mean():.1%} of the image)", width="stretch")
+        views[2].image(fixed, caption=f"Repaired ({method})", width="stretch")
+        st.button(
+            "Repair",
+            key="detail-repair",
+            type="primary",
+            on_click=repair_now,
+            args=(one, options),
+            disabled=not mask.any(),
+            help=None if mask.any() else "No markings detected in this image",
+        )
 
 st.divider()
 st.subheader("History")

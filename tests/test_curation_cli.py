@@ -57,7 +57,7 @@ def test_discard_is_honoured_by_the_index_and_restore_undoes_it(env: Path, capsy
 
 def test_bad_input_gives_one_line_errors_and_writes_nothing(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "restore", "COVID/images/COVID-2.png")
-    assert code == 2 and err.strip().count("\n") == 0 and "is not discarded" in err
+    assert code == 2 and err.strip().count("\n") == 0 and "is neither discarded nor repaired" in err
     code, _, err = run(capsys, "discard", "nope.png", "--reason", "other")
     assert code == 2 and "no such image file" in err
     with pytest.raises(SystemExit):
@@ -73,7 +73,7 @@ def test_export_import_history_and_undo(env: Path, tmp_path: Path, capsys: pytes
     code, out, _ = run(capsys, "ledger", "export", str(export))
     assert code == 0 and "exported 2" in out
     lines = export.read_text().splitlines()
-    assert lines[0] == "sha256,path,decision,reason,note,reviewer,timestamp" and len(lines) == 3
+    assert lines[0] == "sha256,path,decision,reason,note,reviewer,timestamp,details" and len(lines) == 3
     code, out, _ = run(capsys, "ledger", "import", str(export), "--json")
     assert code == 0 and json.loads(out) == {"added": 0, "duplicates": 2, "errors": []}
     bad = tmp_path / "bad.csv"

@@ -131,3 +131,34 @@ def test_all_flagged_repairs_the_flagged_film_and_skips_it_the_second_time(data:
     code, out, _ = run(capsys, "repair", str(data), "--all-flagged", "--json")
     second = json.loads(out)
     assert second["repaired"] == [] and {"path": MARKED, "reason": "already repaired"} in second["skipped"]
+
+
+def image_captions(at) -> list[str]:
+    """Captions of every image the page shows."""
+    return [c for image in at.get("image") for c in image.captions]
+
+
+def test_the_curation_panel_shows_original_mask_and_repair_and_repairs_one_film(data: Path) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "pages" / "7_Curation.py"), default_timeout=180)
+    at.session_state["reviewer"] = "Ann"
+    at.session_state["detail"] = MARKED
+    at.run()
+    assert not at.exception, at.exception
+    captions = image_captions(at)
+    assert (
+        "Original" in captions and any(c.startswith("Mask (") for c in captions) and "Repaired (biharmonic)" in captions
+    )
+    at.selectbox(key="repair-method").set_value("telea").run()
+    assert "Repaired (telea)" in image_captions(at)
+    at.button(key="detail-repair").click().run()
+    assert not at.exception, at.exception
+    assert at.success[0].value.startswith("repair 1 image(s) with telea")
+    cfg = load_config()
+    sha = rows_of(curated_index(cfg), MARKED)["sha256"].iloc[0]
+    assert open_ledger(cfg).latest_for(sha).decision == "repair"
+    assert not at.button(key="detail-restore").disabled
+    at.session_state["detail"] = CLEAN
+    at.run()
+    assert at.button(key="detail-repair").disabled, "a film without markings has nothing to repair"
