@@ -30,15 +30,21 @@ def smooth_film(seed: int) -> np.ndarray:
     return cv2.GaussianBlur(synthetic_xray(np.random.default_rng(seed), 256), (0, 0), 2.0)
 
 
-@pytest.fixture
-def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A synthetic dataset whose first COVID film carries an arrow and a caption, configured through CXR_*."""
-    root = write_dataset(tmp_path / "data", n_per_class=6, size=128)
+def marked_dataset(root: Path, size: int = 128) -> Path:
+    """A synthetic dataset whose first COVID film carries an arrow and a caption and first Normal film is smooth."""
+    write_dataset(root, n_per_class=6, size=size)
     marked = smooth_film(1)
     cv2.arrowedLine(marked, (60, 200), (120, 130), 255, 3, tipLength=0.3)
     cv2.putText(marked, "DAY 6", (140, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 255, 2)
     cv2.imwrite(str(root / MARKED), marked)
     cv2.imwrite(str(root / CLEAN), smooth_film(2))
+    return root
+
+
+@pytest.fixture
+def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """:func:`marked_dataset` configured through CXR_* variables."""
+    root = marked_dataset(tmp_path / "data")
     monkeypatch.setenv("CXR_DATA_DIR", str(root))
     monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CXR_REVIEWER", "tester")
@@ -162,3 +168,29 @@ def test_the_curation_panel_shows_original_mask_and_repair_and_repairs_one_film(
     at.session_state["detail"] = CLEAN
     at.run()
     assert at.button(key="detail-repair").disabled, "a film without markings has nothing to repair"
+
+
+@pytest.mark.browser
+def test_the_browser_repairs_a_flagged_film_and_shows_the_repair(tmp_path: Path, streamlit_app, browser_page) -> None:
+    import re
+
+    from playwright.sync_api import Page, expect
+
+    from conftest import settle
+
+    page: Page = browser_page
+    root = marked_dataset(tmp_path / "data", size=256)
+    home = tmp_path / "home"
+    url = streamlit_app({"CXR_DATA_DIR": str(root), "CXR_HOME": str(home), "CXR_MODELS_DIR": str(REPO / "models")})
+    page.goto(f"{url}/Curation?reviewer=Tess")
+    expect(page.get_by_text(re.compile(r"1\s+images in the queue")).first).to_be_visible(timeout=180_000)
+    page.get_by_role("radio", name="View", exact=True).first.click()
+    settle(page)
+    expect(page.get_by_text("Repair instead of discard")).to_be_visible(timeout=120_000)
+    expect(page.get_by_text("Repaired (biharmonic)")).to_be_visible(timeout=120_000)
+    page.get_by_role("button", name="Repair", exact=True).click()
+    expect(page.get_by_text(re.compile(r"repair 1 image\(s\) with biharmonic"))).to_be_visible(timeout=120_000)
+    expect(page.get_by_text(re.compile(r"Tess: repair markings")).first).to_be_visible(timeout=60_000)
+    decision = open_ledger(load_config(home=home)).history(limit=1)[0]
+    assert (decision.path, decision.decision, decision.reviewer) == (MARKED, "repair", "Tess")
+    assert Path(json.loads(decision.details)["repaired_path"]).is_file()
