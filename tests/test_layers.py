@@ -55,3 +55,34 @@ def test_shipped_models_load_in_safe_mode_after_the_move() -> None:
     for path in shipped:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
         assert model.count_params() > 0, path
+
+
+def top_level_names(path: Path) -> set[str]:
+    """Names a module defines at its top level (functions, classes, assignments, imports)."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, ast.ImportFrom | ast.Import):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+@pytest.mark.parametrize("package", sorted(p.name for p in CORE.iterdir() if p.is_dir() and p.name != "__pycache__"))
+def test_every_subpackage_exports_names_its_modules_define(package: str) -> None:
+    init = CORE / package / "__init__.py"
+    assert init.is_file(), f"cxr_core/{package} has no __init__.py"
+    calls = [n for n in ast.walk(ast.parse(init.read_text(encoding="utf-8"))) if isinstance(n, ast.Call)]
+    attach = next((c for c in calls if getattr(c.func, "attr", "") == "attach"), None)
+    if attach is None:
+        return
+    exports = ast.literal_eval(next(k.value for k in attach.keywords if k.arg == "submod_attrs"))
+    missing = {
+        module: sorted(set(names) - top_level_names(CORE / package / f"{module}.py"))
+        for module, names in exports.items()
+    }
+    assert {m: n for m, n in missing.items() if n} == {}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 KAGGLE_HANDLE = "tawsifurrahman/covid19-radiography-database"
 KAGGLE_PAGE = "https://www.kaggle.com/datasets/tawsifurrahman/covid19-radiography-database"
@@ -50,7 +50,9 @@ def fetch_dataset(
         link = data_dir / folder.name
         if link.exists() or link.is_symlink():
             if link.resolve() != folder.resolve():
-                raise FetchError(f"{link} already exists and is not the downloaded {folder.name}/; move it away or choose --dest")
+                raise FetchError(
+                    f"{link} already exists and is not the downloaded {folder.name}/; move it away or choose --dest"
+                )
             continue
         link.symlink_to(folder.resolve(), target_is_directory=True)
     return data_dir

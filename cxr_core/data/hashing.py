@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -45,8 +45,9 @@ def near_pairs(hashes: list[str], max_distance: int, chunk: int = 1 << 20) -> li
     index = np.flatnonzero([bool(h) for h in hashes])
     if max_distance < 0 or len(index) < 2:
         return []
-    values, inverse, counts = np.unique(hashes_to_array([hashes[k] for k in index]), return_inverse=True,
-                                        return_counts=True)
+    values, inverse, counts = np.unique(
+        hashes_to_array([hashes[k] for k in index]), return_inverse=True, return_counts=True
+    )
     members = index[np.argsort(inverse, kind="stable")]
     pairs = _distinct_pairs(values, min(max_distance, 64), chunk)
     left, right, distance = _expand(*pairs, values, counts, members, chunk)
@@ -55,8 +56,15 @@ def near_pairs(hashes: list[str], max_distance: int, chunk: int = 1 << 20) -> li
     return list(zip(lo[order].tolist(), hi[order].tolist(), distance[order].tolist()))
 
 
-def _expand(a: np.ndarray, b: np.ndarray, dist: np.ndarray, values: np.ndarray, counts: np.ndarray,
-            members: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _expand(
+    a: np.ndarray,
+    b: np.ndarray,
+    dist: np.ndarray,
+    values: np.ndarray,
+    counts: np.ndarray,
+    members: np.ndarray,
+    chunk: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Hash indices of every pair of copies of the value pairs ``(a, b)``, and of copies of one value (distance 0)."""
     first = np.cumsum(counts) - counts
     sizes = counts[a] * counts[b]

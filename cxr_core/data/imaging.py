@@ -23,7 +23,7 @@ import io
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -40,17 +40,38 @@ IMAGE_SUFFIXES = RASTER_SUFFIXES + DICOM_SUFFIXES
 # Tags that identify a person; never shown, logged or written anywhere.
 IDENTIFYING_TAGS = frozenset(
     {
-        "PatientName", "PatientID", "PatientBirthDate", "PatientBirthTime", "PatientAddress",
-        "PatientTelephoneNumbers", "OtherPatientIDs", "OtherPatientNames", "PatientMotherBirthName",
-        "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName", "InstitutionName",
-        "InstitutionAddress", "AccessionNumber", "StudyID", "StudyInstanceUID", "SeriesInstanceUID",
-        "SOPInstanceUID", "FrameOfReferenceUID", "MedicalRecordLocator", "IssuerOfPatientID",
-        "PatientInsurancePlanCodeSequence", "MilitaryRank", "BranchOfService", "RequestingPhysician",
-        "StationName", "DeviceSerialNumber",
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientBirthTime",
+        "PatientAddress",
+        "PatientTelephoneNumbers",
+        "OtherPatientIDs",
+        "OtherPatientNames",
+        "PatientMotherBirthName",
+        "ReferringPhysicianName",
+        "PerformingPhysicianName",
+        "OperatorsName",
+        "InstitutionName",
+        "InstitutionAddress",
+        "AccessionNumber",
+        "StudyID",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "SOPInstanceUID",
+        "FrameOfReferenceUID",
+        "MedicalRecordLocator",
+        "IssuerOfPatientID",
+        "PatientInsurancePlanCodeSequence",
+        "MilitaryRank",
+        "BranchOfService",
+        "RequestingPhysician",
+        "StationName",
+        "DeviceSerialNumber",
     }
 )
 
-Source = Union[str, Path, bytes, bytearray, memoryview]
+Source = str | Path | bytes | bytearray | memoryview
 
 
 class ImageReadError(ValueError):
@@ -144,7 +165,9 @@ def _decode_raster(data: bytes, max_pixels: int, min_side: int) -> XRay:
     except Image.UnidentifiedImageError as exc:
         raise ImageReadError("not a readable image (unknown or unsupported format)") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageReadError(f"corrupt or truncated image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
+        raise ImageReadError(
+            f"corrupt or truncated image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from exc
     mode = image.mode
     if mode in {"1", "L", "P", "LA", "PA", "CMYK", "YCbCr", "HSV", "LAB"} or mode.startswith("RGB"):
         if mode in {"1", "L"}:

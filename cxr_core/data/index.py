@@ -20,23 +20,33 @@ import hashlib
 import json
 import os
 import zipfile
+from collections.abc import Collection, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from cxr_core.config import Config
-from cxr_core.errors import DatasetError
 from cxr_core.data.hashing import near_pairs, phash
 from cxr_core.data.imaging import IMAGE_SUFFIXES, ImageReadError, read_xray, sha256_file
 from cxr_core.data.labels import (
-    IDENTITY_COLUMNS, LABELS_FILE, LabelsError, Progress, dicom_identity, is_lateral, pseudonym, read_labels, salt_id,
-    unlabelled_files, work_salt,
+    IDENTITY_COLUMNS,
+    LABELS_FILE,
+    LabelsError,
+    Progress,
+    dicom_identity,
+    is_lateral,
+    pseudonym,
+    read_labels,
+    salt_id,
+    unlabelled_files,
+    work_salt,
 )
 from cxr_core.data.splits import assign_splits
+from cxr_core.errors import DatasetError
 from cxr_core.util.atomic import write_json_atomic
 
 MANIFEST = "manifest.csv"
@@ -122,7 +132,9 @@ class DatasetIndex:
         """The ``cxr index --json`` object: counts cover the curated dataset, splits cover what is used."""
         curated = self.frame[(self.frame["error"] == "") & (self.frame["exclude_reason"] != "discarded")]
         usable = self.images()
-        splits = {s: {str(k): int(v) for k, v in usable[usable["split"] == s]["label"].value_counts().items()} for s in SPLITS}
+        splits = {
+            s: {str(k): int(v) for k, v in usable[usable["split"] == s]["label"].value_counts().items()} for s in SPLITS
+        }
         across = self.duplicates_across_splits()
         return {
             "data_dir": str(self.data_dir),
@@ -192,7 +204,9 @@ def scan_files(data_dir: Path, classes: Iterable[str]) -> tuple[list[tuple[str, 
     for label, folder in folders.items():
         prefix = folder.relative_to(data_dir).as_posix()
         with os.scandir(folder) as entries:
-            found = sorted(e.name for e in entries if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
+            found = sorted(
+                e.name for e in entries if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
+            )
         if not found:
             empty.append(prefix)
         files.extend((f"{prefix}/{name}", label) for name in found)
@@ -202,8 +216,15 @@ def scan_files(data_dir: Path, classes: Iterable[str]) -> tuple[list[tuple[str, 
 def describe_file(args: tuple[str, int, int, bytes]) -> dict[str, Any]:
     """Read one image file and return its index row fields (errors are recorded, never raised)."""
     path, max_pixels, min_side, salt = args
-    row: dict[str, Any] = {"sha256": "", "phash": "", "width": 0, "height": 0, "error": "",
-                           **dict.fromkeys(IDENTITY_COLUMNS, ""), "salt_id": salt_id(salt)}
+    row: dict[str, Any] = {
+        "sha256": "",
+        "phash": "",
+        "width": 0,
+        "height": 0,
+        "error": "",
+        **dict.fromkeys(IDENTITY_COLUMNS, ""),
+        "salt_id": salt_id(salt),
+    }
     try:
         row["sha256"] = sha256_file(path)
         xray = read_xray(path, max_pixels=max_pixels, min_side=min_side)
@@ -232,17 +253,24 @@ def _read_cache(cache: Path, salt: bytes) -> pd.DataFrame:
 
 
 def _read_files(
-    data_dir: Path, files: list[tuple[str, str]], cached: pd.DataFrame, cfg: Config, salt: bytes,
+    data_dir: Path,
+    files: list[tuple[str, str]],
+    cached: pd.DataFrame,
+    cfg: Config,
+    salt: bytes,
     progress: Progress | None,
 ) -> tuple[pd.DataFrame, int]:
     """File-level rows for ``files``, reusing cached rows whose size and mtime are unchanged."""
     root = str(data_dir)
     stats = [os.stat(os.path.join(root, rel)) for rel, _ in files]
-    found = pd.DataFrame({
-        "path": [rel for rel, _ in files], "label": [label for _, label in files],
-        "size_bytes": np.array([s.st_size for s in stats], dtype=np.int64),
-        "mtime_ns": np.array([s.st_mtime_ns for s in stats], dtype=np.int64),
-    })
+    found = pd.DataFrame(
+        {
+            "path": [rel for rel, _ in files],
+            "label": [label for _, label in files],
+            "size_bytes": np.array([s.st_size for s in stats], dtype=np.int64),
+            "mtime_ns": np.array([s.st_mtime_ns for s in stats], dtype=np.int64),
+        }
+    )
     old = cached[["path", "size_bytes", "mtime_ns", *READ_COLUMNS]].drop_duplicates("path")
     old = old.astype({"size_bytes": np.int64, "mtime_ns": np.int64})
     merged = found.merge(old, on=["path", "size_bytes", "mtime_ns"], how="left", indicator=True)
@@ -281,7 +309,9 @@ def _metadata(data_dir: Path, labels: pd.DataFrame | None, salt: bytes) -> pd.Da
     manifest = pd.read_csv(path, dtype=str, keep_default_na=False)
     if "file" not in manifest.columns:
         raise DatasetError(f"{path} has no 'file' column")
-    return manifest.drop(columns=[c for c in ("label", "sha256") if c in manifest.columns]).rename(columns={"file": "path"})
+    return manifest.drop(columns=[c for c in ("label", "sha256") if c in manifest.columns]).rename(
+        columns={"file": "path"}
+    )
 
 
 def _attach_metadata(frame: pd.DataFrame, extra: pd.DataFrame | None) -> pd.DataFrame:
@@ -307,17 +337,32 @@ def _duplicate_pairs(frame: pd.DataFrame, max_distance: int, cache: Path) -> pd.
     first = pd.Series(rows).groupby(readable["sha256"], sort=False).transform("min").to_numpy()
     copies = rows[first != rows]
     near = _near_pairs_cached(readable, max_distance, cache)
-    found = pd.DataFrame({
-        "i": np.r_[first[copies], near[:, 0]], "j": np.r_[copies, near[:, 1]],
-        "kind": np.repeat(np.array(["exact", "near"], dtype=object), [len(copies), len(near)]),
-        "distance": np.r_[np.zeros(len(copies), dtype=np.int64), near[:, 2]],
-    }).drop_duplicates(["i", "j"]).sort_values(["i", "j"])
+    found = (
+        pd.DataFrame(
+            {
+                "i": np.r_[first[copies], near[:, 0]],
+                "j": np.r_[copies, near[:, 1]],
+                "kind": np.repeat(np.array(["exact", "near"], dtype=object), [len(copies), len(near)]),
+                "distance": np.r_[np.zeros(len(copies), dtype=np.int64), near[:, 2]],
+            }
+        )
+        .drop_duplicates(["i", "j"])
+        .sort_values(["i", "j"])
+    )
     i, j = found["i"].to_numpy(), found["j"].to_numpy()
     path, split, label = (readable[c].to_numpy() for c in ("path", "split", "label"))
-    return pd.DataFrame({
-        "path_a": path[i], "path_b": path[j], "kind": found["kind"].to_numpy(), "distance": found["distance"].to_numpy(),
-        "split_a": split[i], "split_b": split[j], "label_a": label[i], "label_b": label[j],
-    })
+    return pd.DataFrame(
+        {
+            "path_a": path[i],
+            "path_b": path[j],
+            "kind": found["kind"].to_numpy(),
+            "distance": found["distance"].to_numpy(),
+            "split_a": split[i],
+            "split_b": split[j],
+            "label_a": label[i],
+            "label_b": label[j],
+        }
+    )
 
 
 def _near_pairs_cached(readable: pd.DataFrame, max_distance: int, cache: Path) -> np.ndarray:
@@ -366,8 +411,13 @@ def _assembly_key(files: pd.DataFrame, extra: pd.DataFrame | None, cfg: Config, 
     if extra is not None:
         digest.update(pd.util.hash_pandas_object(extra, index=False).to_numpy().tobytes())
         digest.update(json.dumps(list(extra.columns)).encode())
-    settings = [list(cfg.split_fractions), cfg.seed, cfg.near_duplicate_distance, cfg.clean_test_of_duplicates,
-                sorted(discarded)]
+    settings = [
+        list(cfg.split_fractions),
+        cfg.seed,
+        cfg.near_duplicate_distance,
+        cfg.clean_test_of_duplicates,
+        sorted(discarded),
+    ]
     digest.update(json.dumps(settings).encode())
     package = Path(__file__).resolve().parents[1]
     for name in ASSEMBLY_CODE:
@@ -384,7 +434,11 @@ def _string_columns(frame: pd.DataFrame) -> pd.DataFrame:
 def _assembled_paths(cache: Path, key: str) -> tuple[Path, Path, Path]:
     """The frame, pairs and confounding files of the assembled index with ``key``."""
     stem = f"{cache.stem}.assembled-{key}"
-    return cache.with_name(f"{stem}.frame.parquet"), cache.with_name(f"{stem}.pairs.parquet"), cache.with_name(f"{stem}.json")
+    return (
+        cache.with_name(f"{stem}.frame.parquet"),
+        cache.with_name(f"{stem}.pairs.parquet"),
+        cache.with_name(f"{stem}.json"),
+    )
 
 
 def _read_assembled(cache: Path, key: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any] | None] | None:
@@ -457,8 +511,12 @@ def _no_usable_image(root: Path, frame: pd.DataFrame, lateral: pd.Series, empty:
 
 
 def load_index(
-    cfg: Config, data_dir: str | Path | None = None, refresh: bool = True, progress: Progress | None = None,
-    labels: str | Path | None = None, discarded: Collection[str] = (),
+    cfg: Config,
+    data_dir: str | Path | None = None,
+    refresh: bool = True,
+    progress: Progress | None = None,
+    labels: str | Path | None = None,
+    discarded: Collection[str] = (),
     replacements: Mapping[str, tuple[str, str]] | None = None,
 ) -> DatasetIndex:
     """Index ``data_dir`` (default ``cfg.data_dir``), re-reading only new or changed files, and cache it in the work dir.
@@ -474,8 +532,10 @@ def load_index(
         raise DatasetError(f"dataset folder {root} does not exist (set CXR_DATA_DIR or run `cxr fetch`)")
     labels_path = Path(labels).expanduser().resolve() if labels else labels_file(cfg, root)
     if labels_path and not labels and not labels_path.is_file():
-        raise DatasetError(f"label file {labels_path}, remembered for {root} by `cxr index --labels`, is gone; "
-                           f"pass --labels again or run `cxr index {root} --forget-labels`")
+        raise DatasetError(
+            f"label file {labels_path}, remembered for {root} by `cxr index --labels`, is gone; "
+            f"pass --labels again or run `cxr index {root} --forget-labels`"
+        )
     try:
         table = read_labels(labels_path, root, cfg.include_classes) if labels_path else None
         salt = work_salt(cfg.home)
@@ -520,8 +580,19 @@ def load_index(
         frame, pairs, known = memo
     frame = with_replacements(frame, replacements or {})
     index = DatasetIndex(
-        root, frame, pairs, empty, n_read, n_reused, cfg.seed, cfg.split_fractions, cfg.near_duplicate_distance,
-        labels_file=labels_path, unlabelled=unlabelled, lateral=left_out, known_confounding=known,
+        root,
+        frame,
+        pairs,
+        empty,
+        n_read,
+        n_reused,
+        cfg.seed,
+        cfg.split_fractions,
+        cfg.near_duplicate_distance,
+        labels_file=labels_path,
+        unlabelled=unlabelled,
+        lateral=left_out,
+        known_confounding=known,
         confounding_memo=_assembled_paths(cache, key)[2],
     )
     _save_splits(cfg, root, frame)
@@ -536,9 +607,7 @@ def with_replacements(frame: pd.DataFrame, replacements: Mapping[str, tuple[str,
     """
     readable = frame["error"] == ""
     chosen = frame["sha256"].map(lambda sha: replacements.get(sha, ("", "")))
-    frame = frame.assign(
-        pixels_path=[path for path, _ in chosen], pixels_sha256=[sha for _, sha in chosen]
-    )
+    frame = frame.assign(pixels_path=[path for path, _ in chosen], pixels_sha256=[sha for _, sha in chosen])
     frame.loc[~readable, ["pixels_path", "pixels_sha256"]] = ""
     frame["repaired"] = frame["pixels_path"] != ""
     return frame
@@ -556,8 +625,12 @@ def pixel_sources(rows: pd.DataFrame) -> tuple[list[str], list[str]]:
 def _save_splits(cfg: Config, root: Path, frame: pd.DataFrame) -> None:
     """Write the split assignment beside the cache so other tools can read it."""
     path = _cache_path(cfg, root).with_suffix(".splits.json")
-    data = {"data_dir": str(root), "seed": cfg.seed, "fractions": list(cfg.split_fractions),
-            "splits": dict(zip(frame["path"], frame["split"]))}
+    data = {
+        "data_dir": str(root),
+        "seed": cfg.seed,
+        "fractions": list(cfg.split_fractions),
+        "splits": dict(zip(frame["path"], frame["split"])),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(data, sort_keys=True), encoding="utf-8")

@@ -16,8 +16,9 @@ import os
 import secrets
 import shutil
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import pandas as pd
@@ -130,7 +131,9 @@ def read_labels(path: Path, root: Path, classes: Iterable[str]) -> pd.DataFrame:
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-        raise LabelsError(f"{path}: not a readable CSV file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
+        raise LabelsError(
+            f"{path}: not a readable CSV file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from exc
     table.columns = [str(c).strip().lower() for c in table.columns]
     if not {"file", "label"} <= set(table.columns):
         raise LabelsError(f"{path}: needs the columns file and label (found: {', '.join(table.columns) or 'none'})")
@@ -150,12 +153,16 @@ def read_labels(path: Path, root: Path, classes: Iterable[str]) -> pd.DataFrame:
     canonical = {c.lower(): c for c in classes}
     unknown = [f"{lbl!r} on row {r}" for r, lbl in zip(rows, table["label"]) if lbl.lower() not in canonical]
     if unknown:
-        raise LabelsError(f"{path}: unknown labels {_examples(unknown)} (labels must be one of {', '.join(canonical.values())})")
+        raise LabelsError(
+            f"{path}: unknown labels {_examples(unknown)} (labels must be one of {', '.join(canonical.values())})"
+        )
     table["label"] = [canonical[lbl.lower()] for lbl in table["label"]]
     missing = [f for f in table["file"] if not (root / f).is_file()]
     if missing:
-        raise LabelsError(f"{path}: {len(missing)} of {len(table)} listed files are not in {root}: {_examples(missing)} "
-                          "(paths must be relative to the data folder; fix or remove those rows)")
+        raise LabelsError(
+            f"{path}: {len(missing)} of {len(table)} listed files are not in {root}: {_examples(missing)} "
+            "(paths must be relative to the data folder; fix or remove those rows)"
+        )
     return table
 
 
@@ -220,8 +227,14 @@ def export_copy(cfg: Config, index: DatasetIndex, out: Path, progress: Progress 
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             if not cv2.imwrite(str(tmp / name), gray):
                 raise LabelsError(f"cannot write {tmp / name}")
-            records.append({"file": name, "label": row.label, "source": row.source,
-                            "patient_id": pseudonym(salt, "patient", row.patient_id)})
+            records.append(
+                {
+                    "file": name,
+                    "label": row.label,
+                    "source": row.source,
+                    "patient_id": pseudonym(salt, "patient", row.patient_id),
+                }
+            )
             if progress:
                 progress(done, len(frame))
         tmp.mkdir(parents=True, exist_ok=True)
@@ -231,6 +244,14 @@ def export_copy(cfg: Config, index: DatasetIndex, out: Path, progress: Progress 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     discarded = int((index.frame["exclude_reason"] == "discarded").sum())
-    return {"out": str(out), "n_images": len(records), "by_class": dict(sorted(numbers.items())),
-            "skipped": {"unreadable": len(index.unreadable()) + unreadable, "discarded": discarded,
-                        "lateral": len(index.lateral), "unlabelled": len(index.unlabelled)}}
+    return {
+        "out": str(out),
+        "n_images": len(records),
+        "by_class": dict(sorted(numbers.items())),
+        "skipped": {
+            "unreadable": len(index.unreadable()) + unreadable,
+            "discarded": discarded,
+            "lateral": len(index.lateral),
+            "unlabelled": len(index.unlabelled),
+        },
+    }

@@ -62,11 +62,13 @@ def assign_splits(frame: pd.DataFrame, fractions: tuple[float, float, float], se
     if readable.empty:
         return result
     groups = patient_groups(readable)
-    per_group = pd.DataFrame({
-        "label": majority(groups, readable["label"]),
-        "source": majority(groups, readable["source"]),
-        "size": groups.value_counts(),
-    }).sort_index()
+    per_group = pd.DataFrame(
+        {
+            "label": majority(groups, readable["label"]),
+            "source": majority(groups, readable["source"]),
+            "size": groups.value_counts(),
+        }
+    ).sort_index()
     per_group["rank"] = [_rank(seed, g) for g in per_group.index]
     bounds = (fractions[0], fractions[0] + fractions[1])
     chosen: dict[str, str] = {}
@@ -75,7 +77,9 @@ def assign_splits(frame: pd.DataFrame, fractions: tuple[float, float, float], se
         before = 0
         for group, size in zip(stratum.index, stratum["size"]):
             position = (before + size / 2) / total
-            chosen[group] = SPLIT_NAMES[0] if position < bounds[0] else SPLIT_NAMES[1] if position < bounds[1] else SPLIT_NAMES[2]
+            chosen[group] = (
+                SPLIT_NAMES[0] if position < bounds[0] else SPLIT_NAMES[1] if position < bounds[1] else SPLIT_NAMES[2]
+            )
             before += size
     result.loc[readable.index] = [chosen[g] for g in groups]
     return result
