@@ -17,6 +17,7 @@ GROUP_TITLES = {
     "optimisation": "Optimisation",
     "sampling": "Data and sampling",
     "augmentation": "Augmentation",
+    "robustness": "Source robustness",
     "advanced": "Advanced options",
 }
 COLUMNS = 4

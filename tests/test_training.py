@@ -20,6 +20,7 @@ import pytest
 from conftest import REPO, write_dataset
 from cxr_core.config import Config
 from cxr_core.train import jobs, rundir
+from cxr_core.train.appearance import Appearance
 from cxr_core.train.trainer import TrainConfig, TrainingError, resume, train
 
 pytestmark = pytest.mark.slow
@@ -307,6 +308,16 @@ def test_paper_pipeline_and_mixed_precision_runs_export_a_float32_model(
     assert keras.mixed_precision.global_policy().name == "float32"
     model = load_model(mixed.model_dir).model
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+
+
+def test_a_run_with_the_appearance_recipe_trains_and_records_it(make_cfg: Callable[..., Config], data: Path) -> None:
+    from cxr_core.train.config import TRAIN_CONFIG_FILE, read_train_config
+
+    cfg = make_cfg(data_dir=data)
+    result = train(cfg, _tiny(epochs=1, appearance=True, appearance_ops={**Appearance().to_dict(), "jpeg_p": 1.0}))
+    assert result.status == "done"
+    saved = read_train_config(Path(result.model_dir) / TRAIN_CONFIG_FILE)
+    assert saved.appearance and saved.appearance_ops["jpeg_p"] == 1.0
 
 
 def test_tune_saves_a_results_table_and_resumes_without_repeating_trials(

@@ -20,6 +20,7 @@ from typing import Any
 
 from cxr_core.preprocess.normalise import METHODS
 from cxr_core.preprocess.recipe import RESIZE_POLICIES, ROI_MODES, PreprocessConfig
+from cxr_core.train.appearance import Appearance
 from cxr_core.train.architectures import ARCHITECTURES, get_architecture
 from cxr_core.train.pipeline import Augmentation
 
@@ -28,7 +29,7 @@ SAMPLINGS = ("class_weight", "balanced", "source_balanced", "none")
 TRAIN_CONFIG_FILE = "train_config.json"
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 MONITORS = {"val_auc": "max", "val_loss": "min"}
-GROUPS = ("model", "preprocessing", "optimisation", "sampling", "augmentation", "advanced")
+GROUPS = ("model", "preprocessing", "optimisation", "sampling", "augmentation", "robustness", "advanced")
 
 
 class TrainingError(ValueError):
@@ -128,6 +129,39 @@ AUGMENTATION_OPTIONS = {
         "augmentation",
         flag="hflip",
     ),
+}
+APPEARANCE_LABELS = {
+    "gamma": "gamma (max |log gamma|)",
+    "contrast": "contrast (max change, fraction)",
+    "brightness": "brightness (max shift, fraction of 255)",
+    "blur": "blur (max Gaussian sigma, px)",
+    "sharpen": "sharpening (max amount)",
+    "noise": "Gaussian noise (max sigma, gray levels)",
+    "poisson": "Poisson-like noise (max strength)",
+    "jpeg": "JPEG re-compression (lowest quality)",
+    "resample": "down- and up-sampling (smallest scale)",
+    "frame": "black frame (max width, fraction of the side)",
+    "window": "windowing (max clipped fraction at each end)",
+}
+APPEARANCE_OPTIONS = {
+    **{
+        name: Option(
+            f"appearance augmentation: {text}",
+            text.split(" (")[0].capitalize(),
+            "robustness",
+            flag=f"appearance_{name}",
+        )
+        for name, text in APPEARANCE_LABELS.items()
+    },
+    **{
+        f"{name}_p": Option(
+            f"appearance augmentation: probability of {text.split(' (')[0]}",
+            f"P({text.split(' (')[0]})",
+            "robustness",
+            flag=f"appearance_{name}_p",
+        )
+        for name, text in APPEARANCE_LABELS.items()
+    },
 }
 ROI_LABELS = {
     "none": "none (whole film)",
@@ -237,6 +271,17 @@ class TrainConfig:
         default_factory=lambda: Augmentation().to_dict(),
         metadata={"nested": Augmentation, "options": AUGMENTATION_OPTIONS},
     )
+    appearance: bool = option(
+        False,
+        help="appearance augmentation that erases source signatures: random gamma, contrast, brightness, blur, "
+        "sharpening, noise, JPEG, resampling, black frames and windowing, each with its probability and range",
+        label="Appearance augmentation",
+        group="robustness",
+    )
+    appearance_ops: dict[str, Any] = field(
+        default_factory=lambda: Appearance().to_dict(),
+        metadata={"nested": Appearance, "options": APPEARANCE_OPTIONS},
+    )
     hparams: dict[str, Any] = option(
         factory=dict,
         help="architecture hyperparameters as JSON, e.g. '{\"width\": 48}'",
@@ -292,6 +337,7 @@ class TrainConfig:
                 f"{self.sampling} sampling is available with --pipeline ours only",
             ),
             (self.batch_log_every >= 1, "batch_log_every must be at least 1"),
+            (not (self.appearance and self.pipeline == "paper"), "appearance augmentation needs --pipeline ours"),
             (0 < self.target_sensitivity <= 1, "target sensitivity must be in (0, 1]"),
             (not set(self.hparams) - set(arch.hparams), f"{self.arch} takes hyperparameters {sorted(arch.hparams)}"),
         ]
@@ -299,6 +345,9 @@ class TrainConfig:
             if not ok:
                 raise TrainingError(message)
         Augmentation(**self.augmentation)
+        problems = Appearance(**self.appearance_ops).problems()
+        if problems:
+            raise TrainingError(f"appearance augmentation: {problems[0]}")
         self.preprocess()
         if self.strategy == "multi_worker":
             check_cluster()
@@ -359,6 +408,7 @@ def config_from_options(options: Mapping[str, Any], base: TrainConfig | None = N
         raise TrainingError(f"unknown training options {unknown}")
     values = (base or TrainConfig()).to_dict()
     values["augmentation"] = {**Augmentation().to_dict(), **values.get("augmentation", {})}
+    values["appearance_ops"] = {**Appearance().to_dict(), **values.get("appearance_ops", {})}
     for name, value in options.items():
         spec = specs[name]
         target = values

@@ -24,6 +24,7 @@ from cxr_core.data.index import pixel_sources
 from cxr_core.lungs.segmenter import lung_mask
 from cxr_core.preprocess.cache import PreprocessCache
 from cxr_core.preprocess.recipe import PreprocessConfig
+from cxr_core.train.appearance import Appearance, appearance_batch
 from cxr_core.train.architectures import CLASSES
 from cxr_core.util.progress import Progress
 
@@ -236,6 +237,7 @@ def make_dataset(
     balanced: bool = False,
     sources: np.ndarray | None = None,
     epochs: range | None = None,
+    appearance: Appearance | None = None,
 ) -> Any:
     """A batched, prefetched ``tf.data.Dataset`` of ``(float32 (b,s,s,1) raw 0-255, one-hot (b,2))``.
 
@@ -245,6 +247,7 @@ def make_dataset(
     with ``steps_per_epoch``); without, every pass over it is a new epoch keyed by a seeded per-pass random number.
     ``balanced`` draws both classes with equal probability (same number of images per epoch as the data holds);
     with ``sources`` (one name per image) every source of a class is, within that class, equally likely too.
+    ``appearance`` adds the appearance augmentation of :mod:`cxr_core.train.appearance` after the geometric one.
     """
     import tensorflow as tf
 
@@ -279,8 +282,11 @@ def make_dataset(
     def load(epoch_seed: Any, i: Any, index: Any) -> tuple[Any, Any]:
         """One batch, augmented with the stateless seed of (epoch seed, batch number)."""
         x, y = to_model(index)
+        batch_seed = tf.random.experimental.stateless_fold_in(epoch_seed, i)
         if layers is not None:
-            x = augment_batch(layers, x, tf.random.experimental.stateless_fold_in(epoch_seed, i))
+            x = augment_batch(layers, x, batch_seed)
+        if appearance is not None:
+            x = appearance_batch(x, tf.random.experimental.stateless_fold_in(batch_seed, 7919), appearance)
         return x, y
 
     plain_load = tf.autograph.experimental.do_not_convert(load)

@@ -27,6 +27,7 @@ from cxr_core import __version__
 from cxr_core.config import Config
 from cxr_core.preprocess.recipe import PreprocessConfig
 from cxr_core.train import rundir
+from cxr_core.train.appearance import Appearance
 from cxr_core.train.architectures import CLASSES, build_model, set_batchnorm_statistics
 from cxr_core.train.config import MONITORS, TRAIN_CONFIG_FILE, TrainConfig, TrainingError, check_cluster
 from cxr_core.train.pipeline import (
@@ -605,6 +606,7 @@ def input_data(data: TrainingData, tc: TrainConfig, start_epoch: int = 0) -> tup
         balanced=tc.sampling in ("balanced", "source_balanced"),
         sources=sources,
         epochs=range(start_epoch, tc.epochs),
+        appearance=Appearance(**tc.appearance_ops) if tc.appearance else None,
     )
     return train_data, make_dataset(data.x_val, data.y_val, batch=tc.batch, training=False, seed=seed), steps
 
@@ -692,6 +694,7 @@ def _training_summary(
         "pipeline": tc.pipeline,
         "sampling": tc.sampling,
         "augmentation": tc.augmentation if tc.augment else None,
+        "appearance": tc.appearance_ops if tc.appearance else None,
         "mixed_precision": tc.mixed_precision,
         "hparams": tc.hparams,
         "seed": tc.seed,
