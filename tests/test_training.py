@@ -310,14 +310,17 @@ def test_paper_pipeline_and_mixed_precision_runs_export_a_float32_model(
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
 
 
-def test_a_run_with_the_appearance_recipe_trains_and_records_it(make_cfg: Callable[..., Config], data: Path) -> None:
+def test_a_run_with_the_appearance_and_normal_markings_recipes_trains_and_records_them(
+    make_cfg: Callable[..., Config], data: Path
+) -> None:
     from cxr_core.train.config import TRAIN_CONFIG_FILE, read_train_config
 
     cfg = make_cfg(data_dir=data)
-    result = train(cfg, _tiny(epochs=1, appearance=True, appearance_ops={**Appearance().to_dict(), "jpeg_p": 1.0}))
+    recipe = {"appearance": True, "appearance_ops": {**Appearance().to_dict(), "jpeg_p": 1.0}, "normal_markings": 0.5}
+    result = train(cfg, _tiny(epochs=1, **recipe))
     assert result.status == "done"
     saved = read_train_config(Path(result.model_dir) / TRAIN_CONFIG_FILE)
-    assert saved.appearance and saved.appearance_ops["jpeg_p"] == 1.0
+    assert saved.appearance and saved.appearance_ops["jpeg_p"] == 1.0 and saved.normal_markings == 0.5
 
 
 def test_tune_saves_a_results_table_and_resumes_without_repeating_trials(

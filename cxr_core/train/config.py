@@ -278,6 +278,13 @@ class TrainConfig:
         label="Appearance augmentation",
         group="robustness",
     )
+    normal_markings: float = option(
+        0.0,
+        help="probability that a Normal training image gets synthetic markings (arrows, boxes, captions), so that "
+        "markings stop meaning COVID (0: off)",
+        label="Markings on Normal images (probability)",
+        group="robustness",
+    )
     appearance_ops: dict[str, Any] = field(
         default_factory=lambda: Appearance().to_dict(),
         metadata={"nested": Appearance, "options": APPEARANCE_OPTIONS},
@@ -338,6 +345,8 @@ class TrainConfig:
             ),
             (self.batch_log_every >= 1, "batch_log_every must be at least 1"),
             (not (self.appearance and self.pipeline == "paper"), "appearance augmentation needs --pipeline ours"),
+            (0 <= self.normal_markings <= 1, f"normal_markings must be a probability, got {self.normal_markings}"),
+            (not (self.normal_markings and self.pipeline == "paper"), "normal_markings needs --pipeline ours"),
             (0 < self.target_sensitivity <= 1, "target sensitivity must be in (0, 1]"),
             (not set(self.hparams) - set(arch.hparams), f"{self.arch} takes hyperparameters {sorted(arch.hparams)}"),
         ]

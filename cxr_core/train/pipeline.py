@@ -26,6 +26,7 @@ from cxr_core.preprocess.cache import PreprocessCache
 from cxr_core.preprocess.recipe import PreprocessConfig
 from cxr_core.train.appearance import Appearance, appearance_batch
 from cxr_core.train.architectures import CLASSES
+from cxr_core.train.normal_markings import paint_normals
 from cxr_core.util.progress import Progress
 
 SPLIT_COLUMNS = ("path", "label", "source", "patient_id", "sha256", "split", "repaired", "pixels_path", "pixels_sha256")
@@ -238,6 +239,7 @@ def make_dataset(
     sources: np.ndarray | None = None,
     epochs: range | None = None,
     appearance: Appearance | None = None,
+    normal_markings: float = 0.0,
 ) -> Any:
     """A batched, prefetched ``tf.data.Dataset`` of ``(float32 (b,s,s,1) raw 0-255, one-hot (b,2))``.
 
@@ -248,6 +250,8 @@ def make_dataset(
     ``balanced`` draws both classes with equal probability (same number of images per epoch as the data holds);
     with ``sources`` (one name per image) every source of a class is, within that class, equally likely too.
     ``appearance`` adds the appearance augmentation of :mod:`cxr_core.train.appearance` after the geometric one.
+    ``normal_markings`` is the probability that a Normal image gets synthetic markings first
+    (:mod:`cxr_core.train.normal_markings`), so they move with it under the geometric augmentation.
     """
     import tensorflow as tf
 
@@ -283,6 +287,13 @@ def make_dataset(
         """One batch, augmented with the stateless seed of (epoch seed, batch number)."""
         x, y = to_model(index)
         batch_seed = tf.random.experimental.stateless_fold_in(epoch_seed, i)
+        if normal_markings > 0:
+            is_normal = tf.equal(tf.gather(classes, index), CLASSES.index("Normal"))
+            marks_seed = tf.random.experimental.stateless_fold_in(batch_seed, 104729)
+            marked = tf.numpy_function(
+                lambda *args: paint_normals(*args, normal_markings), [x, is_normal, marks_seed], tf.float32
+            )
+            x = tf.ensure_shape(marked, x.shape)
         if layers is not None:
             x = augment_batch(layers, x, batch_seed)
         if appearance is not None:

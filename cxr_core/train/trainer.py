@@ -607,6 +607,7 @@ def input_data(data: TrainingData, tc: TrainConfig, start_epoch: int = 0) -> tup
         sources=sources,
         epochs=range(start_epoch, tc.epochs),
         appearance=Appearance(**tc.appearance_ops) if tc.appearance else None,
+        normal_markings=tc.normal_markings,
     )
     return train_data, make_dataset(data.x_val, data.y_val, batch=tc.batch, training=False, seed=seed), steps
 
@@ -695,6 +696,7 @@ def _training_summary(
         "sampling": tc.sampling,
         "augmentation": tc.augmentation if tc.augment else None,
         "appearance": tc.appearance_ops if tc.appearance else None,
+        "normal_markings": tc.normal_markings,
         "mixed_precision": tc.mixed_precision,
         "hparams": tc.hparams,
         "seed": tc.seed,
