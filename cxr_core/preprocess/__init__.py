@@ -50,6 +50,6 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "ROI_MODES",
             "resize",
         ],
-        "roi": ["Segment", "bounding_box", "dilate"],
+        "roi": ["LUNG_STANDARDISATION", "Segment", "bounding_box", "dilate", "standardise_lungs"],
     },
 )

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from cxr_core.preprocess.normalise import METHODS, NormaliseError, normalise, resolve_params
-from cxr_core.preprocess.roi import Segment, bounding_box, dilate
+from cxr_core.preprocess.roi import LUNG_STANDARDISATION, Segment, bounding_box, dilate, standardise_lungs
 
 RESIZE_POLICIES = ("squash", "pad")
 INTERPOLATIONS = {
@@ -49,6 +49,7 @@ class PreprocessConfig:
     resize: str = "squash"
     interpolation: str = "area"
     roi: str = "none"
+    lung_standardise: str = "none"
 
     def __post_init__(self) -> None:
         """Fill in and freeze every normalisation parameter (a saved recipe never depends on later defaults); validate."""
@@ -66,6 +67,12 @@ class PreprocessConfig:
             raise PreprocessError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}")
         if self.roi not in ROI_MODES:
             raise PreprocessError(f"roi must be one of {ROI_MODES}, got {self.roi!r}")
+        if self.lung_standardise not in LUNG_STANDARDISATION:
+            raise PreprocessError(
+                f"lung_standardise must be one of {LUNG_STANDARDISATION}, got {self.lung_standardise!r}"
+            )
+        if self.lung_standardise != "none" and self.roi == "none":
+            raise PreprocessError("lung standardisation needs a lung region of interest (roi lung_crop or lung_mask)")
 
     @property
     def param_dict(self) -> dict[str, Any]:
@@ -73,9 +80,11 @@ class PreprocessConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.params}
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
+        """A JSON-ready dict (``lung_standardise`` only when used, so older recipes keep their digests)."""
         data = asdict(self)
         data["params"] = self.param_dict
+        if self.lung_standardise == "none":
+            del data["lung_standardise"]
         return data
 
     def to_json(self) -> str:
@@ -89,7 +98,7 @@ class PreprocessConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PreprocessConfig:
         """Build from a dict such as :meth:`to_dict` returns; unknown keys are refused."""
-        known = {"method", "params", "size", "resize", "interpolation", "roi"}
+        known = {"method", "params", "size", "resize", "interpolation", "roi", "lung_standardise"}
         unknown = set(data) - known
         if unknown:
             raise PreprocessError(f"unknown preprocessing keys {sorted(unknown)}")
@@ -130,7 +139,8 @@ class PreprocessConfig:
         """The preprocessed image and the lung mask (bool) in the same geometry, from ``mask`` or ``segment(gray)``.
 
         ``lung_crop`` crops to the lungs' bounding box plus ``ROI_MARGIN``; ``lung_mask`` also sets everything
-        outside the lung mask dilated by ``ROI_DILATION`` to zero, before and after normalisation.
+        outside the lung mask dilated by ``ROI_DILATION`` to zero, before and after normalisation. With
+        ``lung_standardise`` the crop's gray levels are first standardised on the lung pixels (``standardise_lungs``).
         """
         if gray.ndim != 2:
             raise PreprocessError(f"expected a 2-D grayscale image, got shape {gray.shape}")
@@ -143,6 +153,7 @@ class PreprocessConfig:
             raise PreprocessError(f"lung mask shape {mask.shape} differs from image shape {gray.shape}")
         top, bottom, left, right = self.roi_box(mask)
         gray, mask = gray[top:bottom, left:right], mask[top:bottom, left:right]
+        gray = standardise_lungs(gray, mask, self.lung_standardise)
         keep = dilate(mask, ROI_DILATION) if self.roi == "lung_mask" else None
         if keep is not None:
             gray = np.where(keep, gray, 0).astype(gray.dtype)

@@ -32,3 +32,34 @@ def bounding_box(mask: np.ndarray, margin: float = 0.05) -> tuple[int, int, int,
         return 0, height, 0, width
     dy, dx = round(margin * height), round(margin * width)
     return max(0, rows[0] - dy), min(height, rows[-1] + 1 + dy), max(0, cols[0] - dx), min(width, cols[-1] + 1 + dx)
+
+
+LUNG_STANDARDISATION = ("none", "zscore", "histogram")
+"""Per-image intensity standardisation inside the lungs: none, a z-score, or matching a fixed reference histogram."""
+REFERENCE_MEAN, REFERENCE_SD = 128.0, 42.5
+"""The lungs' gray levels after standardisation: mean 128 and standard deviation 42.5 (so +-3 sd spans 0-255)."""
+
+
+def standardise_lungs(gray: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:
+    """``gray`` (uint8) with its gray levels mapped so that the pixels under ``mask`` match the reference.
+
+    ``zscore`` shifts and scales them to mean 128 and sd 42.5; ``histogram`` maps their distribution onto a normal
+    one with that mean and sd (histogram matching to a fixed reference). The same map applies to the whole image,
+    so the rest keeps its place relative to the lungs. An empty mask leaves the image as it is.
+    """
+    if how not in LUNG_STANDARDISATION:
+        raise ValueError(f"lung standardisation must be one of {LUNG_STANDARDISATION}, got {how!r}")
+    lungs = gray[mask.astype(bool)]
+    if how == "none" or lungs.size == 0:
+        return gray.copy()
+    levels = np.arange(256, dtype=np.float64)
+    if how == "zscore":
+        spread = max(float(lungs.std()), 1e-3)
+        table = REFERENCE_MEAN + REFERENCE_SD * (levels - float(lungs.mean())) / spread
+    else:
+        from scipy.special import ndtri
+
+        counts = np.bincount(lungs.ravel(), minlength=256).astype(np.float64)
+        below = (np.cumsum(counts) - counts / 2) / counts.sum()
+        table = REFERENCE_MEAN + REFERENCE_SD * ndtri(np.clip(below, 1e-4, 1 - 1e-4))
+    return np.clip(np.rint(table), 0, 255).astype(np.uint8)[gray]

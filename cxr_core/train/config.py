@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from cxr_core.preprocess.normalise import METHODS
-from cxr_core.preprocess.recipe import RESIZE_POLICIES, ROI_MODES, PreprocessConfig
+from cxr_core.preprocess.recipe import RESIZE_POLICIES, ROI_MODES, PreprocessConfig, PreprocessError
+from cxr_core.preprocess.roi import LUNG_STANDARDISATION
 from cxr_core.train.appearance import Appearance
 from cxr_core.train.architectures import ARCHITECTURES, get_architecture
 from cxr_core.train.pipeline import Augmentation
@@ -278,6 +279,14 @@ class TrainConfig:
         label="Appearance augmentation",
         group="robustness",
     )
+    lung_standardise: str = option(
+        "none",
+        help="per-image intensity standardisation inside the lungs (needs a lung roi): zscore, or histogram "
+        "matching to a fixed reference",
+        label="Lung intensity standardisation",
+        group="robustness",
+        choices=LUNG_STANDARDISATION,
+    )
     normal_markings: float = option(
         0.0,
         help="probability that a Normal training image gets synthetic markings (arrows, boxes, captions), so that "
@@ -357,7 +366,10 @@ class TrainConfig:
         problems = Appearance(**self.appearance_ops).problems()
         if problems:
             raise TrainingError(f"appearance augmentation: {problems[0]}")
-        self.preprocess()
+        try:
+            self.preprocess()
+        except PreprocessError as exc:
+            raise TrainingError(str(exc)) from exc
         if self.strategy == "multi_worker":
             check_cluster()
         return self
@@ -380,6 +392,7 @@ class TrainConfig:
             size=self.image_size,
             resize=self.resize,
             roi=self.roi,
+            lung_standardise=self.lung_standardise,
         )
 
     def to_dict(self) -> dict[str, Any]:
