@@ -341,16 +341,36 @@ def test_tune_saves_a_results_table_and_resumes_without_repeating_trials(
         batch=8,
         limit=24,
         seed=0,
+        recipe={"appearance": True, "normal_markings": 0.5, "sampling": "source_balanced"},
     )
     started: list[str] = []
     first = tune(cfg, search, on_trial=started.append)
     assert len(first) >= 1 and set(first["method"]) <= {"none", "clahe"}
+    saved = json.loads((tuning_dir(cfg, search) / "results.json").read_text())["recipe"]
+    assert saved["appearance"] and saved["normal_markings"] == 0.5 and saved["sampling"] == "source_balanced"
     assert first["val_auc"].is_monotonic_decreasing
     assert (tuning_dir(cfg, search) / RESULTS_CSV).is_file()
     count = len(started)
     again = tune(cfg, search, on_trial=started.append)
     assert len(started) == count
     assert sorted(again["trial"]) == sorted(first["trial"])
+
+
+def test_cxr_tune_takes_its_fixed_recipe_from_a_config_file_and_the_training_flags(tmp_path: Path) -> None:
+    from cxr_core.cli.commands.tune import recipe_from_args
+    from cxr_core.cli.parser import build_parser
+    from cxr_core.train.tuning import TuneConfig
+
+    saved = tmp_path / "train_config.json"
+    saved.write_text(json.dumps(TrainConfig(sampling="balanced", normal_markings=0.3, epochs=99).to_dict()))
+    argv = ["tune", "--config", str(saved), "--appearance", "--appearance-jpeg-p", "0.9", "--max-epochs", "2"]
+    recipe = recipe_from_args(build_parser(argv).parse_args(argv))
+    assert recipe["sampling"] == "balanced" and recipe["normal_markings"] == 0.3 and recipe["appearance"] is True
+    assert recipe["appearance_jpeg_p"] == 0.9 and "epochs" not in recipe
+    base = TuneConfig(recipe=recipe).base()
+    assert base.appearance_ops["jpeg_p"] == 0.9 and base.sampling == "balanced"
+    with pytest.raises(TrainingError, match="cannot be part of a search's recipe"):
+        TuneConfig(recipe={"lr": 0.1}).validate()
 
 
 def test_the_shipped_default_model_carries_its_recipe() -> None:

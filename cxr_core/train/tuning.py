@@ -1,7 +1,9 @@
 """Hyperparameter search for ``cxr_net`` with KerasTuner Hyperband on the validation split (resumable).
 
-Searched: learning rate, width, depth, dropout, image size and normalisation method. Each (size, method) pair's
-arrays are read once through the training pipeline's cache. The search state lives in
+Searched: learning rate, width, depth, dropout, image size and normalisation method. Everything else about a trial
+is a fixed recipe of training options (:data:`RECIPE_GROUPS` of :class:`~cxr_core.train.config.TrainConfig`: region
+of interest, sampling, augmentation and the source-robustness recipes), the same options ``cxr train`` takes. Each
+(size, method) pair's arrays are read once through the training pipeline's cache. The search state lives in
 ``<directory>/<project>/`` (KerasTuner's oracle files), so running the same command again continues where it
 stopped; ``results.csv`` / ``results.json`` there list every completed trial, best first.
 """
@@ -18,11 +20,21 @@ import pandas as pd
 
 from cxr_core.config import Config
 from cxr_core.train import rundir
+from cxr_core.train.appearance import Appearance
+from cxr_core.train.config import OptionSpec, config_from_options, train_options
 from cxr_core.train.pipeline import Augmentation, class_weights, make_dataset, select_images
 from cxr_core.train.trainer import TrainConfig, TrainingData, TrainingError, precise_batchnorm, prepare_data
 
 RESULTS_CSV = "results.csv"
 RESULTS_JSON = "results.json"
+RECIPE_GROUPS = ("preprocessing", "sampling", "augmentation", "robustness")
+"""The TrainConfig option groups a search keeps fixed (less what it searches or sets itself)."""
+NOT_IN_RECIPE = frozenset({"method", "method_params", "limit", "seed", "data"})
+
+
+def recipe_options() -> list[OptionSpec]:
+    """The training options a search takes as its fixed recipe (``cxr tune`` offers each as a flag)."""
+    return [s for s in train_options() if s.option.group in RECIPE_GROUPS and s.name not in NOT_IN_RECIPE]
 
 
 @dataclass
@@ -44,7 +56,16 @@ class TuneConfig:
     data_dir: str | None = None
     directory: str | None = None
     project: str = "cxr_net"
-    augmentation: dict[str, Any] = field(default_factory=lambda: Augmentation().to_dict())
+    recipe: dict[str, Any] = field(default_factory=dict)
+    """Flat training options (names of :func:`recipe_options`) every trial uses, e.g. ``{"appearance": True}``."""
+
+    def base(self) -> TrainConfig:
+        """The TrainConfig of the fixed recipe (unknown or searched options refused in one line)."""
+        allowed = {s.name for s in recipe_options()}
+        unknown = sorted(set(self.recipe) - allowed)
+        if unknown:
+            raise TrainingError(f"{unknown} cannot be part of a search's recipe; it takes {sorted(allowed)}")
+        return config_from_options(self.recipe)
 
     def validate(self) -> TuneConfig:
         """Check the budget and search space (one-line :class:`TrainingError`)."""
@@ -53,9 +74,10 @@ class TuneConfig:
         for name in ("sizes", "methods", "lrs", "widths", "depths", "dropouts"):
             if not getattr(self, name):
                 raise TrainingError(f"the search space for {name} is empty")
+        base = self.base()
         for size in self.sizes:
             for method in self.methods:
-                TrainConfig(size=size, method=method).validate()
+                TrainConfig.from_dict({**base.to_dict(), "size": size, "method": method}).validate()
         return self
 
 
@@ -72,6 +94,7 @@ def _build_tuner(cfg: Config, tune: TuneConfig, frame: pd.DataFrame, on_trial: C
     from cxr_core.train.architectures import CLASSES, build_model
 
     seed = cfg.seed if tune.seed is None else tune.seed
+    base = tune.base()
     cache: dict[tuple[int, str], TrainingData] = {}
 
     def declare(hp: Any) -> dict[str, Any]:
@@ -105,24 +128,28 @@ def _build_tuner(cfg: Config, tune: TuneConfig, frame: pd.DataFrame, on_trial: C
             values = declare(trial.hyperparameters)
             key = (int(values["size"]), str(values["method"]))
             if key not in cache:
-                tc = TrainConfig(size=key[0], method=key[1], data_dir=tune.data_dir, seed=seed)
-                cache[key] = prepare_data(cfg, tc, frame)
+                recipe = {**base.to_dict(), "size": key[0], "method": key[1], "data_dir": tune.data_dir, "seed": seed}
+                cache[key] = prepare_data(cfg, TrainConfig.from_dict(recipe), frame)
             data = cache[key]
             if on_trial:
                 on_trial(f"trial {trial.trial_id}: {values}")
+            sources = data.frame.loc[data.frame["split"] == "train", "source"].astype(str).to_numpy()
             train = make_dataset(
                 data.x_train,
                 data.y_train,
                 batch=tune.batch,
                 training=True,
                 seed=seed,
-                augment=Augmentation(**tune.augmentation),
+                augment=Augmentation(**base.augmentation) if base.augment else None,
+                balanced=base.sampling in ("balanced", "source_balanced"),
+                sources=sources if base.sampling == "source_balanced" else None,
+                appearance=Appearance(**base.appearance_ops) if base.appearance else None,
+                normal_markings=base.normal_markings,
             )
             val = make_dataset(data.x_val, data.y_val, batch=tune.batch, training=False, seed=seed)
             kwargs["callbacks"] = [*kwargs.get("callbacks", []), precise_batchnorm(data.x_train, tune.batch)]
-            return super().run_trial(
-                trial, train, validation_data=val, class_weight=class_weights(data.y_train), verbose=0, **kwargs
-            )
+            weights = class_weights(data.y_train) if base.sampling == "class_weight" else None
+            return super().run_trial(trial, train, validation_data=val, class_weight=weights, verbose=0, **kwargs)
 
         def _configure_tensorboard_dir(self, callbacks: Any, trial: Any, execution: int = 0) -> None:
             """KerasTuner imports tensorboard here unconditionally; skip it when tensorboard is not installed."""
@@ -184,6 +211,7 @@ def tune(cfg: Config, tune: TuneConfig, on_trial: Callable[[str], None] | None =
                 k: list(getattr(tune, k)) for k in ("sizes", "methods", "lrs", "widths", "depths", "dropouts")
             },
             "max_epochs": tune.max_epochs,
+            "recipe": tune.base().to_dict(),
             "trials": table.to_dict("records"),
         },
     )

@@ -6,14 +6,17 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from cxr_core.cli.commands import command_help
+from cxr_core.cli.commands.train import add_option_arguments
 from cxr_core.cli.parser import CliError
 from cxr_core.config import Config
 from cxr_core.preprocess.recipe import PreprocessError
+from cxr_core.train.config import TRAIN_CONFIG_FILE, read_train_config
 from cxr_core.train.pipeline import PipelineError
 from cxr_core.train.trainer import TrainingError
-from cxr_core.train.tuning import RESULTS_CSV, TuneConfig, tune, tuning_dir
+from cxr_core.train.tuning import RESULTS_CSV, TuneConfig, recipe_options, tune, tuning_dir
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -53,7 +56,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--directory", type=Path, help="search state folder (default: <work dir>/tuning)")
     p.add_argument("--project", default=d.project, help="search name; rerun with the same name to resume")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help=f"take the fixed recipe (roi, sampling, augmentation, robustness recipes) from a saved configuration "
+        f"({TRAIN_CONFIG_FILE}, a run's config.json or a job.json); the options below override it",
+    )
+    add_option_arguments(p, recipe_options())
     p.set_defaults(handler=run)
+
+
+def recipe_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The fixed recipe: the ``--config`` file's recipe options, overridden by those given on the command line."""
+    specs = recipe_options()
+    recipe: dict[str, Any] = {}
+    if "config" in vars(args):
+        saved = read_train_config(args.config).to_dict()
+        for spec in specs:
+            value: Any = saved
+            for key in spec.path:
+                value = value[key]
+            recipe[spec.name] = value
+    recipe.update({s.name: vars(args)[s.name] for s in specs if s.name in vars(args)})
+    return recipe
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
@@ -75,6 +102,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             data_dir=str(args.data) if args.data else None,
             directory=str(args.directory) if args.directory else None,
             project=args.project,
+            recipe=recipe_from_args(args),
         )
         table = tune(cfg, config, on_trial=lambda line: print(line, file=sys.stderr, flush=True))
     except (TrainingError, PipelineError, PreprocessError, ValueError) as exc:
