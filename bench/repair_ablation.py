@@ -313,7 +313,6 @@ def run_arm(
             out["curation"] = {}
         index = curated_index(cfg, data)
     frame = usable_rows(index)
-    ref = base["frame"]
     # The same split, and the same original test images, in every arm.
     splits = dict(zip(index.frame["path"], index.frame["split"]))
     assert all(splits[p] == s for p, s in zip(base["index_frame"]["path"], base["index_frame"]["split"])), arm
@@ -560,7 +559,8 @@ def markdown(result: dict[str, Any]) -> str:
         diff = cmp_["test_auc_diff_vs_keep_ci95"].get(arm)
         ho = r["held_out"]
 
-        def acc(s: str) -> str:
+        def acc(s: str, ho: dict[str, Any] = ho) -> str:
+            """Held-out accuracy of source ``s`` with its count, or n/a."""
             return f"{ho[s]['accuracy']:.3f} (n={ho[s]['n_held_out']})" if s in ho else "n/a"
 
         lines.append(
