@@ -113,6 +113,17 @@ def test_repair_is_used_by_training_and_the_cache_and_restore_brings_the_origina
     np.testing.assert_array_equal(load_arrays(rows_of(again, MARKED), data, RECIPE, cfg=cfg)[0], RECIPE.apply(fixed))
 
 
+def test_a_repair_row_without_usable_details_or_file_falls_back_to_the_original(data: Path) -> None:
+    cfg = load_config()
+    rows = curated_index(cfg).frame.set_index("path")
+    ledger = open_ledger(cfg)
+    ledger.record(rows.at[MARKED, "sha256"], MARKED, "repair", "markings", reviewer="t", details="not json")
+    gone = json.dumps({"repaired_path": str(cfg.home / "missing.png"), "repaired_sha256": "0" * 64})
+    ledger.record(rows.at[CLEAN, "sha256"], CLEAN, "repair", "markings", reviewer="t", details=gone)
+    index = curated_index(cfg)
+    assert index.summary()["repaired"] == 0 and not index.frame["repaired"].any()
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -179,14 +179,19 @@ def repair_details(decision: Decision) -> dict[str, Any]:
 def repaired_versions(cfg: Config) -> dict[str, tuple[str, str]]:
     """Original sha256 -> (repaired file, its sha256) for images whose latest decision is ``repair`` (no ledger: {}).
 
-    A repair whose file is gone from the cache is left out (the original is read), never guessed.
+    A repair whose file is gone from the cache, or whose details cannot be read (say, imported from another
+    machine's ledger), is left out: the original is read, never a guess.
     """
     if not cfg.ledger_path.is_file():
         return {}
     versions = {}
     for sha256, decision in open_ledger(cfg).latest().items():
-        if decision.decision == "repair":
+        if decision.decision != "repair":
+            continue
+        try:
             details = repair_details(decision)
-            if Path(details["repaired_path"]).is_file():
-                versions[sha256] = (details["repaired_path"], details["repaired_sha256"])
+        except LedgerError:
+            continue
+        if Path(details["repaired_path"]).is_file():
+            versions[sha256] = (details["repaired_path"], details["repaired_sha256"])
     return versions
