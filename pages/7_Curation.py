@@ -26,6 +26,7 @@ from cxr_core.data.thumbnails import thumbnail
 from cxr_core.lungs.cache import describe_lung_flags, lung_flags_version
 from cxr_core.markings.classical import outline_regions
 from cxr_core.markings.net import MarkingsModelError
+from cxr_core.util.progress import Progress
 from pages.common import config, load_gray, require_dataset
 
 PAGE_SIZE = 48
@@ -84,7 +85,7 @@ def undo(decision_id: int) -> None:
         st.session_state["message"] = ("error", str(exc))
 
 
-def repair_now(items: list[tuple[str, str]], options: RepairOptions, progress=None) -> None:
+def repair_now(items: list[tuple[str, str]], options: RepairOptions, progress: Progress | None = None) -> None:
     """Repair (sha256, path) items into the work dir, record the decisions and say so."""
     try:
         result = repair_images(cfg, index.data_dir, items, options, reviewer, progress)
