@@ -116,6 +116,15 @@ def synthetic_xray(rng: np.random.Generator, size: int = 96, covid: bool = False
     return np.clip(image + noise, 0, 255).astype(np.uint8)
 
 
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run the ``cxr`` CLI in-process and return (exit code, stdout, stderr)."""
+    from cxr_core.cli.parser import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def write_dataset(root: Path, n_per_class: int = 12, size: int = 96, seed: int = 0, layout: str = "kaggle") -> Path:
     """Write a small synthetic dataset (``kaggle``: CLASS/images/*.png, ``flat``: CLASS/*.png) with a manifest."""
     rng = np.random.default_rng(seed)

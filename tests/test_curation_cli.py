@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_dataset
+from conftest import run_cli, write_dataset
 from cxr_core.cli.parser import main
 from cxr_core.config import load_config
 from cxr_core.curation.curated import curated_index
@@ -24,17 +24,10 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return data
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run the CLI in-process and return (exit code, stdout, stderr)."""
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_discard_is_honoured_by_the_index_and_restore_undoes_it(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = load_config()
     before = curated_index(cfg).summary()["n_images"]
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys, "discard", "COVID/images/COVID-1.png", "--reason", "markings", "--note", "arrow", "--json"
     )
     assert code == 0
@@ -50,54 +43,54 @@ def test_discard_is_honoured_by_the_index_and_restore_undoes_it(env: Path, capsy
     assert index.excluded_counts() == {"discarded": 1}
     assert "COVID/images/COVID-1.png" not in set(index.images()["path"])
     assert (env / "COVID/images/COVID-1.png").is_file()
-    code, out, _ = run(capsys, "restore", str(env / "COVID/images/COVID-1.png"), "--reviewer", "ann")
+    code, out, _ = run_cli(capsys, "restore", str(env / "COVID/images/COVID-1.png"), "--reviewer", "ann")
     assert code == 0 and "restore COVID/images/COVID-1.png" in out and "ann" in out
     assert curated_index(cfg).summary()["n_images"] == before
 
 
 def test_bad_input_gives_one_line_errors_and_writes_nothing(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "restore", "COVID/images/COVID-2.png")
+    code, _, err = run_cli(capsys, "restore", "COVID/images/COVID-2.png")
     assert code == 2 and err.strip().count("\n") == 0 and "is neither discarded nor repaired" in err
-    code, _, err = run(capsys, "discard", "nope.png", "--reason", "other")
+    code, _, err = run_cli(capsys, "discard", "nope.png", "--reason", "other")
     assert code == 2 and "no such image file" in err
     with pytest.raises(SystemExit):
         main(["discard", "COVID/images/COVID-2.png", "--reason", "ugly"])
-    code, out, _ = run(capsys, "ledger", "history", "--json")
+    code, out, _ = run_cli(capsys, "ledger", "history", "--json")
     assert code == 0 and json.loads(out) == {"decisions": []}
 
 
 def test_export_import_history_and_undo(env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    run(capsys, "discard", "COVID/images/COVID-1.png", "--reason", "duplicate")
-    run(capsys, "keep", "Normal/images/Normal-1.png", "--note", "checked")
+    run_cli(capsys, "discard", "COVID/images/COVID-1.png", "--reason", "duplicate")
+    run_cli(capsys, "keep", "Normal/images/Normal-1.png", "--note", "checked")
     export = tmp_path / "decisions.csv"
-    code, out, _ = run(capsys, "ledger", "export", str(export))
+    code, out, _ = run_cli(capsys, "ledger", "export", str(export))
     assert code == 0 and "exported 2" in out
     lines = export.read_text().splitlines()
     assert lines[0] == "sha256,path,decision,reason,note,reviewer,timestamp,details" and len(lines) == 3
-    code, out, _ = run(capsys, "ledger", "import", str(export), "--json")
+    code, out, _ = run_cli(capsys, "ledger", "import", str(export), "--json")
     assert code == 0 and json.loads(out) == {"added": 0, "duplicates": 2, "errors": []}
     bad = tmp_path / "bad.csv"
     bad.write_text(lines[0] + "\n" + lines[1].replace("duplicate", "ugly") + "\n")
-    code, out, _ = run(capsys, "ledger", "import", str(bad))
+    code, out, _ = run_cli(capsys, "ledger", "import", str(bad))
     assert code == 1 and "1 bad rows" in out and "line 2: reason 'ugly'" in out
-    code, out, _ = run(capsys, "ledger", "history", "--json")
+    code, out, _ = run_cli(capsys, "ledger", "history", "--json")
     rows = json.loads(out)["decisions"]
     assert [r["decision"] for r in rows] == ["keep", "discard"]
-    code, out, _ = run(capsys, "ledger", "undo", str(rows[1]["id"]), "--json")
+    code, out, _ = run_cli(capsys, "ledger", "undo", str(rows[1]["id"]), "--json")
     assert code == 0 and json.loads(out)["decision"]["decision"] == "restore"
     assert curated_index(load_config()).excluded_counts() == {}
-    code, _, err = run(capsys, "ledger", "undo", str(rows[1]["id"]))
+    code, _, err = run_cli(capsys, "ledger", "undo", str(rows[1]["id"]))
     assert code == 2 and "not the latest" in err
 
 
 def test_flags_command_prints_one_json_object(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "flags", str(env), "--json", "--min-resolution", "128")
+    code, out, _ = run_cli(capsys, "flags", str(env), "--json", "--min-resolution", "128")
     assert code == 0
     result = json.loads(out)
     assert result["images"] == 8
     assert result["flags"]["small"] == 8
     assert set(result["flagged"]) >= {"markings", "duplicate", "unreadable"}
-    code, out, _ = run(capsys, "flags", str(env))
+    code, out, _ = run_cli(capsys, "flags", str(env))
     assert code == 0 and "8 images" in out and "markings" in out
-    code, _, err = run(capsys, "flags", str(env / "missing"))
+    code, _, err = run_cli(capsys, "flags", str(env / "missing"))
     assert code == 2 and err.count("\n") == 1

@@ -10,8 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, synthetic_xray, write_dataset
-from cxr_core.cli.parser import main
+from conftest import REPO, run_cli, synthetic_xray, write_dataset
 from cxr_core.config import load_config
 from cxr_core.curation.curated import curated_index
 from cxr_core.curation.ledger import open_ledger
@@ -53,13 +52,6 @@ def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run the CLI in-process and return (exit code, stdout, stderr)."""
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def rows_of(index, path: str):
     """The index rows of one image, as a one-row frame."""
     return index.frame[index.frame["path"] == path]
@@ -69,7 +61,7 @@ def test_repair_is_used_by_training_and_the_cache_and_restore_brings_the_origina
     data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     originals = {p: p.read_bytes() for p in data.rglob("*.png")}
-    code, out, _ = run(capsys, "repair", MARKED, CLEAN, "--method", "telea", "--json")
+    code, out, _ = run_cli(capsys, "repair", MARKED, CLEAN, "--method", "telea", "--json")
     assert code == 0
     result = json.loads(out)
     (entry,) = result["repaired"]
@@ -102,7 +94,7 @@ def test_repair_is_used_by_training_and_the_cache_and_restore_brings_the_origina
     with Image.open(cache_root(cfg, RECIPE) / cached_name(MARKED)) as cached:
         assert cached.info[SOURCE_KEY] == rows_of(index, MARKED)["pixels_sha256"].iloc[0]
 
-    code, _, _ = run(capsys, "restore", MARKED)
+    code, _, _ = run_cli(capsys, "restore", MARKED)
     assert code == 0
     index = curated_index(cfg)
     assert index.summary()["repaired"] == 0
@@ -134,18 +126,18 @@ def test_a_repair_row_without_usable_details_or_file_falls_back_to_the_original(
     ],
 )
 def test_bad_repair_requests_change_nothing(data: Path, capsys, argv: list[str], message: str) -> None:
-    code, out, err = run(capsys, *argv)
+    code, out, err = run_cli(capsys, *argv)
     assert code != 0 and message in err and out == ""
     assert not load_config().ledger_path.exists() or open_ledger(load_config()).count() == 0
 
 
 def test_all_flagged_repairs_the_flagged_film_and_skips_it_the_second_time(data: Path, capsys) -> None:
-    code, out, _ = run(capsys, "repair", str(data), "--all-flagged", "--json")
+    code, out, _ = run_cli(capsys, "repair", str(data), "--all-flagged", "--json")
     assert code == 0
     first = json.loads(out)
     assert MARKED in [r["path"] for r in first["repaired"]]
     assert CLEAN not in [r["path"] for r in first["repaired"]]
-    code, out, _ = run(capsys, "repair", str(data), "--all-flagged", "--json")
+    code, out, _ = run_cli(capsys, "repair", str(data), "--all-flagged", "--json")
     second = json.loads(out)
     assert second["repaired"] == [] and {"path": MARKED, "reason": "already repaired"} in second["skipped"]
 

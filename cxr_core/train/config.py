@@ -82,6 +82,12 @@ class OptionSpec:
             return None
         return tuple(choices() if callable(choices) else choices)
 
+    def value_in(self, values: Mapping[str, Any]) -> Any:
+        """This option's value in a nested config dict such as :meth:`TrainConfig.to_dict` returns."""
+        for key in self.path:
+            values = values[key]
+        return values
+
     def check(self, value: Any) -> Any:
         """``value`` checked against the type and choices (ints accepted for floats); :class:`TrainingError` if not."""
         if value is None and self.optional:
@@ -339,7 +345,7 @@ class TrainConfig:
         """Check every field (one-line :class:`TrainingError`); returns self."""
         values = self.to_dict()
         for spec in train_options():
-            spec.check(_get(values, spec.path))
+            spec.check(spec.value_in(values))
         arch = get_architecture(self.arch)
         checks = [
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
@@ -409,13 +415,6 @@ class TrainConfig:
 def train_options() -> list[OptionSpec]:
     """Every training option, flat and in TrainConfig's field order."""
     return _specs(TrainConfig)
-
-
-def _get(values: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    """The value at ``path`` in a nested dict."""
-    for key in path:
-        values = values[key]
-    return values
 
 
 def config_from_options(options: Mapping[str, Any], base: TrainConfig | None = None) -> TrainConfig:

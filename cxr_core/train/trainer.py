@@ -517,7 +517,7 @@ def _fit(
     if tc.strategy == "multi_worker" and check_cluster() > 1:
         fit_across_workers(model)
     train_data, val_data, steps = input_data(data, tc, start_epoch)
-    weights = class_weights(data.y_train) if tc.sampling == "class_weight" else None
+    weights = recipe_class_weights(data, tc)
     early_cls, reduce_cls, monitor_cls, best_cls = _callback_classes()
     early = early_cls(latest.get("early_stopping"), monitor=tc.monitor, mode=MONITORS[tc.monitor], patience=tc.patience)
     reduce = reduce_cls(
@@ -594,22 +594,33 @@ def input_data(data: TrainingData, tc: TrainConfig, start_epoch: int = 0) -> tup
             paper_iterator(data.x_val, data.y_val, batch=tc.batch, training=False, seed=seed),
             steps,
         )
+    train_data = training_dataset(data, tc, range(start_epoch, tc.epochs))
+    return train_data, make_dataset(data.x_val, data.y_val, batch=tc.batch, training=False, seed=seed), steps
+
+
+def training_dataset(data: TrainingData, tc: TrainConfig, epochs: range | None = None) -> Any:
+    """The tf.data training set of ``tc``'s recipe: sampling, geometric and appearance augmentation, markings on
+    Normal images (``epochs`` as in :func:`~cxr_core.train.pipeline.make_dataset`); ``cxr train`` and ``cxr tune``."""
     train_rows = data.frame[data.frame["split"] == "train"]
     sources = train_rows["source"].astype(str).to_numpy() if tc.sampling == "source_balanced" else None
-    train_data = make_dataset(
+    return make_dataset(
         data.x_train,
         data.y_train,
         batch=tc.batch,
         training=True,
-        seed=seed,
-        augment=augment,
+        seed=int(tc.seed or 0),
+        augment=Augmentation(**tc.augmentation) if tc.augment else None,
         balanced=tc.sampling in ("balanced", "source_balanced"),
         sources=sources,
-        epochs=range(start_epoch, tc.epochs),
+        epochs=epochs,
         appearance=Appearance(**tc.appearance_ops) if tc.appearance else None,
         normal_markings=tc.normal_markings,
     )
-    return train_data, make_dataset(data.x_val, data.y_val, batch=tc.batch, training=False, seed=seed), steps
+
+
+def recipe_class_weights(data: TrainingData, tc: TrainConfig) -> dict[int, float] | None:
+    """Inverse-frequency class weights when ``tc`` corrects class imbalance with them, else None."""
+    return class_weights(data.y_train) if tc.sampling == "class_weight" else None
 
 
 def _export(

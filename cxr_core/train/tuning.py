@@ -20,10 +20,17 @@ import pandas as pd
 
 from cxr_core.config import Config
 from cxr_core.train import rundir
-from cxr_core.train.appearance import Appearance
 from cxr_core.train.config import OptionSpec, config_from_options, train_options
-from cxr_core.train.pipeline import Augmentation, class_weights, make_dataset, select_images
-from cxr_core.train.trainer import TrainConfig, TrainingData, TrainingError, precise_batchnorm, prepare_data
+from cxr_core.train.pipeline import make_dataset, select_images
+from cxr_core.train.trainer import (
+    TrainConfig,
+    TrainingData,
+    TrainingError,
+    precise_batchnorm,
+    prepare_data,
+    recipe_class_weights,
+    training_dataset,
+)
 
 RESULTS_CSV = "results.csv"
 RESULTS_JSON = "results.json"
@@ -95,7 +102,7 @@ def _build_tuner(cfg: Config, tune: TuneConfig, frame: pd.DataFrame, on_trial: C
 
     seed = cfg.seed if tune.seed is None else tune.seed
     base = tune.base()
-    cache: dict[tuple[int, str], TrainingData] = {}
+    cache: dict[tuple[int, str], tuple[TrainingData, TrainConfig]] = {}
 
     def declare(hp: Any) -> dict[str, Any]:
         """Declare (or read) every hyperparameter of a trial."""
@@ -128,27 +135,16 @@ def _build_tuner(cfg: Config, tune: TuneConfig, frame: pd.DataFrame, on_trial: C
             values = declare(trial.hyperparameters)
             key = (int(values["size"]), str(values["method"]))
             if key not in cache:
-                recipe = {**base.to_dict(), "size": key[0], "method": key[1], "data_dir": tune.data_dir, "seed": seed}
-                cache[key] = prepare_data(cfg, TrainConfig.from_dict(recipe), frame)
-            data = cache[key]
+                recipe = {**base.to_dict(), "size": key[0], "method": key[1], "data_dir": tune.data_dir}
+                tc = TrainConfig.from_dict({**recipe, "seed": seed, "batch": tune.batch})
+                cache[key] = prepare_data(cfg, tc, frame), tc
+            data, tc = cache[key]
             if on_trial:
                 on_trial(f"trial {trial.trial_id}: {values}")
-            sources = data.frame.loc[data.frame["split"] == "train", "source"].astype(str).to_numpy()
-            train = make_dataset(
-                data.x_train,
-                data.y_train,
-                batch=tune.batch,
-                training=True,
-                seed=seed,
-                augment=Augmentation(**base.augmentation) if base.augment else None,
-                balanced=base.sampling in ("balanced", "source_balanced"),
-                sources=sources if base.sampling == "source_balanced" else None,
-                appearance=Appearance(**base.appearance_ops) if base.appearance else None,
-                normal_markings=base.normal_markings,
-            )
+            train = training_dataset(data, tc)
             val = make_dataset(data.x_val, data.y_val, batch=tune.batch, training=False, seed=seed)
             kwargs["callbacks"] = [*kwargs.get("callbacks", []), precise_batchnorm(data.x_train, tune.batch)]
-            weights = class_weights(data.y_train) if base.sampling == "class_weight" else None
+            weights = recipe_class_weights(data, tc)
             return super().run_trial(trial, train, validation_data=val, class_weight=weights, verbose=0, **kwargs)
 
         def _configure_tensorboard_dir(self, callbacks: Any, trial: Any, execution: int = 0) -> None:

@@ -66,18 +66,22 @@ def add_option_arguments(parser: argparse.ArgumentParser, specs: list[OptionSpec
         parser.add_argument(spec.flag, **kwargs)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``train`` sub-command: one argument per :func:`~cxr_core.train.config.train_options` entry."""
-    p = sub.add_parser("train", help=command_help("train"))
-    add_option_arguments(p, train_options())
-    p.add_argument(
+def add_config_argument(parser: argparse.ArgumentParser, what: str, override: str) -> None:
+    """``--config FILE``: a saved training configuration (given only when set), with ``what`` it is for."""
+    parser.add_argument(
         "--config",
         type=Path,
         metavar="FILE",
         default=argparse.SUPPRESS,
-        help=f"start from a saved configuration ({TRAIN_CONFIG_FILE} of a model, a run's config.json or "
-        "a job's job.json); options given here override it",
+        help=f"{what} ({TRAIN_CONFIG_FILE} of a model, a run's config.json or a job's job.json); {override}",
     )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``train`` sub-command: one argument per :func:`~cxr_core.train.config.train_options` entry."""
+    p = sub.add_parser("train", help=command_help("train"))
+    add_option_arguments(p, train_options())
+    add_config_argument(p, "start from a saved configuration", "options given here override it")
     p.add_argument(
         "--run-dir",
         type=Path,

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from cxr_core.cli.commands import command_help
-from cxr_core.cli.commands.train import add_option_arguments
+from cxr_core.cli.commands.train import add_config_argument, add_option_arguments
 from cxr_core.cli.parser import CliError
 from cxr_core.config import Config
 from cxr_core.preprocess.recipe import PreprocessError
-from cxr_core.train.config import TRAIN_CONFIG_FILE, read_train_config
+from cxr_core.train.config import read_train_config
 from cxr_core.train.pipeline import PipelineError
 from cxr_core.train.trainer import TrainingError
 from cxr_core.train.tuning import RESULTS_CSV, TuneConfig, recipe_options, tune, tuning_dir
@@ -56,13 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--directory", type=Path, help="search state folder (default: <work dir>/tuning)")
     p.add_argument("--project", default=d.project, help="search name; rerun with the same name to resume")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        default=argparse.SUPPRESS,
-        help=f"take the fixed recipe (roi, sampling, augmentation, robustness recipes) from a saved configuration "
-        f"({TRAIN_CONFIG_FILE}, a run's config.json or a job.json); the options below override it",
+    add_config_argument(
+        p,
+        "take the fixed recipe (roi, sampling, augmentation, robustness recipes) from a saved configuration",
+        "the options below override it",
     )
     add_option_arguments(p, recipe_options())
     p.set_defaults(handler=run)
@@ -74,11 +71,7 @@ def recipe_from_args(args: argparse.Namespace) -> dict[str, Any]:
     recipe: dict[str, Any] = {}
     if "config" in vars(args):
         saved = read_train_config(args.config).to_dict()
-        for spec in specs:
-            value: Any = saved
-            for key in spec.path:
-                value = value[key]
-            recipe[spec.name] = value
+        recipe = {spec.name: spec.value_in(saved) for spec in specs}
     recipe.update({s.name: vars(args)[s.name] for s in specs if s.name in vars(args)})
     return recipe
 
