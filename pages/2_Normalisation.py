@@ -361,7 +361,7 @@ def grid(index: DatasetIndex, size: int | str, policy: str) -> None:
 st.title("Normalisation")
 st.caption(
     "Compare contrast normalisation methods before and after: images, histograms and quality measures. "
-    "The default for training is CLAHE; see the README for the measured speed of every method."
+    "The default for training is CLAHE; see docs/normalisation.md for the measured speed of every method."
 )
 index = dataset_index()
 mode = st.segmented_control("Mode", ["Compare", "Grid"], default="Compare", required=True, key="mode")

@@ -167,13 +167,11 @@ def repair_details(decision: Decision) -> dict[str, Any]:
     """The parameters and file of a ``repair`` decision; a clear error for a row without them."""
     try:
         details = json.loads(decision.details)
-        return {
-            "repaired_path": str(details["repaired_path"]),
-            "repaired_sha256": str(details["repaired_sha256"]),
-            **details,
-        }
-    except (ValueError, KeyError, TypeError) as exc:
-        raise LedgerError(f"repair decision #{decision.id} for {decision.path} has unreadable details") from exc
+    except ValueError:
+        details = None
+    if not isinstance(details, dict) or not {"repaired_path", "repaired_sha256"} <= set(details):
+        raise LedgerError(f"repair decision #{decision.id} for {decision.path} has unreadable details")
+    return details
 
 
 def repaired_versions(cfg: Config) -> dict[str, tuple[str, str]]:

@@ -16,6 +16,7 @@ patient_id (plus manifest columns), split, excluded, exclude_reason.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -419,10 +420,15 @@ def _assembly_key(files: pd.DataFrame, extra: pd.DataFrame | None, cfg: Config, 
         sorted(discarded),
     ]
     digest.update(json.dumps(settings).encode())
-    package = Path(__file__).resolve().parents[1]
-    for name in ASSEMBLY_CODE:
-        digest.update((package / name).read_bytes())
+    digest.update(_assembly_code_digest())
     return digest.hexdigest()[:20]
+
+
+@functools.cache
+def _assembly_code_digest() -> bytes:
+    """SHA-256 of the :data:`ASSEMBLY_CODE` sources, read once per process (the code it stands for is loaded once)."""
+    package = Path(__file__).resolve().parents[1]
+    return hashlib.sha256(b"".join((package / name).read_bytes() for name in ASSEMBLY_CODE)).digest()
 
 
 def _string_columns(frame: pd.DataFrame) -> pd.DataFrame:

@@ -84,19 +84,13 @@ def _gaussian_blur(x: Any, sigma: Any) -> Any:
     kernel = kernel / tf.reduce_sum(kernel, axis=1, keepdims=True)
     kernel = tf.where(sigma < 0.05, tf.cast(tf.equal(taps, 0.0), tf.float32)[None, :], kernel)
     images = tf.transpose(x, [3, 1, 2, 0])
-    width = tf.transpose(kernel)[:, None, :, None]
-    height = tf.transpose(kernel)[None, :, :, None]
+    taps_per_image = tf.transpose(kernel)
+    along_width, along_height = taps_per_image[None, :, :, None], taps_per_image[:, None, :, None]
     out = tf.nn.depthwise_conv2d(
-        tf.pad(images, [[0, 0], [0, 0], [radius, radius], [0, 0]], "SYMMETRIC"),
-        tf.transpose(width, [1, 0, 2, 3]),
-        [1, 1, 1, 1],
-        "VALID",
+        tf.pad(images, [[0, 0], [0, 0], [radius, radius], [0, 0]], "SYMMETRIC"), along_width, [1, 1, 1, 1], "VALID"
     )
     out = tf.nn.depthwise_conv2d(
-        tf.pad(out, [[0, 0], [radius, radius], [0, 0], [0, 0]], "SYMMETRIC"),
-        tf.transpose(height, [1, 0, 2, 3]),
-        [1, 1, 1, 1],
-        "VALID",
+        tf.pad(out, [[0, 0], [radius, radius], [0, 0], [0, 0]], "SYMMETRIC"), along_height, [1, 1, 1, 1], "VALID"
     )
     return tf.transpose(out, [3, 1, 2, 0])
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from cxr_core.cli.commands import command_help
 from cxr_core.cli.parser import CliError, index_or_fail
 from cxr_core.config import Config
-from cxr_core.lungs.segmenter import lung_mask
 from cxr_core.preprocess.cache import PreprocessReport, preprocess_dataset
 from cxr_core.preprocess.normalise import METHODS, NormaliseError, describe, parse_params
 from cxr_core.preprocess.recipe import INTERPOLATIONS, RESIZE_POLICIES, PreprocessConfig, PreprocessError
@@ -33,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="K=V",
-        help="method parameter, repeatable (e.g. --param clip_limit=3); see the README for each method's parameters",
+        help="method parameter, repeatable (e.g. --param clip_limit=3); see docs/normalisation.md for each method's parameters",
     )
     parser.add_argument("--size", type=int, default=224, help="output side in pixels (default 224)")
     parser.add_argument(
@@ -78,8 +77,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         index = index_or_fail(cfg, args.data_dir, progress)
         progress.stage("preprocess", total=len(index.images()))
         try:
-            segment = lung_mask if config.roi != "none" else None
-            report = preprocess_dataset(cfg, config, index, workers=args.workers, progress=progress, segment=segment)
+            report = preprocess_dataset(cfg, config, index, workers=args.workers, progress=progress)
         except PreprocessError as exc:
             raise CliError(str(exc)) from exc
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
