@@ -49,6 +49,8 @@ class LosoOptions:
     batch: int = 32
     min_images: int = 20
     seed: int = 1337
+    recipe: dict[str, Any] = field(default_factory=dict)
+    """Further training options (flat names of :func:`cxr_core.train.tuning.recipe_options`), e.g. robust recipes."""
 
     @classmethod
     def for_model(cls, model: LoadedModel, size: int | None = None, epochs: int | None = None) -> LosoOptions:
@@ -67,11 +69,25 @@ class LosoOptions:
             lr=training.get("learning_rate") if known else None,
             augmentation=training.get("augmentation") or None,
         )
+        options = replace(options, recipe=model_recipe(model) if known else {})
         return replace(options, **{k: v for k, v in {"size": size, "epochs": epochs}.items() if v is not None})
 
     def digest(self) -> str:
         """A short hash of the options (names the folder of reusable runs)."""
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def model_recipe(model: LoadedModel) -> dict[str, Any]:
+    """The recipe options (sampling, augmentation, robustness, roi) in which a model's ``train_config.json`` differs
+    from the defaults; {} without that file."""
+    from cxr_core.train.config import TRAIN_CONFIG_FILE, TrainConfig, read_train_config
+    from cxr_core.train.tuning import recipe_options
+
+    path = model.path / TRAIN_CONFIG_FILE
+    if not path.is_file():
+        return {}
+    values, defaults = read_train_config(path).to_dict(), TrainConfig().to_dict()
+    return {s.name: s.value_in(values) for s in recipe_options() if s.value_in(values) != s.value_in(defaults)}
 
 
 def loso_frame(usable: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -89,6 +105,7 @@ def loso_frame(usable: pd.DataFrame, source: str) -> pd.DataFrame:
 def _train_one(cfg: Config, index: DatasetIndex, frame: pd.DataFrame, options: LosoOptions, run: Any, log: Log) -> None:
     """Train (or reuse) the held-out-source model in ``run``."""
     from cxr_core.train import rundir
+    from cxr_core.train.config import config_from_options
     from cxr_core.train.trainer import TrainConfig, train
 
     if (run / rundir.MODEL_DIR / "model.keras").is_file() and rundir.read_status(run).get("status") == "done":
@@ -97,7 +114,7 @@ def _train_one(cfg: Config, index: DatasetIndex, frame: pd.DataFrame, options: L
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
     rundir.write_csv_atomic(run / rundir.SPLIT_FILE, frame.to_dict("records"), list(frame.columns))
-    tc = TrainConfig(
+    base = TrainConfig(
         arch=options.arch,
         epochs=options.epochs,
         size=options.size,
@@ -112,8 +129,31 @@ def _train_one(cfg: Config, index: DatasetIndex, frame: pd.DataFrame, options: L
         data_dir=str(index.data_dir),
     )
     if options.augmentation is not None:
-        tc.augmentation = dict(options.augmentation)
-    train(cfg, tc, run_dir=run)
+        base.augmentation = dict(options.augmentation)
+    train(cfg, config_from_options(options.recipe, base).validate(), run_dir=run)
+
+
+def usable_rows(index: DatasetIndex) -> pd.DataFrame:
+    """The index's labelled images of both classes that are in a split."""
+    from cxr_core.train.architectures import CLASSES
+
+    usable = index.images()
+    return usable[usable["label"].isin(CLASSES) & usable["split"].isin(("train", "val", "test"))]
+
+
+def all_sources_model(cfg: Config, index: DatasetIndex, options: LosoOptions, log: Log | None = None) -> LoadedModel:
+    """The recipe trained on every source's train/val images (the index's own split), for in-distribution figures."""
+    from cxr_core.train.pipeline import SPLIT_COLUMNS
+
+    frame = usable_rows(index).loc[:, list(SPLIT_COLUMNS)].sort_values(["split", "path"]).reset_index(drop=True)
+    run = runs_root(cfg, index, options) / "all-sources"
+    _train_one(cfg, index, frame, options, run, log or (lambda text: print(f"loso: {text}", file=sys.stderr)))
+    return load_model(run / "model")
+
+
+def runs_root(cfg: Config, index: DatasetIndex, options: LosoOptions) -> Any:
+    """The folder of one recipe's reusable runs on one dataset."""
+    return cfg.home / "loso" / f"{slug(index.data_dir.name)}-{options.digest()}"
 
 
 def _held_out_metrics(
@@ -145,15 +185,18 @@ def leave_one_source_out(
     *,
     model_dir: Any = None,
     log: Log | None = None,
+    only: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """Train one model per held-out source and report each source's metrics plus the pooled figures."""
+    """Train one model per held-out source (``only`` these, when given) and report each source's metrics plus the
+    pooled figures."""
     from cxr_core.train.architectures import CLASSES
 
     say = log or (lambda text: print(f"loso: {text}", file=sys.stderr))
-    usable = index.images()
-    usable = usable[usable["label"].isin(CLASSES) & usable["split"].isin(("train", "val", "test"))]
+    usable = usable_rows(index)
     counts = usable["source"].value_counts()
-    root = cfg.home / "loso" / f"{slug(index.data_dir.name)}-{options.digest()}"
+    if only is not None:
+        counts = counts[counts.index.isin(only)]
+    root = runs_root(cfg, index, options)
     sources: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     pooled_y, pooled_p, pooled_pred = [], [], []
@@ -194,7 +237,8 @@ def leave_one_source_out(
         }
     result = {
         "method": (
-            f"Retrained {options.arch} ({options.method}, {options.size} px, up to {options.epochs} epochs) once "
+            f"Retrained {options.arch} ({options.method}, {options.size} px, up to {options.epochs} epochs"
+            f"{', recipe ' + json.dumps(options.recipe, sort_keys=True) if options.recipe else ''}) once "
             "per held-out source on the other sources' train/val images; tested on every image of the held-out "
             "source at that model's own validation-chosen threshold. Pooled AUC mixes scores of different models."
         ),

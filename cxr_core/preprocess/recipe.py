@@ -158,11 +158,18 @@ class PreprocessConfig:
         if keep is not None:
             gray = np.where(keep, gray, 0).astype(gray.dtype)
         image = self._resized_normalised(gray)
-        lungs = resize(mask.astype(np.uint8) * 255, self.size, self.resize, "linear") >= 128
         if keep is not None:
-            inside = resize(keep.astype(np.uint8) * 255, self.size, self.resize, "linear") >= 128
-            image = np.where(inside, image, 0).astype(np.uint8)
-        return image, lungs
+            image = np.where(self._sized(keep), image, 0).astype(np.uint8)
+        return image, self._sized(mask)
+
+    def allowed_region(self, lungs: np.ndarray) -> np.ndarray:
+        """The lung mask dilated by ``ROI_DILATION``, in the geometry of the model's input (bool, size x size)."""
+        top, bottom, left, right = self.roi_box(lungs.astype(bool))
+        return self._sized(dilate(lungs[top:bottom, left:right].astype(bool), ROI_DILATION))
+
+    def _sized(self, mask: np.ndarray) -> np.ndarray:
+        """A boolean mask resized to the model's input like the image (linear, then halfway threshold)."""
+        return resize(mask.astype(np.uint8) * 255, self.size, self.resize, "linear") >= 128
 
     def roi_box(self, mask: np.ndarray) -> tuple[int, int, int, int]:
         """(top, bottom, left, right) of the part of an image with lung ``mask`` that the model sees (all without roi)."""

@@ -300,6 +300,20 @@ class TrainConfig:
         label="Markings on Normal images (probability)",
         group="robustness",
     )
+    adversary: float = option(
+        0.0,
+        help="weight of the class-conditional source adversary: behind gradient reversal, one head predicts a Normal "
+        "image's source among the Normal sources, another a COVID image's among the COVID sources (0: off)",
+        label="Source adversary (weight)",
+        group="robustness",
+    )
+    gradient_penalty: float = option(
+        0.0,
+        help="weight of the penalty on the share of input gradients outside the dilated lung mask, 'right for the "
+        "right reasons' (0: off; about 3x the cost per step)",
+        label="Penalty on gradients outside the lungs (weight)",
+        group="robustness",
+    )
     appearance_ops: dict[str, Any] = field(
         default_factory=lambda: Appearance().to_dict(),
         metadata={"nested": Appearance, "options": APPEARANCE_OPTIONS},
@@ -362,6 +376,16 @@ class TrainConfig:
             (not (self.appearance and self.pipeline == "paper"), "appearance augmentation needs --pipeline ours"),
             (0 <= self.normal_markings <= 1, f"normal_markings must be a probability, got {self.normal_markings}"),
             (not (self.normal_markings and self.pipeline == "paper"), "normal_markings needs --pipeline ours"),
+            (self.adversary >= 0, f"adversary must be at least 0, got {self.adversary}"),
+            (self.gradient_penalty >= 0, f"gradient_penalty must be at least 0, got {self.gradient_penalty}"),
+            (
+                not (self.robust_objective and self.pipeline == "paper"),
+                "adversary and gradient_penalty need --pipeline ours",
+            ),
+            (
+                not (self.robust_objective and self.strategy == "multi_worker"),
+                "adversary and gradient_penalty are not available with --strategy multi_worker",
+            ),
             (0 < self.target_sensitivity <= 1, "target sensitivity must be in (0, 1]"),
             (not set(self.hparams) - set(arch.hparams), f"{self.arch} takes hyperparameters {sorted(arch.hparams)}"),
         ]
@@ -379,6 +403,11 @@ class TrainConfig:
         if self.strategy == "multi_worker":
             check_cluster()
         return self
+
+    @property
+    def robust_objective(self) -> bool:
+        """Whether a recipe changes the training objective (source adversary, input-gradient penalty)."""
+        return bool(self.adversary or self.gradient_penalty)
 
     @property
     def image_size(self) -> int:

@@ -10,6 +10,7 @@ steps-per-epoch bug fixed: every epoch sees every training image once).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -115,12 +116,37 @@ def load_arrays(
     else:
 
         def one(row: Any) -> np.ndarray:
-            source = row.source or Path(data_dir) / row.path
-            return preprocess.apply(read_image(source, name=str(row.path)), lung_mask)
+            return preprocess.apply(_read_row(row, data_dir), lung_mask)
 
+    return _per_row(frame, one, preprocess.size, np.uint8, workers, progress)
+
+
+def load_allowed(frame: pd.DataFrame, data_dir: Path, preprocess: PreprocessConfig, *, workers: int = 1) -> np.ndarray:
+    """Per row the dilated lung mask in the model's input geometry ``(n, size, size)`` bool (input-gradient penalty)."""
+
+    def one(row: Any) -> np.ndarray:
+        return preprocess.allowed_region(lung_mask(_read_row(row, data_dir)))
+
+    return _per_row(frame, one, preprocess.size, bool, workers)
+
+
+def _read_row(row: Any, data_dir: Path) -> np.ndarray:
+    """The gray pixels of a :func:`_per_row` row: its repaired version when it has one, else the original."""
+    return read_image(row.source or Path(data_dir) / row.path, name=str(row.path))
+
+
+def _per_row(
+    frame: pd.DataFrame,
+    one: Callable[[Any], np.ndarray],
+    size: int,
+    dtype: Any,
+    workers: int,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """``one(row)`` (rows with ``path``, pixel ``digest`` and ``source``) of every row, stacked in order, in threads."""
     digests, sources = pixel_sources(frame)
     rows = list(frame[["path"]].assign(digest=digests, source=sources).itertuples())
-    out = np.empty((len(rows), preprocess.size, preprocess.size), np.uint8)
+    out = np.empty((len(rows), size, size), dtype)
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for i, array in enumerate(pool.map(one, rows)):
             out[i] = array
@@ -192,6 +218,14 @@ def augment_batch(layers: Any, images: Any, seed: Any) -> Any:
     return images
 
 
+def source_codes(labels: np.ndarray, sources: np.ndarray) -> tuple[np.ndarray, tuple[tuple[str, ...], ...]]:
+    """Per image the index of its source among the sources of its class, and per class (CLASSES order) those sources."""
+    names = np.asarray(sources).astype(str)
+    by_class = tuple(tuple(sorted(set(names[labels == c]))) for c in range(len(CLASSES)))
+    codes = np.array([by_class[c].index(s) for c, s in zip(labels.tolist(), names)], np.int32)
+    return codes, by_class
+
+
 def sampling_groups(labels: np.ndarray, sources: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per image its group index and per group its class: one group per class, or (``sources``) per (class, source)."""
     keys = list(zip(labels.tolist(), [""] * len(labels) if sources is None else [str(s) for s in sources]))
@@ -240,6 +274,8 @@ def make_dataset(
     epochs: range | None = None,
     appearance: Appearance | None = None,
     normal_markings: float = 0.0,
+    source_codes: np.ndarray | None = None,
+    allowed: np.ndarray | None = None,
 ) -> Any:
     """A batched, prefetched ``tf.data.Dataset`` of ``(float32 (b,s,s,1) raw 0-255, one-hot (b,2))``.
 
@@ -252,11 +288,16 @@ def make_dataset(
     ``appearance`` adds the appearance augmentation of :mod:`cxr_core.train.appearance` after the geometric one.
     ``normal_markings`` is the probability that a Normal image gets synthetic markings first
     (:mod:`cxr_core.train.normal_markings`), so they move with it under the geometric augmentation.
+    With ``source_codes`` (per image its source's index within its class) or ``allowed`` (per image its dilated lung
+    mask, moved with the image by the geometric augmentation) training batches carry
+    ``{"image", "source", "allowed"}`` as inputs for :class:`~cxr_core.train.robust.RobustModel`.
     """
     import tensorflow as tf
 
     autotune = tf.data.AUTOTUNE
     pixels, classes = tf.constant(images), tf.constant(labels.astype(np.int32))
+    codes = tf.constant(np.zeros(len(labels), np.int32) if source_codes is None else source_codes.astype(np.int32))
+    allowed_masks = None if allowed is None else tf.constant(allowed.astype(np.uint8))
 
     def to_model(index: Any) -> tuple[Any, Any]:
         """Image indices -> float32 channel-last images and one-hot labels."""
@@ -294,11 +335,20 @@ def make_dataset(
                 lambda *args: paint_normals(*args, normal_markings), [x, is_normal, marks_seed], tf.float32
             )
             x = tf.ensure_shape(marked, x.shape)
-        if layers is not None:
+        inside = None if allowed is None else tf.cast(tf.gather(allowed_masks, index), tf.float32)[..., None] * 255
+        if layers is not None and inside is not None:
+            moved = augment_batch(layers, tf.concat([x, inside], axis=-1), batch_seed)
+            x, inside = moved[..., :1], moved[..., 1:]
+        elif layers is not None:
             x = augment_batch(layers, x, batch_seed)
         if appearance is not None:
             x = appearance_batch(x, tf.random.experimental.stateless_fold_in(batch_seed, 7919), appearance)
-        return x, y
+        if source_codes is None and inside is None:
+            return x, y
+        inputs = {"image": x, "source": tf.gather(codes, index), "allowed": tf.zeros_like(x[..., 0])}
+        if inside is not None:
+            inputs["allowed"] = tf.cast(inside[..., 0] >= 128, tf.float32)
+        return inputs, y
 
     plain_load = tf.autograph.experimental.do_not_convert(load)
     n_batches = (1 if epochs is None else len(epochs)) * -(-len(labels) // batch)

@@ -34,10 +34,12 @@ from cxr_core.train.pipeline import (
     Augmentation,
     class_weights,
     labels_of,
+    load_allowed,
     load_arrays,
     make_dataset,
     paper_iterator,
     select_images,
+    source_codes,
 )
 from cxr_core.util.atomic import read_json_object
 from cxr_core.util.keras_files import save_keras_atomically
@@ -61,6 +63,17 @@ class TrainingData:
     y_train: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
+    allowed_train: np.ndarray | None = None
+
+    @property
+    def sources_by_class(self) -> tuple[tuple[str, ...], ...]:
+        """Per class (CLASSES order) the sources of its training images."""
+        return source_codes(self.y_train, self.train_sources)[1]
+
+    @property
+    def train_sources(self) -> np.ndarray:
+        """The source of every training image, in order."""
+        return self.frame.loc[self.frame["split"] == "train", "source"].astype(str).to_numpy()
 
 
 @dataclass
@@ -113,7 +126,11 @@ def prepare_data(
             labels_of(rows),
         )
         done += len(rows)
-    return TrainingData(frame, pp, *arrays["train"], *arrays["val"])
+    allowed = None
+    if tc.gradient_penalty:
+        _notify(progress, "lungs", 0, 1)
+        allowed = load_allowed(frame[frame["split"] == "train"], data_dir, pp, workers=cfg.workers)
+    return TrainingData(frame, pp, *arrays["train"], *arrays["val"], allowed_train=allowed)
 
 
 def fit_across_workers(model: Any) -> None:
@@ -486,6 +503,8 @@ def _fit(
     """Load data, build or restore the model, fit with all callbacks and export the best model."""
     import keras
 
+    from cxr_core.train.robust import RobustModel
+
     keras.utils.set_random_seed(int(tc.seed or 0))
     frame = _read_split(run)
     data = prepare_data(cfg, tc, frame, progress)
@@ -508,12 +527,16 @@ def _fit(
             log.info("restored epoch %d from checkpoints/latest.keras (lr %s)", start_epoch, latest.get("lr"))
         else:
             model = build_model(tc.arch, tc.image_size, weights=tc.weights, **tc.hparams)
+            if tc.robust_objective:
+                n_sources = tuple(len(names) for names in data.sources_by_class)
+                model = RobustModel(model, n_sources, adversary=tc.adversary, gradient_penalty=tc.gradient_penalty)
             model.compile(
                 optimizer=keras.optimizers.Adam(tc.learning_rate, use_ema=tc.ema, ema_momentum=0.98),
                 loss="categorical_crossentropy",
                 metrics=["accuracy", keras.metrics.AUC(name="auc", multi_label=True, num_labels=len(CLASSES))],
             )
-        twin = keras.Model(model.inputs, model.outputs, name=model.name)
+        classifier = model.classifier if isinstance(model, RobustModel) else model
+        twin = keras.Model(classifier.inputs, classifier.outputs, name=classifier.name)
     if tc.strategy == "multi_worker" and check_cluster() > 1:
         fit_across_workers(model)
     train_data, val_data, steps = input_data(data, tc, start_epoch)
@@ -601,8 +624,7 @@ def input_data(data: TrainingData, tc: TrainConfig, start_epoch: int = 0) -> tup
 def training_dataset(data: TrainingData, tc: TrainConfig, epochs: range | None = None) -> Any:
     """The tf.data training set of ``tc``'s recipe: sampling, geometric and appearance augmentation, markings on
     Normal images (``epochs`` as in :func:`~cxr_core.train.pipeline.make_dataset`); ``cxr train`` and ``cxr tune``."""
-    train_rows = data.frame[data.frame["split"] == "train"]
-    sources = train_rows["source"].astype(str).to_numpy() if tc.sampling == "source_balanced" else None
+    names = data.train_sources
     return make_dataset(
         data.x_train,
         data.y_train,
@@ -611,10 +633,12 @@ def training_dataset(data: TrainingData, tc: TrainConfig, epochs: range | None =
         seed=int(tc.seed or 0),
         augment=Augmentation(**tc.augmentation) if tc.augment else None,
         balanced=tc.sampling in ("balanced", "source_balanced"),
-        sources=sources,
+        sources=names if tc.sampling == "source_balanced" else None,
         epochs=epochs,
         appearance=Appearance(**tc.appearance_ops) if tc.appearance else None,
         normal_markings=tc.normal_markings,
+        source_codes=source_codes(data.y_train, names)[0] if tc.robust_objective else None,
+        allowed=data.allowed_train if tc.gradient_penalty else None,
     )
 
 
@@ -708,6 +732,8 @@ def _training_summary(
         "augmentation": tc.augmentation if tc.augment else None,
         "appearance": tc.appearance_ops if tc.appearance else None,
         "normal_markings": tc.normal_markings,
+        "adversary": tc.adversary,
+        "gradient_penalty": tc.gradient_penalty,
         "mixed_precision": tc.mixed_precision,
         "hparams": tc.hparams,
         "seed": tc.seed,
