@@ -1,5 +1,5 @@
 """Allow ``python -m cxr_core``."""
 
-from cxr_core.cli.parser import main
+from cxr_core.cli.parser import run
 
-raise SystemExit(main())
+run()

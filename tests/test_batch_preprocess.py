@@ -19,7 +19,7 @@ from cxr_core.cli.parser import main
 from cxr_core.config import Config
 from cxr_core.curation.curated import curated_index
 from cxr_core.curation.ledger import open_ledger
-from cxr_core.data.imaging import ImageReadError, read_image, sha256_file
+from cxr_core.data.imaging import DecodedImages, ImageReadError, read_image, sha256_file
 from cxr_core.preprocess import cache as batch_preprocess
 from cxr_core.preprocess.cache import (
     SOURCE_KEY,
@@ -196,6 +196,44 @@ def test_two_workers_give_the_same_files_as_one(make_cfg: Callable[..., Config],
     assert [p.relative_to(a) for p in cached_pngs(a)] == [p.relative_to(b) for p in cached_pngs(b)]
     for p in cached_pngs(a):
         assert p.read_bytes() == (b / p.relative_to(a)).read_bytes()
+
+
+def test_the_index_hands_its_decoded_pixels_over_so_no_original_is_read_twice(
+    make_cfg: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = write_dataset(tmp_path / "many", n_per_class=64, size=64)
+    plain = make_cfg(data_dir=data, home=tmp_path / "plain", workers=2)
+    handed = make_cfg(data_dir=data, home=tmp_path / "handed", workers=2)
+    first = preprocess_dataset(plain, CONFIG, curated_index(plain), workers=2)
+    decoded = DecodedImages()
+    index = curated_index(handed, decoded=decoded)
+    assert sorted(decoded.pixels) == sorted(index.frame["path"])
+    for rel, pixels in decoded.pixels.items():
+        np.testing.assert_array_equal(pixels, read_image(data / rel))
+
+    def no_reading(*args: object, **kwargs: object) -> np.ndarray:
+        raise AssertionError("an original was read again")
+
+    monkeypatch.setattr(batch_preprocess, "read_image", no_reading)
+    second = preprocess_dataset(handed, CONFIG, index, workers=2, decoded=decoded)
+    assert second.written == first.written == 128 and not second.failed and not decoded.pixels
+    a, b = Path(first.cache_dir), Path(second.cache_dir)
+    for p in cached_pngs(a):
+        assert p.read_bytes() == (b / p.relative_to(a)).read_bytes()
+    unchanged = DecodedImages()
+    curated_index(handed, decoded=unchanged)
+    assert not unchanged.pixels, "rows reused from the cached index decode nothing"
+
+
+def test_a_replacement_file_wins_over_the_originals_decoded_pixels(cfg: Config, tmp_path: Path) -> None:
+    rel = "COVID/images/COVID-1.png"
+    original = read_image(cfg.data_dir / rel)
+    replacement = tmp_path / "repaired.png"
+    cv2.imwrite(str(replacement), 255 - original)
+    cache = PreprocessCache(cfg, CONFIG, cfg.data_dir)
+    cache.prepare()
+    assert cache.process(rel, "0" * 64, str(replacement), original)[1] == "written"
+    np.testing.assert_array_equal(read_cached(cache.path_for(rel)), CONFIG.apply(255 - original))
 
 
 def test_cli_prints_one_json_object(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr_core.data.imaging import ImageReadError, read_image, read_xray
+from cxr_core.data.imaging import DecodedImages, ImageReadError, read_image, read_xray
 
 
 def encode(array: np.ndarray, fmt: str = "PNG") -> bytes:
@@ -151,3 +151,12 @@ def test_dicom_with_unsupported_transfer_syntax_is_refused() -> None:
     data = make_dicom(np.zeros((80, 80), np.uint16), syntax="1.2.840.10008.1.2.4.90")
     with pytest.raises(ImageReadError, match="transfer syntax|cannot be decoded"):
         read_image(data, name="j2k.dcm")
+
+
+def test_decoded_images_are_kept_within_the_budget_and_handed_over_once() -> None:
+    store = DecodedImages(budget=150)
+    store.keep("a.png", np.full((10, 10), 7, np.uint8))
+    store.keep("b.png", np.zeros((10, 10), np.uint8))
+    kept = store.take("a.png")
+    assert kept is not None and int(kept[0, 0]) == 7
+    assert store.take("a.png") is None and store.take("b.png") is None

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from cxr_core.config import Config
 from cxr_core.curation.ledger import discarded_hashes
+from cxr_core.data.imaging import DecodedImages
 from cxr_core.data.index import DatasetIndex, load_index
 from cxr_core.data.labels import Progress
 
@@ -16,9 +17,10 @@ def curated_index(
     refresh: bool = True,
     progress: Progress | None = None,
     labels: str | Path | None = None,
+    decoded: DecodedImages | None = None,
 ) -> DatasetIndex:
     """:func:`cxr_core.data.index.load_index` without the images the curation ledger discarded, and with the repaired
-    file standing in for each image whose latest decision is ``repair``."""
+    file standing in for each image whose latest decision is ``repair`` (``decoded`` keeps the pixels read)."""
     from cxr_core.curation.repaired import repaired_versions
 
     return load_index(
@@ -29,4 +31,5 @@ def curated_index(
         labels=labels,
         discarded=discarded_hashes(cfg),
         replacements=repaired_versions(cfg),
+        decoded=decoded,
     )

@@ -373,3 +373,27 @@ def read_xray(
 def read_image(source: Source, **kwargs: object) -> np.ndarray:
     """Read a path or bytes into a 2-D uint8 grayscale array (see :func:`read_xray`)."""
     return read_xray(source, **kwargs).pixels  # type: ignore[arg-type]
+
+
+DECODED_BUDGET = 512 * 2**20
+"""Bytes of pixels a :class:`DecodedImages` keeps at most (about 6,000 images of 299 x 299)."""
+
+
+@dataclass
+class DecodedImages:
+    """Pixels one reader decoded, kept by relative path for the next reader of the same file (the indexer hands
+    them to ``cxr preprocess``, so each image is decoded once); images beyond ``budget`` bytes are not kept."""
+
+    budget: int = DECODED_BUDGET
+    pixels: dict[str, np.ndarray] = field(default_factory=dict)
+    kept_bytes: int = 0
+
+    def keep(self, rel: str, pixels: np.ndarray) -> None:
+        """Keep the decoded pixels of ``rel`` while the budget allows."""
+        if self.kept_bytes + pixels.nbytes <= self.budget:
+            self.pixels[rel] = pixels
+            self.kept_bytes += pixels.nbytes
+
+    def take(self, rel: str) -> np.ndarray | None:
+        """The pixels kept for ``rel``, handed over once (None when they were not kept)."""
+        return self.pixels.pop(rel, None)

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from cxr_core.config import Config
-from cxr_core.data.imaging import ImageReadError, read_image, sha256_file
+from cxr_core.data.imaging import DecodedImages, ImageReadError, read_image, sha256_file
 from cxr_core.preprocess.normalise import resolve_params
 from cxr_core.preprocess.recipe import PreprocessConfig, PreprocessError
 from cxr_core.preprocess.roi import Segment
@@ -191,12 +191,13 @@ class PreprocessCache:
         """
         return self._compute(self.relative(path), source)
 
-    def _compute(self, rel: str, source: str | Path | None = None) -> np.ndarray:
-        """:meth:`compute` of the image at ``rel``, a path already checked by :meth:`relative`."""
-        source = Path(source) if source else self.data_dir / rel
-        return self.config.apply(
-            read_image(source, max_pixels=self.cfg.max_pixels, min_side=self.cfg.min_side), self.segment
-        )
+    def _compute(self, rel: str, source: str | Path | None = None, pixels: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`compute` of the image at ``rel``, a path already checked by :meth:`relative`, from its decoded
+        ``pixels`` when the caller has them."""
+        if pixels is None:
+            path = Path(source) if source else self.data_dir / rel
+            pixels = read_image(path, max_pixels=self.cfg.max_pixels, min_side=self.cfg.min_side)
+        return self.config.apply(pixels, self.segment)
 
     def load(self, path: str | Path, sha256: str | None = None, source: str | Path | None = None) -> np.ndarray:
         """The preprocessed ``(size, size)`` uint8 array of an image: cached if fresh, else computed and cached.
@@ -221,14 +222,17 @@ class PreprocessCache:
         self.store(rel, digest, array)
         return array
 
-    def process(self, rel: str, sha256: str, source: str = "") -> tuple[str, str, str]:
-        """Batch step for one image (read from ``source`` when set): ``(rel, "cached" | "written" | "failed", error)``."""
+    def process(
+        self, rel: str, sha256: str, source: str = "", pixels: np.ndarray | None = None
+    ) -> tuple[str, str, str]:
+        """Batch step for one image (read from ``source`` when set, else from ``pixels``, the original's decoded pixels,
+        when given): ``(rel, "cached" | "written" | "failed", error)``."""
         inside = self.relative(rel)
         target = self.root / cached_name(inside)
         if self._fresh(target, sha256):
             return rel, "cached", ""
         try:
-            self._store(target, sha256, self._compute(inside, source or None))
+            self._store(target, sha256, self._compute(inside, source or None, None if source else pixels))
         except (ImageReadError, PreprocessError, OSError) as exc:
             return rel, "failed", str(exc)
         return rel, "written", ""
@@ -264,6 +268,7 @@ def preprocess_dataset(
     workers: int | None = None,
     progress: Progress | None = None,
     segment: Segment | None = None,
+    decoded: DecodedImages | None = None,
 ) -> PreprocessReport:
     """Preprocess every readable, non-excluded image of ``index`` into the cache; skips fresh entries.
 
@@ -271,7 +276,8 @@ def preprocess_dataset(
     :data:`MIN_TASKS_PER_WORKER` images per worker; one worker runs in this thread. Unreadable files and
     excluded images (curation discards, test duplicates of training images) are counted and reported,
     never processed. ``progress(done, total)`` is called after each image. ``segment`` finds the lungs of each
-    original for a config with a lung ROI (such as ``cxr_core.lungs.lung_mask``).
+    original for a config with a lung ROI (such as ``cxr_core.lungs.lung_mask``). ``decoded`` holds originals' pixels
+    the index has just decoded (see ``load_index``), used instead of reading those files again.
     """
     started = time.perf_counter()
     cache = PreprocessCache(cfg, config, index.data_dir, segment)
@@ -292,7 +298,7 @@ def preprocess_dataset(
         unreadable=index.unreadable(),
     )
     report.excluded = sum(report.excluded_by_reason.values())
-    for done, (rel, status, error) in enumerate(_run(cache, tasks, n_workers), start=1):
+    for done, (rel, status, error) in enumerate(_run(cache, tasks, n_workers, decoded or DecodedImages()), start=1):
         if status == "failed":
             report.failed.append({"path": rel, "error": error})
         elif status == "written":
@@ -305,20 +311,26 @@ def preprocess_dataset(
     return report
 
 
-def _run(cache: PreprocessCache, tasks: list[tuple[str, str, str]], workers: int) -> Any:
-    """Yield each task's result, in order, from this thread or from a pool of ``workers`` threads.
+def _run(cache: PreprocessCache, tasks: list[tuple[str, str, str]], workers: int, decoded: DecodedImages) -> Any:
+    """Yield each task's result, in order, from this thread or from a pool of ``workers`` threads; a task takes the
+    pixels of its image from ``decoded`` when they are there.
 
     Threads, not processes: decoding, OpenCV and scikit-image release the GIL, so on this 2-core machine two threads
     beat two spawned processes for every method (clahe on 421 images: 1.3 s against 1.6 s) and start at once.
     """
+
+    def step(task: tuple[str, str, str]) -> tuple[str, str, str]:
+        """Process one task."""
+        return cache.process(*task, decoded.take(task[0]))
+
     if workers == 1:
-        yield from (cache.process(*task) for task in tasks)
+        yield from map(step, tasks)
         return
     opencv_threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     executor = ThreadPoolExecutor(workers, thread_name_prefix="cxr-preprocess")
     try:
-        yield from executor.map(lambda task: cache.process(*task), tasks)
+        yield from executor.map(step, tasks)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         cv2.setNumThreads(opencv_threads)

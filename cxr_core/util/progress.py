@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 Progress = Callable[[int, int], None]
 """A ``progress(done, total)`` callback: every long library call takes one."""
@@ -29,22 +31,28 @@ class TrainerBudget:
 
 
 class ProgressBar:
-    """A stderr progress bar (hidden when stderr is not a terminal) that library code calls as ``progress(done, total)``."""
+    """A stderr progress bar (none when stderr is not a terminal) that library code calls as ``progress(done, total)``."""
 
     def __init__(self, desc: str, unit: str = "img") -> None:
-        """Open an empty bar labelled ``desc``."""
-        self.bar = tqdm(total=0, unit=unit, desc=desc, disable=None, leave=False)
+        """Open an empty bar labelled ``desc``; without a terminal there is none, and tqdm is not even imported."""
+        self.bar: tqdm | None = None
+        if sys.stderr is not None and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=0, unit=unit, desc=desc, leave=False)
 
     def __call__(self, done: int, total: int) -> None:
         """Show ``done`` of ``total``."""
-        self.bar.total = total
-        self.bar.n = done
-        self.bar.refresh()
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.n = done
+            self.bar.refresh()
 
     def stage(self, desc: str, total: int = 0) -> None:
         """Start a new stage of the work under another label."""
-        self.bar.reset(total=total)
-        self.bar.set_description(desc)
+        if self.bar is not None:
+            self.bar.reset(total=total)
+            self.bar.set_description(desc)
 
     def __enter__(self) -> ProgressBar:
         """Use as a context manager that closes the bar."""
@@ -52,7 +60,8 @@ class ProgressBar:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         """Close the bar."""
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def epoch_budget_callback(
@@ -61,6 +70,7 @@ def epoch_budget_callback(
     """A Keras callback: a tqdm epoch bar on stderr, one ``log`` line per epoch with ``keys`` of the epoch's logs,
     and a stop once ``time.time()`` passes ``deadline`` (the wall-time budget)."""
     import keras
+    from tqdm import tqdm
 
     class EpochBudget(keras.callbacks.Callback):
         """Epoch progress bar, per-epoch log line, wall-time stop; also across one-epoch ``fit`` calls in a loop."""

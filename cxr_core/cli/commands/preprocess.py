@@ -9,6 +9,7 @@ from pathlib import Path
 from cxr_core.cli.commands import command_help
 from cxr_core.cli.parser import CliError, index_or_fail
 from cxr_core.config import Config
+from cxr_core.data.imaging import DecodedImages
 from cxr_core.preprocess.cache import PreprocessReport, preprocess_dataset
 from cxr_core.preprocess.normalise import METHODS, NormaliseError, describe, parse_params
 from cxr_core.preprocess.recipe import INTERPOLATIONS, RESIZE_POLICIES, PreprocessConfig, PreprocessError
@@ -73,11 +74,12 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         config = PreprocessConfig(args.method, params, args.size, args.resize, args.interpolation)
     except (NormaliseError, PreprocessError) as exc:
         raise CliError(str(exc)) from exc
+    decoded = DecodedImages()
     with ProgressBar("indexing") as progress:
-        index = index_or_fail(cfg, args.data_dir, progress)
+        index = index_or_fail(cfg, args.data_dir, progress, decoded)
         progress.stage("preprocess", total=len(index.images()))
         try:
-            report = preprocess_dataset(cfg, config, index, workers=args.workers, progress=progress)
+            report = preprocess_dataset(cfg, config, index, workers=args.workers, progress=progress, decoded=decoded)
         except PreprocessError as exc:
             raise CliError(str(exc)) from exc
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
