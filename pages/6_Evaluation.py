@@ -131,16 +131,33 @@ def confounding_panel(model: LoadedModel, result: dict[str, Any]) -> None:
     c2.dataframe(pd.DataFrame(result.get("label_by_source") or {}).T.fillna(0).astype(int), width="stretch")
     c2.caption("Images per source and label.")
     st.plotly_chart(figures.source_figure(by_source), key="by-source")
+
+
+def loso_panel(model: LoadedModel, result: dict[str, Any]) -> None:
+    """The headline: how the model's recipe does on a source it never saw (leave-one-source-out)."""
+    st.subheader("A new hospital: leave-one-source-out")
     loso = ev.loso_of(model, result)
-    if loso.get("sources"):
-        st.plotly_chart(figures.loso_figure(loso["sources"], result.get("accuracy")), key="loso")
-        if loso.get("method"):
-            st.caption(str(loso["method"]))
-    else:
+    if not loso.get("sources"):
         st.info(
             "Leave-one-source-out has not been run for this model (it retrains once per source): "
-            f"`cxr evaluate --model {model.path} --leave-one-source-out`."
+            f"`cxr evaluate --model {model.path} --leave-one-source-out`. Until then the in-distribution figures "
+            "below are all there is, and they overstate what to expect at a new hospital."
         )
+        return
+    worst = min(loso["sources"].items(), key=lambda item: item[1].get("accuracy", 1.0))
+    pooled = loso.get("pooled") or {}
+    cols = st.columns(3)
+    cols[0].metric("Worst held-out source", f"{worst[1].get('accuracy', 0):.2f}", worst[0], delta_color="off")
+    cols[1].metric("Pooled held-out ROC AUC", "n/a" if pooled.get("roc_auc") is None else f"{pooled['roc_auc']:.2f}")
+    cols[2].metric("In-distribution accuracy", "n/a" if result.get("accuracy") is None else f"{result['accuracy']:.2f}")
+    st.markdown(
+        "Each bar is a source the model's recipe was retrained *without* and then tested on: the closest estimate "
+        "of a hospital it has never seen. For a Normal-only source it is the share called Normal, for a COVID-only "
+        "source the share called COVID."
+    )
+    st.plotly_chart(figures.loso_figure(loso["sources"], result.get("accuracy")), key="loso")
+    if loso.get("method"):
+        st.caption(str(loso["method"]))
 
 
 def coverage_panel(result: dict[str, Any]) -> None:
@@ -237,6 +254,7 @@ except (ValueError, OSError) as exc:
     st.error(f"Cannot evaluate: {str(exc).splitlines()[0]}")
     st.stop()
 
+loso_panel(model, result)
 audit_panel(model)
 st.subheader(f"Metrics on {Path(result['data']['dir']).name} [{split}]")
 st.markdown(

@@ -206,6 +206,8 @@ def test_card_renders_every_section(tmp_path: Path) -> None:
         "Not evaluated yet",
     ):
         assert needle.lower() in text.lower(), needle
+    assert text.index("## Leave-one-source-out") < text.index("## Intended use") < text.index("## Test metrics")
+    assert "worst source is jsrt (accuracy 0.410)" in text
     write_card(tmp_path, card)
     assert read_card(tmp_path) == card and (tmp_path / "card.md").read_text() == text
 

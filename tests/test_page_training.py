@@ -182,6 +182,8 @@ def test_promote_and_evaluate_a_trained_model(env: Path, trained_run: Callable[[
     at = page("6_Evaluation.py").run()
     assert not at.exception, at.exception
     assert at.selectbox[0].value == "tiny"
+    assert at.subheader[0].value == "A new hospital: leave-one-source-out"
+    assert any("has not been run" in i.value for i in at.info)
     table = at.dataframe[0].value if "metric" in at.dataframe[0].value else at.dataframe[1].value
     assert "roc_auc" in list(table["metric"])
     assert set({m.label: m.value for m in at.metric}) >= {"Sensitivity", "Specificity"}

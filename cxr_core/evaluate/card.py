@@ -224,8 +224,17 @@ def metrics_markdown(metrics: Mapping[str, Any]) -> list[str]:
 
 
 def _loso_md(loso: Mapping[str, Any]) -> list[str]:
-    """The leave-one-source-out section."""
-    lines = [
+    """The leave-one-source-out section: the worst held-out source first, then the table."""
+    sources = loso.get("sources") or {}
+    lines = []
+    if sources:
+        worst, row = min(sources.items(), key=lambda item: item[1].get("accuracy", 1.0))
+        lines += [
+            f"**What to expect at a new hospital:** trained without a source and tested on it, the recipe's worst "
+            f"source is {worst} (accuracy {_fmt(row.get('accuracy'))}).",
+            "",
+        ]
+    lines += [
         str(loso.get("method", "")),
         "",
         "| held-out source | n | COVID | Normal | accuracy | sensitivity | specificity | ROC AUC |",
@@ -464,6 +473,15 @@ def render_markdown(card: Mapping[str, Any]) -> str:
     lines.append(
         f"- **Classes (output order):** {', '.join(card.get('classes', []))}; positive: {card.get('positive', 'COVID')}"
     )
+    lines += ["", "## Leave-one-source-out", ""]
+    loso = card.get("leave_one_source_out")
+    lines += _loso_md(loso) if loso else ["Not run yet: `cxr evaluate --leave-one-source-out`."]
+    if loso and card.get("metrics"):
+        lines += [
+            "",
+            f"For comparison, in-distribution test ROC AUC {_fmt(card['metrics'].get('roc_auc'))}, accuracy "
+            f"{_fmt(card['metrics'].get('accuracy'))}: the held-out-source figures are what to expect from a new hospital.",
+        ]
     lines += ["", "## Intended use", "", str(card.get("intended_use", INTENDED_USE)), ""]
     lines += ["## Training data", "", str(card.get("split", SPLIT_DESCRIPTION)), ""]
     lines += _training_md(card.get("training") or {}, card.get("training_data") or {})
@@ -493,15 +511,6 @@ def render_markdown(card: Mapping[str, Any]) -> str:
             f"| {key} | {row.get('n')} | {_fmt(row.get('roc_auc'))} | {_fmt(row.get('accuracy'))} | "
             f"{_fmt(row.get('sensitivity'))} | {_fmt(row.get('specificity'))} |"
             for key, row in external.items()
-        ]
-    lines += ["", "## Leave-one-source-out", ""]
-    loso = card.get("leave_one_source_out")
-    lines += _loso_md(loso) if loso else ["Not run yet: `cxr evaluate --leave-one-source-out`."]
-    if loso and card.get("metrics"):
-        lines += [
-            "",
-            f"For comparison, in-distribution test ROC AUC {_fmt(card['metrics'].get('roc_auc'))}, accuracy "
-            f"{_fmt(card['metrics'].get('accuracy'))}: the held-out-source figures are what to expect from a new hospital.",
         ]
     lines += ["", "## Limitations", ""] + [f"- {item}" for item in card.get("limitations", LIMITATIONS)]
     lines += ["", "## Shortcut audit", ""]
