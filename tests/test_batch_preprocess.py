@@ -312,3 +312,27 @@ def test_cli_refuses_a_missing_data_dir(
     monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
     assert main(["preprocess", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_fills_the_cache_of_a_lung_roi_recipe_as_training_reads_it(
+    cfg: Config, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """``--roi lung_mask --lung-standardise zscore`` segments the lungs like training, so training finds it cached."""
+    from conftest import SHIPPED_LUNGS_DIR
+    from cxr_core.lungs.segmenter import lung_mask
+    from cxr_core.train.pipeline import load_arrays
+
+    monkeypatch.setenv("CXR_HOME", str(cfg.home))
+    monkeypatch.setenv("CXR_LUNGS_MODEL", str(SHIPPED_LUNGS_DIR))
+    argv = ["preprocess", str(cfg.data_dir), "--size", "48", "--roi", "lung_mask", "--lung-standardise", "zscore"]
+    assert main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["written"] == 24 and out["config"]["roi"] == "lung_mask"
+    recipe = PreprocessConfig(size=48, roi="lung_mask", lung_standardise="zscore")
+    rows = curated_index(cfg).images().head(3)
+    cached = load_arrays(rows, cfg.data_dir, recipe, cfg=cfg)
+    fresh = [recipe.apply(read_image(cfg.data_dir / p), lung_mask) for p in rows["path"]]
+    np.testing.assert_array_equal(cached, np.stack(fresh))
+    assert main(argv) == 0 and "0 written, 24 already cached" in capsys.readouterr().out
+    assert main(["preprocess", str(cfg.data_dir), "--lung-standardise", "zscore"]) == 2
+    assert "lung" in capsys.readouterr().err

@@ -12,7 +12,15 @@ from cxr_core.config import Config
 from cxr_core.data.imaging import DecodedImages
 from cxr_core.preprocess.cache import PreprocessReport, preprocess_dataset
 from cxr_core.preprocess.normalise import METHODS, NormaliseError, describe, parse_params
-from cxr_core.preprocess.recipe import INTERPOLATIONS, RESIZE_POLICIES, PreprocessConfig, PreprocessError
+from cxr_core.preprocess.recipe import (
+    INTERPOLATIONS,
+    LUNG_STANDARDISATION,
+    RESIZE_POLICIES,
+    ROI_MODES,
+    PreprocessConfig,
+    PreprocessError,
+)
+from cxr_core.preprocess.roi import Segment
 from cxr_core.util.progress import ProgressBar
 
 MAX_LISTED = 20
@@ -40,6 +48,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--resize", default="squash", choices=RESIZE_POLICIES, help="squash (ignore aspect) or pad (keep it)"
     )
     parser.add_argument("--interpolation", default="area", choices=sorted(INTERPOLATIONS), help="resize interpolation")
+    parser.add_argument(
+        "--roi",
+        default="none",
+        choices=ROI_MODES,
+        help="region of interest: lung_crop / lung_mask find the lungs with the lung segmenter (as training does)",
+    )
+    parser.add_argument(
+        "--lung-standardise",
+        default="none",
+        choices=LUNG_STANDARDISATION,
+        help="intensity standardisation inside the lungs (needs a lung roi)",
+    )
     parser.add_argument("--workers", type=int, help="parallel threads (default: the configured workers = all cores)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.set_defaults(handler=run)
@@ -65,13 +85,24 @@ def format_report(report: PreprocessReport) -> str:
     return "\n".join(lines)
 
 
+def segmenter(config: PreprocessConfig) -> Segment | None:
+    """The lung segmenter a config with a lung roi needs (None without one, so TensorFlow is not imported)."""
+    if config.roi == "none":
+        return None
+    from cxr_core.lungs.segmenter import lung_mask
+
+    return lung_mask
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Validate the options, index the dataset, preprocess it and print the report."""
     if args.workers is not None and args.workers < 1:
         raise CliError(f"--workers must be at least 1, got {args.workers}")
     try:
         params = parse_params(args.method, args.param)
-        config = PreprocessConfig(args.method, params, args.size, args.resize, args.interpolation)
+        config = PreprocessConfig(
+            args.method, params, args.size, args.resize, args.interpolation, args.roi, args.lung_standardise
+        )
     except (NormaliseError, PreprocessError) as exc:
         raise CliError(str(exc)) from exc
     decoded = DecodedImages()
@@ -79,7 +110,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         index = index_or_fail(cfg, args.data_dir, progress, decoded)
         progress.stage("preprocess", total=len(index.images()))
         try:
-            report = preprocess_dataset(cfg, config, index, workers=args.workers, progress=progress, decoded=decoded)
+            report = preprocess_dataset(
+                cfg, config, index, workers=args.workers, progress=progress, segment=segmenter(config), decoded=decoded
+            )
         except PreprocessError as exc:
             raise CliError(str(exc)) from exc
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
