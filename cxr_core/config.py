@@ -18,6 +18,7 @@ from typing import Any
 CONFIG_FILE_ENV = "CXR_CONFIG"
 DEFAULT_CONFIG_FILE = "cxr.toml"
 LUNGS_MODEL_ENV = "CXR_LUNGS_MODEL"
+MARKINGS_MODEL_ENV = "CXR_MARKINGS_MODEL"
 DEFAULT_DATA_DIR = Path("data")
 DEMO_DIR = Path(__file__).resolve().parents[1] / "demo"
 
@@ -26,6 +27,7 @@ _ENV_KEYS = {
     "home": "CXR_HOME",
     "models_dir": "CXR_MODELS_DIR",
     "lungs_model": LUNGS_MODEL_ENV,
+    "markings_model": MARKINGS_MODEL_ENV,
 }
 
 
@@ -41,6 +43,7 @@ class Config:
     home: Path = Path(".cxr")
     models_dir: Path = Path("models")
     lungs_model: Path | None = None
+    markings_model: Path | None = None
     seed: int = 1337
     split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
     max_pixels: int = 50_000_000
@@ -55,8 +58,9 @@ class Config:
         """Normalise paths and validate numeric settings."""
         for name in ("data_dir", "home", "models_dir"):
             object.__setattr__(self, name, Path(getattr(self, name)).expanduser().resolve())
-        if self.lungs_model is not None:
-            object.__setattr__(self, "lungs_model", Path(self.lungs_model).expanduser().resolve())
+        for name in ("lungs_model", "markings_model"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)).expanduser().resolve())
         fractions = tuple(float(f) for f in self.split_fractions)
         if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
             raise ConfigError(
@@ -77,6 +81,11 @@ class Config:
     def lungs_model_dir(self) -> Path:
         """The lung segmenter: ``lungs_model`` ($CXR_LUNGS_MODEL) when set, else ``<models_dir>/lungs``."""
         return self.lungs_model or self.models_dir / "lungs"
+
+    @property
+    def markings_model_dir(self) -> Path:
+        """The learned markings detector: ``markings_model`` ($CXR_MARKINGS_MODEL) when set, else ``<models_dir>/markings``."""
+        return self.markings_model or self.models_dir / "markings"
 
     @property
     def index_dir(self) -> Path:

@@ -103,7 +103,7 @@ def repair_now(items: list[tuple[str, str]], options: RepairOptions, progress: P
 @st.cache_data(show_spinner="Finding the markings…", max_entries=32)
 def repair_preview(sha256: str, options: RepairOptions, _gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The marking mask and repaired image of one film for these options (cached per image and options)."""
-    return repair_pixels(_gray, options.validate())
+    return repair_pixels(_gray, options.validate(), cfg)
 
 
 def tile_action(key: str, sha256: str, path: str, reason: str, note: str) -> None:

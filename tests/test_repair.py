@@ -66,3 +66,20 @@ def test_bad_requests_are_refused_with_one_line() -> None:
     with pytest.raises(RepairError, match="2-D uint8"):
         marking_mask(np.zeros((4, 4, 3), np.uint8))
     assert np.array_equal(repair(film, np.zeros_like(film, bool)), film)
+
+
+def test_the_repair_mask_uses_the_callers_markings_model(tmp_path) -> None:
+    """``repair_pixels`` finds the learned detector through the caller's configuration, not a fresh one."""
+    from conftest import REPO
+    from cxr_core.config import load_config
+    from cxr_core.curation.repaired import RepairOptions, repair_pixels
+    from cxr_core.markings.net import MarkingsModelError
+
+    gray = synthetic_xray(np.random.default_rng(3), 128)
+    missing = load_config(env={}, home=str(tmp_path), markings_model=str(tmp_path / "nowhere"))
+    with pytest.raises(MarkingsModelError):
+        repair_pixels(gray, RepairOptions(), missing)
+    shipped = load_config(env={"CXR_MARKINGS_MODEL": str(REPO / "models" / "markings")}, home=str(tmp_path))
+    assert shipped.markings_model_dir == REPO / "models" / "markings"
+    mask, fixed = repair_pixels(gray, RepairOptions(), shipped)
+    assert mask.shape == fixed.shape == gray.shape

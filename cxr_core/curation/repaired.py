@@ -34,6 +34,7 @@ from cxr_core.curation.repair import (
     repair,
 )
 from cxr_core.data.imaging import ImageReadError, read_image, sha256_bytes
+from cxr_core.markings.classical import MarkingsOptions
 from cxr_core.util.progress import Progress
 
 NO_MARKINGS = "no markings detected"
@@ -87,9 +88,11 @@ def repaired_dir(cfg: Config) -> Path:
     return cfg.cache_dir / "repaired"
 
 
-def repair_pixels(gray: np.ndarray, options: RepairOptions) -> tuple[np.ndarray, np.ndarray]:
-    """The marking mask of a 2-D uint8 image and the image with those pixels inpainted."""
-    mask = marking_mask(gray, margin=options.margin, contrast=options.contrast)
+def repair_pixels(gray: np.ndarray, options: RepairOptions, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """The marking mask of a 2-D uint8 image (learned detector from ``cfg``) and the image with those pixels
+    inpainted."""
+    detector = MarkingsOptions(combine="max", model_dir=str(cfg.markings_model_dir))
+    mask = marking_mask(gray, margin=options.margin, contrast=options.contrast, options=detector)
     return mask, repair(gray, mask, options.method)
 
 
@@ -104,7 +107,7 @@ def _encode(gray: np.ndarray) -> bytes:
 def repair_file(cfg: Config, source: Path, rel: str, sha256: str, options: RepairOptions) -> Repaired | None:
     """Repair one original (read, never written) into the cache; None when it has no detected markings."""
     gray = read_image(source, max_pixels=cfg.max_pixels, min_side=cfg.min_side)
-    mask, fixed = repair_pixels(gray, options.validate())
+    mask, fixed = repair_pixels(gray, options.validate(), cfg)
     if not mask.any():
         return None
     mask_sha = hashlib.sha256(np.packbits(mask).tobytes() + repr(mask.shape).encode()).hexdigest()

@@ -9,7 +9,6 @@ above a threshold, joined into connected groups, are the regions. It is trained 
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ import numpy as np
 from cxr_core.data.imaging import sha256_file
 from cxr_core.util.keras_files import load_keras_safely
 
-MARKINGS_MODEL_ENV = "CXR_MARKINGS_MODEL"
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
 STRIDE = 16
@@ -104,12 +102,11 @@ class MarkingsNet:
 
 
 def model_dir(path: str | Path | None = None) -> Path:
-    """The model directory: ``path``, else $CXR_MARKINGS_MODEL, else ``<models_dir>/markings`` of the config."""
+    """The model directory: ``path``, else the configuration's (``$CXR_MARKINGS_MODEL``, else
+    ``<models_dir>/markings``)."""
     from cxr_core.config import load_config
 
-    return (
-        Path(path or os.environ.get(MARKINGS_MODEL_ENV) or load_config().models_dir / "markings").expanduser().resolve()
-    )
+    return Path(path or load_config().markings_model_dir).expanduser().resolve()
 
 
 def model_digest(path: str | Path | None = None) -> str:
