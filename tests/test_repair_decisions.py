@@ -85,6 +85,8 @@ def test_repair_is_used_by_training_and_the_cache_and_restore_brings_the_origina
     index = curated_index(cfg)
     assert index.summary()["repaired"] == 1 and bool(rows_of(index, MARKED)["repaired"].iloc[0])
     assert not rows_of(index, CLEAN)["repaired"].iloc[0]
+    assert index.pixel_files(rows_of(index, MARKED)) == [str(repaired_file)], "audits and galleries show the repair"
+    assert index.pixel_files(rows_of(index, CLEAN)) == [str(data / CLEAN)]
     served = load_arrays(rows_of(index, MARKED), data, RECIPE, cfg=cfg)[0]
     np.testing.assert_array_equal(served, RECIPE.apply(fixed))
     report = preprocess_dataset(cfg, RECIPE, index)

@@ -79,6 +79,10 @@ class DatasetIndex:
         """Absolute path of an image given its path relative to the data dir."""
         return self.data_dir / rel
 
+    def pixel_files(self, rows: pd.DataFrame) -> list[str]:
+        """Per row the file whose pixels the model reads: its repaired version when it has one, else the original."""
+        return [source or str(self.abspath(rel)) for rel, source in zip(rows["path"], pixel_sources(rows)[1])]
+
     def images(self, split: str | None = None, include_excluded: bool = False) -> pd.DataFrame:
         """Readable images, optionally of one split, without excluded ones unless asked."""
         rows = self.frame[self.frame["error"] == ""]

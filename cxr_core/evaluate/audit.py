@@ -251,9 +251,7 @@ def _load_rows(cfg: Any, data_dir: Path, split: str) -> tuple[pd.DataFrame, pd.D
         rows, every = index.images(split), index.images()
     except DatasetError as exc:
         raise AuditError(str(exc)) from exc
-    rows = rows.assign(abspath=[str(index.abspath(p)) for p in rows["path"]])
-    every = every.assign(abspath=[str(index.abspath(p)) for p in every["path"]])
-    return rows, every
+    return rows.assign(abspath=index.pixel_files(rows)), every.assign(abspath=index.pixel_files(every))
 
 
 def run_audit(

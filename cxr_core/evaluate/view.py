@@ -82,11 +82,12 @@ def open_index(cfg: Config, data_dir: str | Path) -> DatasetIndex:
 
 
 def case_predictions(cfg: Config, model: LoadedModel, index: DatasetIndex, split: str = "test") -> pd.DataFrame:
-    """One row per evaluated image: path, abspath, label, source, ``y`` (1 = positive) and calibrated ``p``."""
+    """One row per evaluated image: path, abspath (the file scored: a repair when there is one), label, source,
+    ``y`` (1 = positive) and calibrated ``p``."""
     rows, _ = select_rows(index, split, model.classes)
     raw = raw_predictions(model, index, rows, cfg)
     out = rows[["path", "label", "source"]].copy()
-    out["abspath"] = [str(index.abspath(p)) for p in rows["path"]]
+    out["abspath"] = index.pixel_files(rows)
     out["y"] = (rows["label"] == model.positive).to_numpy(int)
     out["p"] = apply_temperature(raw, model.temperature)[:, model.positive_index] if len(raw) else []
     return out.reset_index(drop=True)
