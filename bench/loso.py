@@ -129,16 +129,23 @@ def score(runs: list[dict[str, Any]]) -> float | None:
     return sum(worst) / len(worst) if worst else None
 
 
+def eligible(runs: list[dict[str, Any]]) -> bool:
+    """Rule 1: every seed's all-source model reaches the in-distribution test AUC."""
+    return all((r["test_auc"] or 0) >= MIN_AUC for r in runs)
+
+
 def ranking(results: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """Recipes best first by rules 1-3: eligible before ineligible, then score, then fewer options within TIE."""
-
-    def key(name: str) -> tuple[int, float, int]:
-        runs = results[name]
-        eligible = all((r["test_auc"] or 0) >= MIN_AUC for r in runs)
-        value = score(runs)
-        return (0 if eligible else 1, -round((value if value is not None else -1) / TIE), len(runs[0]["recipe"]))
-
-    return sorted(results, key=key)
+    """Recipes best first by rules 1-3, applied again to what is left: eligible before ineligible; among those
+    within TIE of the best remaining score, the one with the fewest options (then the higher score)."""
+    left, order = set(results), []
+    while left:
+        pool = [n for n in left if eligible(results[n])] or list(left)
+        best = max(score(results[n]) or 0.0 for n in pool)
+        close = [n for n in pool if (score(results[n]) or 0.0) >= best - TIE - 1e-12]
+        pick = min(close, key=lambda n: (len(results[n][0]["recipe"]), -(score(results[n]) or 0.0), n))
+        order.append(pick)
+        left.remove(pick)
+    return order
 
 
 def combination(results: dict[str, list[dict[str, Any]]]) -> tuple[list[str], dict[str, Any]]:
@@ -162,7 +169,7 @@ def summary(results: dict[str, list[dict[str, Any]]], parts: list[str]) -> dict[
         "winner": order[0] if order else None,
         "combination_of": parts,
         "scores": {n: score(results[n]) for n in order},
-        "eligible": {n: all((r["test_auc"] or 0) >= MIN_AUC for r in results[n]) for n in order},
+        "eligible": {n: eligible(results[n]) for n in order},
     }
 
 
@@ -239,7 +246,14 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 epoch, 2 held-out sources")
     parser.add_argument("--no-seeds", action="store_true", help="skip rule 5 (the second seed of the best two)")
     parser.add_argument("--recipes", nargs="+", choices=sorted(RECIPES), default=list(RECIPES), help="a subset")
+    parser.add_argument("--report", action="store_true", help="only re-rank and re-render the committed results")
     args = parser.parse_args()
+    if args.report:
+        result = json.loads((RESULTS / "loso.json").read_text(encoding="utf-8"))
+        result["summary"] = summary(result["results"], result["summary"]["combination_of"])
+        write(result, False, args.home)
+        print(json.dumps(result["summary"], indent=2))
+        return 0
     if args.quick:
         args.epochs, args.size = 1, 64
     from cxr_core.curation.curated import curated_index
