@@ -341,13 +341,14 @@ def test_tune_saves_a_results_table_and_resumes_without_repeating_trials(
         batch=8,
         limit=24,
         seed=0,
-        recipe={"appearance": True, "normal_markings": 0.5, "sampling": "source_balanced"},
+        recipe={"appearance": True, "normal_markings": 0.5, "sampling": "source_balanced", "adversary": 0.3},
     )
     started: list[str] = []
     first = tune(cfg, search, on_trial=started.append)
     assert len(first) >= 1 and set(first["method"]) <= {"none", "clahe"}
     saved = json.loads((tuning_dir(cfg, search) / "results.json").read_text())["recipe"]
     assert saved["appearance"] and saved["normal_markings"] == 0.5 and saved["sampling"] == "source_balanced"
+    assert saved["adversary"] == 0.3, "a recipe that changes the objective trains through RobustModel"
     assert first["val_auc"].is_monotonic_decreasing
     assert (tuning_dir(cfg, search) / RESULTS_CSV).is_file()
     count = len(started)

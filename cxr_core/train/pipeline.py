@@ -226,6 +226,12 @@ def source_codes(labels: np.ndarray, sources: np.ndarray) -> tuple[np.ndarray, t
     return codes, by_class
 
 
+def class_sources(frame: pd.DataFrame) -> tuple[tuple[str, ...], ...]:
+    """Per class (CLASSES order) the sources of the frame's training images."""
+    train = frame[frame["split"] == "train"]
+    return source_codes(labels_of(train), train["source"].astype(str).to_numpy())[1]
+
+
 def sampling_groups(labels: np.ndarray, sources: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per image its group index and per group its class: one group per class, or (``sources``) per (class, source)."""
     keys = list(zip(labels.tolist(), [""] * len(labels) if sources is None else [str(s) for s in sources]))

@@ -32,6 +32,7 @@ from cxr_core.train.architectures import CLASSES, build_model, set_batchnorm_sta
 from cxr_core.train.config import MONITORS, TRAIN_CONFIG_FILE, TrainConfig, TrainingError, check_cluster
 from cxr_core.train.pipeline import (
     Augmentation,
+    class_sources,
     class_weights,
     labels_of,
     load_allowed,
@@ -64,11 +65,6 @@ class TrainingData:
     x_val: np.ndarray
     y_val: np.ndarray
     allowed_train: np.ndarray | None = None
-
-    @property
-    def sources_by_class(self) -> tuple[tuple[str, ...], ...]:
-        """Per class (CLASSES order) the sources of its training images."""
-        return source_codes(self.y_train, self.train_sources)[1]
 
     @property
     def train_sources(self) -> np.ndarray:
@@ -528,7 +524,7 @@ def _fit(
         else:
             model = build_model(tc.arch, tc.image_size, weights=tc.weights, **tc.hparams)
             if tc.robust_objective:
-                n_sources = tuple(len(names) for names in data.sources_by_class)
+                n_sources = tuple(len(names) for names in class_sources(data.frame))
                 model = RobustModel(model, n_sources, adversary=tc.adversary, gradient_penalty=tc.gradient_penalty)
             model.compile(
                 optimizer=keras.optimizers.Adam(tc.learning_rate, use_ema=tc.ema, ema_momentum=0.98),

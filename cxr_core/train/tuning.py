@@ -21,7 +21,7 @@ import pandas as pd
 from cxr_core.config import Config
 from cxr_core.train import rundir
 from cxr_core.train.config import OptionSpec, config_from_options, train_options
-from cxr_core.train.pipeline import make_dataset, select_images
+from cxr_core.train.pipeline import class_sources, make_dataset, select_images
 from cxr_core.train.trainer import (
     TrainConfig,
     TrainingData,
@@ -99,9 +99,11 @@ def _build_tuner(cfg: Config, tune: TuneConfig, frame: pd.DataFrame, on_trial: C
     import keras_tuner as kt
 
     from cxr_core.train.architectures import CLASSES, build_model
+    from cxr_core.train.robust import RobustModel
 
     seed = cfg.seed if tune.seed is None else tune.seed
     base = tune.base()
+    n_sources = tuple(len(names) for names in class_sources(frame))
     cache: dict[tuple[int, str], tuple[TrainingData, TrainConfig]] = {}
 
     def declare(hp: Any) -> dict[str, Any]:
@@ -121,6 +123,8 @@ def _build_tuner(cfg: Config, tune: TuneConfig, frame: pd.DataFrame, on_trial: C
         model = build_model(
             "cxr_net", values["size"], width=values["width"], depth=values["depth"], dropout=values["dropout"]
         )
+        if base.robust_objective:
+            model = RobustModel(model, n_sources, adversary=base.adversary, gradient_penalty=base.gradient_penalty)
         model.compile(
             optimizer=keras.optimizers.Adam(values["lr"]),
             loss="categorical_crossentropy",
