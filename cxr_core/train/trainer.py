@@ -620,7 +620,7 @@ def input_data(data: TrainingData, tc: TrainConfig, start_epoch: int = 0) -> tup
 def training_dataset(data: TrainingData, tc: TrainConfig, epochs: range | None = None) -> Any:
     """The tf.data training set of ``tc``'s recipe: sampling, geometric and appearance augmentation, markings on
     Normal images (``epochs`` as in :func:`~cxr_core.train.pipeline.make_dataset`); ``cxr train`` and ``cxr tune``."""
-    names = data.train_sources
+    names = data.train_sources if tc.sampling == "source_balanced" or tc.robust_objective else None
     return make_dataset(
         data.x_train,
         data.y_train,
@@ -633,7 +633,7 @@ def training_dataset(data: TrainingData, tc: TrainConfig, epochs: range | None =
         epochs=epochs,
         appearance=Appearance(**tc.appearance_ops) if tc.appearance else None,
         normal_markings=tc.normal_markings,
-        source_codes=source_codes(data.y_train, names)[0] if tc.robust_objective else None,
+        source_codes=source_codes(data.y_train, names)[0] if names is not None and tc.robust_objective else None,
         allowed=data.allowed_train if tc.gradient_penalty else None,
     )
 
