@@ -121,13 +121,20 @@ def load_arrays(
     return _per_row(frame, one, preprocess.size, np.uint8, workers, progress)
 
 
-def load_allowed(frame: pd.DataFrame, data_dir: Path, preprocess: PreprocessConfig, *, workers: int = 1) -> np.ndarray:
+def load_allowed(
+    frame: pd.DataFrame,
+    data_dir: Path,
+    preprocess: PreprocessConfig,
+    *,
+    workers: int = 1,
+    progress: Progress | None = None,
+) -> np.ndarray:
     """Per row the dilated lung mask in the model's input geometry ``(n, size, size)`` bool (input-gradient penalty)."""
 
     def one(row: Any) -> np.ndarray:
         return preprocess.allowed_region(lung_mask(_read_row(row, data_dir)))
 
-    return _per_row(frame, one, preprocess.size, bool, workers)
+    return _per_row(frame, one, preprocess.size, bool, workers, progress)
 
 
 def _read_row(row: Any, data_dir: Path) -> np.ndarray:

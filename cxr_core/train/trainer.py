@@ -124,8 +124,12 @@ def prepare_data(
         done += len(rows)
     allowed = None
     if tc.gradient_penalty:
-        _notify(progress, "lungs", 0, 1)
-        allowed = load_allowed(frame[frame["split"] == "train"], data_dir, pp, workers=cfg.workers)
+
+        def lungs(i: int, n: int) -> None:
+            _notify(progress, "lungs", i, n)
+
+        train = frame[frame["split"] == "train"]
+        allowed = load_allowed(train, data_dir, pp, workers=cfg.workers, progress=lungs)
     return TrainingData(frame, pp, *arrays["train"], *arrays["val"], allowed_train=allowed)
 
 

@@ -125,8 +125,9 @@ class Bars:
 
     def __call__(self, stage: str, done: int, total: int, info: Mapping[str, Any]) -> None:
         """Progress callback of :func:`cxr_core.train.trainer.train`."""
-        if stage == "load":
-            bar = self._bar(stage, total, "loading images", "img", leave=False)
+        if stage in ("load", "lungs"):
+            text = "loading images" if stage == "load" else "finding the lungs (gradient penalty)"
+            bar = self._bar(stage, total, text, "img", leave=False)
         elif stage == "batch":
             bar = self._bar(stage, total, f"epoch {info.get('epoch')}", "batch", leave=False)
             bar.set_description(f"epoch {info.get('epoch')}")
