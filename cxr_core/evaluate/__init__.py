@@ -31,7 +31,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         ],
         "coverage": ["coverage_report", "risk_coverage"],
         "evaluate": ["EvaluationError", "HEADLINE", "SPLIT_CHOICES"],
-        "loso": ["LosoOptions", "leave_one_source_out", "loso_frame"],
+        "loso": ["LosoOptions", "all_sources_model", "leave_one_source_out", "loso_frame", "model_recipe"],
         "metrics": [
             "DEFAULT_BOOTSTRAP",
             "all_metrics",

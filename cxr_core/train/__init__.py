@@ -8,7 +8,7 @@ import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
-    submodules=["architectures", "config", "jobs", "pipeline", "rundir", "trainer", "tuning"],
+    submodules=["architectures", "config", "jobs", "pipeline", "robust", "rundir", "trainer", "tuning"],
     submod_attrs={
         "architectures": [
             "ARCHITECTURES",
@@ -41,6 +41,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "paper_iterator",
             "select_images",
         ],
+        "robust": ["GradientReversal", "RobustModel", "input_gradient_penalty"],
         "rundir": ["MODEL_DIR", "log_tail", "read_batches", "read_config", "read_metrics", "write_json_safe"],
         "trainer": ["TrainResult", "TrainingData", "input_data", "resume", "train"],
         "tuning": ["RESULTS_CSV", "TuneConfig", "tune", "tuning_dir"],
