@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cxr_core.config import Config
-from cxr_core.curation.ledger import Ledger, LedgerError, discarded_hashes, open_ledger
+from cxr_core.curation.ledger import Ledger, LedgerError, discarded_hashes, latest_decisions, open_ledger
 
 REPO = Path(__file__).resolve().parents[1]
 A, B, C = "a" * 64, "b" * 64, "c" * 64
@@ -28,7 +28,7 @@ def ledger(make_cfg: Callable[..., Config]) -> Ledger:
 
 def test_discarded_hashes_without_ledger_is_empty_and_creates_nothing(make_cfg: Callable[..., Config]) -> None:
     cfg = make_cfg()
-    assert discarded_hashes(cfg) == set()
+    assert discarded_hashes(latest_decisions(cfg)) == set()
     assert not cfg.ledger_path.exists()
     assert not cfg.home.exists()
 
@@ -39,9 +39,9 @@ def test_latest_decision_wins_and_history_is_kept(make_cfg: Callable[..., Config
     ledger.record(A, "COVID/a.png", "discard", "markings", "arrow", "ann")
     ledger.record(B, "Normal/b.png", "discard", "poor quality", "", "ann")
     ledger.record(B, "Normal/b.png", "keep", "", "fine after all", "bob")
-    assert discarded_hashes(cfg) == {A}
+    assert discarded_hashes(latest_decisions(cfg)) == {A}
     ledger.record(A, "COVID/a.png", "restore", reviewer="bob")
-    assert discarded_hashes(cfg) == set()
+    assert discarded_hashes(latest_decisions(cfg)) == set()
     assert [d.decision for d in ledger.history(A)] == ["restore", "discard"]
     assert ledger.count() == 4
     assert ledger.latest()[B].reviewer == "bob"

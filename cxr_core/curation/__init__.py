@@ -33,6 +33,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "decision_dicts",
             "discarded_hashes",
             "identify_image",
+            "latest_decisions",
             "open_ledger",
         ],
         "repair": ["DEFAULT_MARGIN", "METHODS", "RepairError", "marking_mask"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cxr_core.config import Config
-from cxr_core.curation.ledger import discarded_hashes
+from cxr_core.curation.ledger import discarded_hashes, latest_decisions
 from cxr_core.data.imaging import DecodedImages
 from cxr_core.data.index import DatasetIndex, load_index
 from cxr_core.data.labels import Progress
@@ -23,13 +23,14 @@ def curated_index(
     file standing in for each image whose latest decision is ``repair`` (``decoded`` keeps the pixels read)."""
     from cxr_core.curation.repaired import repaired_versions
 
+    latest = latest_decisions(cfg)
     return load_index(
         cfg,
         data_dir,
         refresh=refresh,
         progress=progress,
         labels=labels,
-        discarded=discarded_hashes(cfg),
-        replacements=repaired_versions(cfg),
+        discarded=discarded_hashes(latest),
+        replacements=repaired_versions(latest),
         decoded=decoded,
     )

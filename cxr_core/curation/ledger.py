@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -334,7 +334,7 @@ class Ledger:
 
     def discarded(self) -> set[str]:
         """sha256 of images whose latest decision is discard."""
-        return _discarded(self._read())
+        return discarded_hashes(self.latest())
 
     def export_csv(self, out: IO[str]) -> int:
         """Write the full history (oldest first) as CSV; returns the number of rows."""
@@ -387,33 +387,20 @@ class Ledger:
         return report
 
 
-def _discarded(conn: sqlite3.Connection) -> set[str]:
-    """Discarded hashes read through ``conn`` (closed afterwards); empty when the table is not there yet."""
-    with closing(conn):
-        try:
-            return {r["sha256"] for r in conn.execute(_LATEST) if r["decision"] == "discard"}
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return set()
-            raise
-
-
 def open_ledger(cfg: Config) -> Ledger:
     """The ledger of this work dir, created on first use."""
     return Ledger(cfg.ledger_path)
 
 
-def discarded_hashes(cfg: Config) -> set[str]:
-    """sha256 of images whose latest decision is discard; empty set when there is no ledger (never creates one)."""
-    path = cfg.ledger_path
-    if not path.is_file():
-        return set()
-    try:
-        return _discarded(_connect(path, create=False))
-    except sqlite3.OperationalError as exc:
-        if "unable to open" in str(exc):
-            return set()
-        raise
+def latest_decisions(cfg: Config) -> dict[str, Decision]:
+    """The latest decision of every image by sha256 (an older ledger is migrated first); {} when there is no ledger
+    (never creates one)."""
+    return open_ledger(cfg).latest() if cfg.ledger_path.is_file() else {}
+
+
+def discarded_hashes(latest: Mapping[str, Decision]) -> set[str]:
+    """sha256 of the images whose latest decision (as :func:`latest_decisions` gives them) is discard."""
+    return {sha256 for sha256, decision in latest.items() if decision.decision == "discard"}
 
 
 def decision_dicts(decisions: Iterable[Decision]) -> list[dict[str, object]]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -177,16 +177,15 @@ def repair_details(decision: Decision) -> dict[str, Any]:
     return details
 
 
-def repaired_versions(cfg: Config) -> dict[str, tuple[str, str]]:
-    """Original sha256 -> (repaired file, its sha256) for images whose latest decision is ``repair`` (no ledger: {}).
+def repaired_versions(latest: Mapping[str, Decision]) -> dict[str, tuple[str, str]]:
+    """Original sha256 -> (repaired file, its sha256) for images whose latest decision (as
+    :func:`~cxr_core.curation.ledger.latest_decisions` gives them) is ``repair``.
 
     A repair whose file is gone from the cache, or whose details cannot be read (say, imported from another
     machine's ledger), is left out: the original is read, never a guess.
     """
-    if not cfg.ledger_path.is_file():
-        return {}
     versions = {}
-    for sha256, decision in open_ledger(cfg).latest().items():
+    for sha256, decision in latest.items():
         if decision.decision != "repair":
             continue
         try:
