@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 
@@ -442,28 +442,33 @@ def promote(cfg: Config, run: str | Path, name: str, make_default: bool = False)
 
 def spawn_worker(cfg: Config, opts: JobOptions = JobOptions()) -> int:
     """Start a detached queue worker (it exits at once if another one is alive); returns its pid."""
+    argv = [
+        opts.python,
+        "-m",
+        "cxr_core.train.jobs",
+        "worker",
+        "--max-parallel",
+        str(opts.max_parallel),
+        "--heartbeat-timeout",
+        str(opts.heartbeat_timeout),
+        "--poll",
+        str(opts.poll_seconds),
+    ]
     with open(jobs_dir(cfg) / "worker.log", "ab") as log:
-        proc = subprocess.Popen(
-            [
-                opts.python,
-                "-m",
-                "cxr_core.train.jobs",
-                "worker",
-                "--max-parallel",
-                str(opts.max_parallel),
-                "--heartbeat-timeout",
-                str(opts.heartbeat_timeout),
-                "--poll",
-                str(opts.poll_seconds),
-            ],
-            cwd=REPO_ROOT,
-            env=_child_env(cfg),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return proc.pid
+        return _detached(cfg, argv, log).pid
+
+
+def _detached(cfg: Config, argv: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in its own session from the repository root with the work dir's environment, output to ``log``."""
+    return subprocess.Popen(
+        argv,
+        cwd=REPO_ROOT,
+        env=_child_env(cfg),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def worker_alive(cfg: Config) -> bool:
@@ -494,15 +499,7 @@ def _start(cfg: Config, run_dir: Path, opts: JobOptions) -> subprocess.Popen[byt
     with open(run_dir / LOG_FILE, "ab") as log:
         log.write(f"[{utc_now()}] job runner starts: {' '.join(argv[1:])}\n".encode())
         log.flush()
-        proc = subprocess.Popen(
-            argv,
-            cwd=REPO_ROOT,
-            env=_child_env(cfg),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        proc = _detached(cfg, argv, log)
     _write_job(run_dir, state="started", pid=proc.pid, started=utc_now())
     return proc
 
