@@ -240,23 +240,9 @@ def test_cli_prints_one_json_object(
     cfg: Config, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.setenv("CXR_HOME", str(cfg.home))
-    code = main(
-        [
-            "preprocess",
-            str(cfg.data_dir),
-            "--method",
-            "gamma",
-            "--param",
-            "gamma=0.7",
-            "--size",
-            "48",
-            "--resize",
-            "pad",
-            "--workers",
-            "1",
-            "--json",
-        ]
-    )
+    argv = ["preprocess", str(cfg.data_dir), "--method", "gamma", "--param", "gamma=0.7", "--size", "48"]
+    argv += ["--resize", "pad"]
+    code = main([*argv, "--workers", "1", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["written"] == 24 and out["workers"] == 1
     assert out["config"] == {
@@ -267,23 +253,7 @@ def test_cli_prints_one_json_object(
         "interpolation": "area",
         "roi": "none",
     }
-    assert (
-        main(
-            [
-                "preprocess",
-                str(cfg.data_dir),
-                "--method",
-                "gamma",
-                "--param",
-                "gamma=0.7",
-                "--size",
-                "48",
-                "--resize",
-                "pad",
-            ]
-        )
-        == 0
-    )
+    assert main(argv) == 0
     assert "0 written, 24 already cached" in capsys.readouterr().out
 
 
