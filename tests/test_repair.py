@@ -52,7 +52,8 @@ def test_mask_covers_drawn_strokes_and_spares_a_clean_film() -> None:
     mask = marking_mask(marked)
     drawn = drawn > 0
     assert (mask & drawn).sum() / drawn.sum() >= 0.9
-    assert mask.mean() < 0.1
+    assert (mask & ~dilate(drawn, 0.08)).mean() < 0.001, "the mask strays beyond one learned cell from the strokes"
+    assert mask.mean() < 0.2
 
 
 def test_bad_requests_are_refused_with_one_line() -> None:
