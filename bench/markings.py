@@ -57,8 +57,14 @@ RULE_NOTE = (
     "detector alone and max(classical, learned) are reported below at 0.5 for comparison only. Four training runs were started, one stopped early; the first net had few false alarms on Normal images but "
     "fired on the crisp-edged cartoon chest of the unit tests and found few synthetic arrows; the rule was written "
     "after seeing that first net's numbers on the unlabelled data; the later runs added padding, filled shapes and "
-    "technician's words as non-markings. Only the last net, the shipped one (reproduced by `cxr train-markings` with "
-    "its defaults), was measured on these labels, once, and nothing was changed afterwards."
+    "technician's words as non-markings. The last of those nets, version 1, was measured on these labels once: ROC "
+    "AUC 0.920, precision 0.743 and recall 0.963 at 0.5 (26 / 9 / 1 / 24), and 24 of the held-out Normal images "
+    "scored >= 0.5. Version 2, the shipped net (reproduced by `cxr train-markings` with its defaults), adds ECG "
+    "electrodes with leads and technicians' orientation arrows as non-markings, because version 1 fired on them in "
+    "unlabelled Normal images. It replaced version 1 by a rule fixed before it was trained: fewer held-out Normal "
+    "images >= 0.5 than version 1's 24 (it has 19), synthetic-validation ROC AUC >= 0.95 and recall at 0.5 >= 0.95 "
+    "(0.978, 0.975), and repair-mask coverage >= 90% on the 30 test-split films the mask was designed on (94%). Only "
+    "then was it measured on these labels, once, and nothing was changed afterwards."
 )
 
 

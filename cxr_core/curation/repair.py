@@ -2,13 +2,12 @@
 
 ``marking_mask`` turns the markings detector's findings into a pixel mask, dilated by a margin: the pixels of strong
 local contrast inside each classical object (a burned-in caption box whole), and the learned net's cell map,
-smoothly enlarged to the image and cut at its cell threshold. That union was chosen on synthetic overlays of 30
-test-split films over the earlier mask (contrast pixels inside the objects only, learned boxes dropped where they
-touched a classical one), which covered 81 % of the overlay pixels there against 98 % (``docs/curation.md``); the
-benchmark measures it on validation-split films. ``repair(image, mask, method)`` fills the
-masked pixels from their surroundings with OpenCV's Telea or Navier-Stokes inpainting or scikit-image's biharmonic
-inpainting. ``bench/repair.py`` measures the three on synthetic overlays drawn on clean films, where the clean
-film is the ground truth, and :data:`DEFAULT_METHOD` follows that measurement.
+smoothly enlarged to the image and cut at :data:`MASK_CELL_THRESHOLD`. The union, its cell threshold and the margin
+were chosen on synthetic overlays of test-split films (``docs/curation.md``); the benchmark measures them on
+validation-split films. ``repair(image, mask, method)`` fills the masked pixels from their surroundings with
+OpenCV's Telea or Navier-Stokes inpainting or scikit-image's biharmonic inpainting. ``bench/repair.py`` measures
+the three on synthetic overlays drawn on clean films, where the clean film is the ground truth, and
+:data:`DEFAULT_METHOD` follows that measurement.
 """
 
 from __future__ import annotations
@@ -22,7 +21,9 @@ from cxr_core.preprocess.roi import dilate
 
 METHODS = ("telea", "ns", "biharmonic")
 DEFAULT_METHOD = "biharmonic"
-DEFAULT_MARGIN = 0.01
+DEFAULT_MARGIN = 0.015
+BOX_PAD = 0.01
+MASK_CELL_THRESHOLD = 0.4
 INPAINT_RADIUS = 3
 STROKE_CONTRAST = 30
 WHOLE_BOX_KINDS = ("text box",)
@@ -58,7 +59,8 @@ def marking_mask(
 
     Inside each object of the classical detector, the pixels of strong local contrast are masked (a caption box
     whole); with the learned net in use (``combine="max"`` unless ``options`` say otherwise), so is every pixel
-    where its smoothly enlarged cell map reaches ``options.cell_threshold``.
+    where its smoothly enlarged cell map reaches :data:`MASK_CELL_THRESHOLD` (below the detector's own cell
+    threshold: a mask should cover, a flag should be precise).
     """
     if gray.ndim != 2 or gray.size == 0 or gray.dtype != np.uint8:
         raise RepairError(f"expected a non-empty 2-D uint8 image, got {gray.dtype} of shape {gray.shape}")
@@ -67,14 +69,14 @@ def marking_mask(
     marks = classical_markings(gray, options).marks
     if marks:
         strokes = contrast_pixels(gray, contrast, options)
-        pad = max(1, int(round(DEFAULT_MARGIN * max(gray.shape))))
+        pad = max(1, int(round(BOX_PAD * max(gray.shape))))
         for mark in marks:
             x, y, w, h = mark.region
             box = (slice(max(0, y - pad), y + h + pad), slice(max(0, x - pad), x + w + pad))
             objects[box] = True if mark.kind in WHOLE_BOX_KINDS else objects[box] | strokes[box]
     if options.combine != "classical":
         cells = load_markings_net(options.model_dir).cells(gray)
-        objects |= learned_pixels(cells, options.cell_threshold, gray.shape)
+        objects |= learned_pixels(cells, MASK_CELL_THRESHOLD, gray.shape)
     return dilate(objects, margin)
 
 

@@ -1,8 +1,9 @@
 """Synthetic overlays for training the learned markings detector: arrows, circles, boxes, scribbles and captions.
 
 Every drawing function paints onto a uint8 image and, with the same geometry, onto a mask, so the trainer knows
-where each overlay lies. Small corner letters (L, R, PA, AP, ...), large filled shapes and padding bands are drawn
-too, on clean and marked images alike, but not onto the mask: they must not count as markings.
+where each overlay lies. Small corner letters (L, R, PA, AP, ...) and technician's words, sometimes with a small
+orientation arrow, large filled shapes, ECG electrodes with their leads and padding bands are drawn too, on clean and
+marked images alike, but not onto the mask: they are part of ordinary films and must not count as markings.
 """
 
 from __future__ import annotations
@@ -216,7 +217,21 @@ def corner_letter(image: np.ndarray, rng: np.random.Generator, options: OverlayO
             if rng.random() < 0.6
             else int(rng.integers(side - band, side - 4))
         )
-    _text(image, None, rng, letters, rng.uniform(*options.corner_height), (x, y), rng.random() < 0.3)
+    height = rng.uniform(*options.corner_height)
+    _text(image, None, rng, letters, height, (x, y), rng.random() < 0.3)
+    if letters in TECHNICIAN_WORDS and rng.random() < 0.4:
+        orientation_arrow(image, rng, (x, y), height)
+
+
+def orientation_arrow(image: np.ndarray, rng: np.random.Generator, at: tuple[int, int], height: float) -> None:
+    """A technician's small up-arrow just left of ``at`` (the foot of a word such as UPRIGHT): not a marking."""
+    side = image.shape[0]
+    length = max(4, int(side * height * rng.uniform(1.2, 2.0)))
+    x = int(np.clip(at[0] - length // 2 - 2, 2, side - 3))
+    foot = int(np.clip(at[1], length + 2, side - 3))
+    colour = _colour(rng, image, x, foot)
+    thick = max(1, int(round(side * height * 0.15)))
+    cv2.arrowedLine(image, (x, foot), (x, foot - length), colour, thick, cv2.LINE_AA, tipLength=0.35)
 
 
 def filled_shape(image: np.ndarray, rng: np.random.Generator) -> None:
@@ -248,7 +263,40 @@ def border(image: np.ndarray, rng: np.random.Generator) -> None:
         view[:width, :] = value
 
 
-DISTRACTORS: tuple[Callable[[np.ndarray, np.random.Generator], None], ...] = (filled_shape, border)
+def electrodes(image: np.ndarray, rng: np.random.Generator) -> None:
+    """Two to five ECG electrodes (bright discs, some with a clip) with thin curving leads: not a marking."""
+    side = image.shape[0]
+    for _ in range(int(rng.integers(2, 6))):
+        centre = _point(rng, side, 0.1)
+        radius = max(2, int(side * rng.uniform(0.008, 0.02)))
+        value = int(rng.integers(200, 256))
+        cv2.circle(image, centre, radius, value, -1, cv2.LINE_AA)
+        if rng.random() < 0.5:
+            cv2.circle(image, centre, max(1, radius // 2), int(rng.integers(60, 160)), -1, cv2.LINE_AA)
+        if rng.random() < 0.8:
+            lead(image, rng, centre)
+
+
+def lead(image: np.ndarray, rng: np.random.Generator, start: tuple[int, int]) -> None:
+    """A thin, faint, smoothly curving ECG lead from ``start`` out to a random image edge."""
+    side = image.shape[0]
+    edge = int(rng.integers(4))
+    along = float(rng.uniform(0, side - 1))
+    end = ((along, 0.0), (along, side - 1.0), (0.0, along), (side - 1.0, along))[edge]
+    bend = rng.uniform(0.1 * side, 0.9 * side, 2)
+    s = np.linspace(0.0, 1.0, 40)[:, None]
+    curve = (1 - s) ** 2 * np.array(start, float) + 2 * s * (1 - s) * bend + s**2 * np.array(end)
+    local = int(image[start[1], start[0]])
+    colour = int(np.clip(local + rng.choice([-1, 1]) * rng.integers(40, 90), 0, 255))
+    cv2.polylines(image, [curve.astype(np.int32)], False, colour, 1, cv2.LINE_AA)
+
+
+DISTRACTORS: tuple[Callable[[np.ndarray, np.random.Generator], None], ...] = (
+    filled_shape,
+    border,
+    electrodes,
+    electrodes,
+)
 PAINTERS: tuple[Painter, ...] = (arrow, arrow, ellipse, rectangle, scribble, caption, caption)
 
 
@@ -260,7 +308,7 @@ def draw_overlays(
     painters: tuple[Painter, ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A copy of a square uint8 image with overlays (if ``positive``, drawn by ``painters``), maybe a corner letter
-    and maybe a distractor (filled shape, padding band) that is not a marking.
+    and maybe a distractor (filled shape, padding band, electrodes) that is not a marking.
 
     Returns (image, marking mask), the mask uint8 0/255 of the image's shape.
     """
