@@ -352,7 +352,8 @@ def write_card(out_dir: Path, card: dict[str, Any]) -> None:
         "",
         "Trained on drawn shapes only. On real images it also fires on technician's labels (PORTABLE, SUPINE), "
         "large position letters, electrodes and crisp-edged shapes (see the held-out Normal counts above), so it "
-        "is not the default markings detector: `MarkingsOptions(combine=...)` opts in. Real annotations in styles it "
+        "does not raise the markings flags (the classical detector does); the repair mask uses it beside the "
+        "classical detector, and `MarkingsOptions(combine=...)` opts in elsewhere. Real annotations in styles it "
         "never saw may be missed; thin strokes lose contrast at 256 px. Measured numbers on the hand labels: "
         "`bench/results/markings.md`. Not for clinical use.",
     ]
