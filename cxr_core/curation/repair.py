@@ -22,7 +22,7 @@ from cxr_core.preprocess.roi import dilate
 METHODS = ("telea", "ns", "biharmonic")
 DEFAULT_METHOD = "biharmonic"
 DEFAULT_MARGIN = 0.015
-BOX_PAD = 0.01
+BOX_PAD = 0.01  # how far around a classical object its contrast pixels are looked for (share of the longer side)
 MASK_CELL_THRESHOLD = 0.4
 INPAINT_RADIUS = 3
 STROKE_CONTRAST = 30
@@ -54,12 +54,14 @@ def marking_mask(
     margin: float = DEFAULT_MARGIN,
     contrast: int = STROKE_CONTRAST,
     options: MarkingsOptions | None = None,
+    cell_threshold: float = MASK_CELL_THRESHOLD,
 ) -> np.ndarray:
-    """Boolean mask of a 2-D uint8 X-ray's overlaid markings (empty when none are detected), dilated by ``margin``.
+    """Boolean mask of a 2-D uint8 X-ray's overlaid markings (empty when neither detector finds anything), dilated
+    by ``margin``.
 
     Inside each object of the classical detector, the pixels of strong local contrast are masked (a caption box
     whole); with the learned net in use (``combine="max"`` unless ``options`` say otherwise), so is every pixel
-    where its smoothly enlarged cell map reaches :data:`MASK_CELL_THRESHOLD` (below the detector's own cell
+    where its smoothly enlarged cell map reaches ``cell_threshold`` (by default below the detector's own cell
     threshold: a mask should cover, a flag should be precise).
     """
     if gray.ndim != 2 or gray.size == 0 or gray.dtype != np.uint8:
@@ -76,7 +78,7 @@ def marking_mask(
             objects[box] = True if mark.kind in WHOLE_BOX_KINDS else objects[box] | strokes[box]
     if options.combine != "classical":
         cells = load_markings_net(options.model_dir).cells(gray)
-        objects |= learned_pixels(cells, MASK_CELL_THRESHOLD, gray.shape)
+        objects |= learned_pixels(cells, cell_threshold, gray.shape)
     return dilate(objects, margin)
 
 

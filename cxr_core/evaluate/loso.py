@@ -156,14 +156,19 @@ def runs_root(cfg: Config, index: DatasetIndex, options: LosoOptions) -> Any:
     return cfg.home / "loso" / f"{slug(index.data_dir.name)}-{options.digest()}"
 
 
+def calibrated_p(model: LoadedModel, index: DatasetIndex, rows: pd.DataFrame, cfg: Config) -> np.ndarray:
+    """The model's temperature-calibrated P(positive class) of each image in ``rows``."""
+    from cxr_core.evaluate.evaluate import raw_predictions
+
+    raw = raw_predictions(model, index, rows, cfg)
+    return apply_temperature(raw, model.temperature)[:, model.positive_index]
+
+
 def _held_out_metrics(
     model: LoadedModel, index: DatasetIndex, held: pd.DataFrame, cfg: Config
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Metrics of a held-out-source model on that source, with its labels and calibrated scores."""
-    from cxr_core.evaluate.evaluate import raw_predictions
-
-    raw = raw_predictions(model, index, held, cfg)
-    p = apply_temperature(raw, model.temperature)[:, model.positive_index]
+    p = calibrated_p(model, index, held, cfg)
     y = (held["label"] == model.positive).to_numpy(int)
     row = subgroup_table(y, p, np.array(["all"] * len(y)), model.threshold)["all"]
     row["n_covid"], row["n_normal"] = row.pop("n_positive"), row.pop("n_negative")

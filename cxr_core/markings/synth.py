@@ -224,7 +224,8 @@ def corner_letter(image: np.ndarray, rng: np.random.Generator, options: OverlayO
 
 
 def orientation_arrow(image: np.ndarray, rng: np.random.Generator, at: tuple[int, int], height: float) -> None:
-    """A technician's small up-arrow just left of ``at`` (the foot of a word such as UPRIGHT): not a marking."""
+    """A technician's small up-arrow just left of ``at``, where a word such as UPRIGHT was asked to start (the word
+    itself may have been shifted to fit the image): not a marking."""
     side = image.shape[0]
     length = max(4, int(side * height * rng.uniform(1.2, 2.0)))
     x = int(np.clip(at[0] - length // 2 - 2, 2, side - 3))
@@ -278,7 +279,8 @@ def electrodes(image: np.ndarray, rng: np.random.Generator) -> None:
 
 
 def lead(image: np.ndarray, rng: np.random.Generator, start: tuple[int, int]) -> None:
-    """A thin, faint, smoothly curving ECG lead from ``start`` out to a random image edge."""
+    """A thin, smoothly curving ECG lead from ``start`` (an electrode) out to a random image edge, its grey 40-90
+    levels off the electrode's."""
     side = image.shape[0]
     edge = int(rng.integers(4))
     along = float(rng.uniform(0, side - 1))
@@ -291,6 +293,7 @@ def lead(image: np.ndarray, rng: np.random.Generator, start: tuple[int, int]) ->
     cv2.polylines(image, [curve.astype(np.int32)], False, colour, 1, cv2.LINE_AA)
 
 
+# electrodes twice: half of the distractors, since they are the commonest non-marking in real films
 DISTRACTORS: tuple[Callable[[np.ndarray, np.random.Generator], None], ...] = (
     filled_shape,
     border,
