@@ -350,7 +350,7 @@ def write_card(out_dir: Path, card: dict[str, Any]) -> None:
         "",
         "## Limits",
         "",
-        "Trained on drawn shapes only. On real images it also fires on technician's labels (PORTABLE, SUPINE), "
+        "Trained on drawn shapes only. On real images it can also fire on technician's labels (PORTABLE, SUPINE), "
         "large position letters, electrodes and crisp-edged shapes (see the held-out Normal counts above), so it "
         "does not raise the markings flags (the classical detector does); the repair mask uses it beside the "
         "classical detector, and `MarkingsOptions(combine=...)` opts in elsewhere. Real annotations in styles it "
