@@ -14,9 +14,12 @@ Parts (results merged into ``bench/results/gate.json`` + ``.md``):
   reused), every familiarity method fitted on that model's training split and calibrated on its validation split,
   then AUROC of held-out-source images against in-distribution test images of the other sources. The method with
   the highest mean AUROC is the default (rule fixed before the first run; a tie goes to ``mahalanobis``).
-  ``style_knn`` joined the candidates after that first run had measured the other two.
-- ``cost``: milliseconds per image of the gate net, the familiarity score (features come from the prediction's own
-  forward pass), the lung segmenter, and the whole prediction with and without gate and familiarity.
+  ``style_knn`` joined the candidates after that first run had measured the other two, and ``acquisition_knn``
+  (features of the image as read, before normalisation) after the second run had measured three; both looks are
+  stated in docs/benchmarks.md.
+- ``cost``: milliseconds per image of the gate net, the familiarity score (model features come from the
+  prediction's own forward pass; acquisition features are computed from the image and timed here), the lung
+  segmenter, and the whole prediction with and without gate and familiarity.
 
 Targets (issue "Know when not to answer"): >= 98 % of real frontal X-rays accepted, >= 95 % of non-X-rays
 refused, every rotated or inverted film refused or named, familiarity AUROC >= 0.90 per held-out source, gate plus
@@ -350,20 +353,26 @@ def part_familiarity(data: Path, epochs: int | None) -> dict[str, Any]:
         split = pd.read_csv(run / "split.csv", dtype=str, keep_default_na=False)
         seen = set(split.loc[split["split"] != "test", "sha256"])
         in_dist = rows["test"][(rows["test"]["source"] != source) & ~rows["test"]["sha256"].isin(seen)]
+        frames = {
+            "train": split[split["split"] == "train"],
+            "val": split[split["split"] == "val"],
+            "held": split[split["split"] == "test"],
+            "in": in_dist,
+        }
         arrays = {
             name: load_arrays(frame, index.data_dir, model.preprocess, cfg=cfg, workers=cfg.workers)
-            for name, frame in (
-                ("train", split[split["split"] == "train"]),
-                ("val", split[split["split"] == "val"]),
-                ("held", split[split["split"] == "test"]),
-                ("in", in_dist),
-            )
+            for name, frame in frames.items()
         }
         feats = {
-            kind: {name: familiarity.embed(model, x, kind) for name, x in arrays.items()}
+            kind: {
+                name: familiarity.dataset_features(
+                    cfg, model, index.data_dir, frame, kind, workers=cfg.workers, prepared=arrays[name]
+                )
+                for name, frame in frames.items()
+            }
             for kind in sorted(set(familiarity.FEATURES.values()))
         }
-        train_rows = split[split["split"] == "train"]
+        train_rows = frames["train"]
         entry: dict[str, Any] = {"n_held_out": len(arrays["held"]), "n_in_distribution": len(arrays["in"])}
         for method in familiarity.METHODS:
             f = feats[familiarity.FEATURES[method]]
@@ -395,19 +404,9 @@ def part_familiarity(data: Path, epochs: int | None) -> dict[str, Any]:
     return out
 
 
-def _timed(fn: Callable[[], Any], repeat: int) -> list[float]:
-    """Milliseconds of each of ``repeat`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return times
-
-
 def part_cost(data: Path, n: int) -> dict[str, Any]:
     """Per-image milliseconds of the gate, familiarity, segmenter and whole predictions, on ``n`` test images."""
+    from cxr_core.gate import familiarity
     from cxr_core.lungs.segmenter import load_segmenter
     from cxr_core.serve.inference import predict_image
     from cxr_core.serve.registry import load_model
@@ -418,8 +417,13 @@ def part_cost(data: Path, n: int) -> dict[str, Any]:
     model = load_model(REPO / "models" / "default")
     segmenter = load_segmenter()
     fam = model.familiarity
-    batch = model.prepare([images[0]])
-    feats = model.features_and_probs(batch, fam.features if fam is not None else "penultimate")[0]
+    shared = fam is not None and fam.features != familiarity.ACQUISITION
+    feats = familiarity.image_features(model, fam.features, images[:1]) if shared else None
+
+    def familiar(im: np.ndarray) -> Any:
+        """One image's familiarity; model features come with the prediction's forward pass, so only acquisition
+        features are computed here."""
+        return fam.assess(feats if shared else familiarity.image_features(model, fam.features, [im]))
 
     def bare(im: np.ndarray) -> Any:
         """A prediction with neither the gate nor the familiarity score."""
@@ -441,7 +445,7 @@ def part_cost(data: Path, n: int) -> dict[str, Any]:
 
     timings = {
         "gate_net": each(lambda im: assess(im, net)),
-        "familiarity_score": _timed(lambda: fam.assess(feats), n) if fam is not None else [],
+        "familiarity_score": each(familiar) if fam is not None else [],
         "lung_segmenter": each(lambda im: segmenter.segment([im])),
         "predict_without_gate_or_familiarity": each(bare),
         "predict_with_gate_and_familiarity": each(lambda im: predict_image(model, im, None, "none", gate_net=net)),

@@ -13,6 +13,8 @@ from conftest import synthetic_xray, write_dataset
 from cxr_core.cli.parser import main
 from cxr_core.evaluate.coverage import coverage_report, risk_coverage
 from cxr_core.gate import Gate, familiarity
+from cxr_core.gate.acquisition import NAMES as ACQUISITION_NAMES
+from cxr_core.gate.acquisition import acquisition_batch, acquisition_features
 from cxr_core.serve.registry import RegistryError, load_model
 from tiny_models import make_model_dir
 
@@ -53,6 +55,19 @@ def test_fit_refuses_unknown_methods_and_bad_shapes() -> None:
         familiarity.fit(np.zeros((3, 2)), ["a"] * 2, ["s"] * 3)
 
 
+def test_acquisition_features_describe_how_a_film_was_made() -> None:
+    rng = np.random.default_rng(5)
+    films = [synthetic_xray(rng, 96, covid=i % 2 == 0) for i in range(60)]
+    x = acquisition_batch(films)
+    assert x.shape == (60, len(ACQUISITION_NAMES)) and np.isfinite(x).all()
+    np.testing.assert_allclose(acquisition_features(films[0]), x[0])
+    labels, sources = ["COVID", "Normal"] * 20, ["a", "b"] * 20
+    fam = familiarity.calibrate(familiarity.fit(x[:40], labels, sources, "acquisition_knn"), x[40:50], 0.1)
+    inside = fam.scores(x[50:])
+    other = [np.clip(f * 0.5 + 100 + rng.normal(0, 12, f.shape), 0, 255).astype(np.uint8) for f in films[50:]]
+    assert np.median(fam.scores(acquisition_batch(other))) > 1.0 > np.median(inside)
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny trained model directory."""
@@ -73,22 +88,20 @@ def test_model_features_come_with_the_same_probabilities(model_dir) -> None:
 def test_fitted_familiarity_is_stored_with_the_model_and_tied_to_its_version(model_dir, tmp_path) -> None:
     model = load_model(model_dir)
     rng = np.random.default_rng(2)
-    images = np.stack([model.preprocess.apply(synthetic_xray(rng, 64, covid=i % 2 == 0)) for i in range(24)])
+    kind = familiarity.FEATURES[familiarity.DEFAULT_METHOD]
+    features = familiarity.image_features(model, kind, [synthetic_xray(rng, 64, covid=i % 2 == 0) for i in range(24)])
     import pandas as pd
 
     rows = pd.DataFrame({"label": ["COVID", "Normal"] * 8, "source": ["a", "b", "c", "d"] * 4})
-    familiarity.fit_model(model, images[:16], rows, images[16:])
+    familiarity.fit_model(model, features[:16], rows, features[16:])
     reloaded = load_model(model_dir)
     assert reloaded.familiarity is not None and reloaded.familiarity.threshold == pytest.approx(
         model.familiarity.threshold
     )
-    shifted = np.stack([model.preprocess.apply(255 - synthetic_xray(rng, 64)) for _ in range(8)])
-    inside = np.stack([model.preprocess.apply(synthetic_xray(rng, 64, covid=i % 2 == 0)) for i in range(8)])
-    kind = reloaded.familiarity.features
-    assert kind == familiarity.FEATURES[familiarity.DEFAULT_METHOD]
-    assert np.median(reloaded.familiarity.scores(familiarity.embed(reloaded, shifted, kind))) > np.median(
-        reloaded.familiarity.scores(familiarity.embed(reloaded, inside, kind))
-    )
+    assert reloaded.familiarity.features == kind
+    shifted = familiarity.image_features(reloaded, kind, [255 - synthetic_xray(rng, 64) for _ in range(8)])
+    inside = familiarity.image_features(reloaded, kind, [synthetic_xray(rng, 64, covid=i % 2 == 0) for i in range(8)])
+    assert np.median(reloaded.familiarity.scores(shifted)) > np.median(reloaded.familiarity.scores(inside))
     meta = json.loads((model_dir / familiarity.FAMILIARITY_JSON).read_text())
     assert meta["model_version"] == model.version and meta["n_train"] == 16
     assert familiarity.load(model_dir, "another-version") is None
@@ -99,14 +112,16 @@ def test_fitted_familiarity_is_stored_with_the_model_and_tied_to_its_version(mod
     assert load_model(model_dir).familiarity is None
 
 
-def test_cxr_familiarity_fits_on_the_dataset_split(tmp_path, capsys, monkeypatch) -> None:
+@pytest.mark.parametrize("method", ["knn", "acquisition_knn"])
+def test_cxr_familiarity_fits_on_the_dataset_split(method, tmp_path, capsys, monkeypatch) -> None:
     data = write_dataset(tmp_path / "data", n_per_class=20, size=64)
     model = make_model_dir(tmp_path / "models" / "tiny")
     monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
-    assert main(["familiarity", "--model", str(model), "--data", str(data), "--method", "knn", "--json"]) == 0
+    assert main(["familiarity", "--model", str(model), "--data", str(data), "--method", method, "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["method"] == "knn" and summary["n_train"] > 0 and summary["n_val"] > 0
-    assert load_model(model).familiarity.method == "knn"
+    assert summary["method"] == method and summary["n_train"] > 0 and summary["n_val"] > 0
+    assert summary["features"] == familiarity.FEATURES[method]
+    assert load_model(model).familiarity.method == method
     assert main(["familiarity", "--model", str(model), "--data", str(data), "--false-alarm", "1.5"]) == 2
     assert "--false-alarm" in capsys.readouterr().err
 

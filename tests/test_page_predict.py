@@ -352,15 +352,16 @@ def test_an_unfamiliar_image_keeps_its_probability_but_is_never_clear(tmp_path, 
     import pandas as pd
 
     from conftest import synthetic_xray
-    from cxr_core.gate.familiarity import fit_model
+    from cxr_core.gate.familiarity import DEFAULT_METHOD, FEATURES, fit_model, image_features
     from cxr_core.serve.registry import load_model
 
     root = tmp_path / "registry"
     model = load_model(make_model_dir(root / "default"))
     rng = np.random.default_rng(4)
-    images = np.stack([model.preprocess.apply(synthetic_xray(rng, 96, covid=i % 2 == 0)) for i in range(40)])
+    kind = FEATURES[DEFAULT_METHOD]
+    features = image_features(model, kind, [synthetic_xray(rng, 96, covid=i % 2 == 0) for i in range(40)])
     rows = pd.DataFrame({"label": ["COVID", "Normal"] * 16, "source": ["covid-a", "normal-b"] * 16})
-    fit_model(model, images[:32], rows, images[32:])
+    fit_model(model, features[:32], rows, features[32:])
     at = open_page(root, tmp_path, monkeypatch)
     stripes = np.tile((np.arange(96) // 4 % 2 * 255).astype(np.uint8), (96, 1))
     at = upload(at, "stripes.png", png(stripes))

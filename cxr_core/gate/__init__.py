@@ -2,7 +2,8 @@
 
 Public names: :func:`assess` and :class:`Gate` (the verdict), :func:`load_gate_net` and :class:`GateNet` (the
 learned score), :func:`header_reasons` (DICOM header only). Training lives in :mod:`cxr_core.gate.train` and the
-procedural negatives in :mod:`cxr_core.gate.negatives`.
+procedural negatives in :mod:`cxr_core.gate.negatives`; the familiarity score in :mod:`cxr_core.gate.familiarity`,
+with its acquisition features in :mod:`cxr_core.gate.acquisition`.
 """
 
 from cxr_core.gate.assess import Gate, assess, from_probabilities

@@ -7,7 +7,9 @@ Fitted once per model on the features of its *training* split and stored in the 
   covariance; Lee et al. 2018);
 - ``knn``: the distance to the k-th nearest training image on L2-normalised penultimate features (Sun et al. 2022);
 - ``style_knn``: the same k-th-neighbour distance on "style" features, the mean and standard deviation of each
-  channel of the model's first two pooled feature maps, which describe how an image looks more than what it shows.
+  channel of the model's first two pooled feature maps, which describe how an image looks more than what it shows;
+- ``acquisition_knn``: the k-th-neighbour Euclidean distance on standardised acquisition features of the image as read,
+  before the model's normalisation (grey-level quantiles, noise, sharpness, frame: :mod:`cxr_core.gate.acquisition`).
 
 The threshold is the validation split's ``1 - false_alarm_rate`` quantile, so about that share of in-distribution
 images is called unfamiliar. The reported ``score`` is the distance divided by that threshold: above 1 is
@@ -24,15 +26,17 @@ from typing import Any
 
 import numpy as np
 
+from cxr_core.gate.acquisition import acquisition_batch
 from cxr_core.util.atomic import write_json_atomic
 from cxr_core.util.clock import utc_now
 
 FAMILIARITY_JSON = "familiarity.json"
 FAMILIARITY_NPZ = "familiarity.npz"
-METHODS = ("mahalanobis", "knn", "style_knn")
-FEATURES = {"mahalanobis": "penultimate", "knn": "penultimate", "style_knn": "style"}
-NEIGHBOUR_METHODS = ("knn", "style_knn")
-DEFAULT_METHOD = "style_knn"
+ACQUISITION = "acquisition"
+METHODS = ("mahalanobis", "knn", "style_knn", "acquisition_knn")
+FEATURES = {"mahalanobis": "penultimate", "knn": "penultimate", "style_knn": "style", "acquisition_knn": ACQUISITION}
+NEIGHBOUR_METHODS = ("knn", "style_knn", "acquisition_knn")
+DEFAULT_METHOD = "acquisition_knn"
 DEFAULT_FALSE_ALARM = 0.05
 KNN_K = 5
 
@@ -60,21 +64,27 @@ class Familiarity:
 
     @property
     def features(self) -> str:
-        """The kind of model features this score is computed on (see ``LoadedModel.features_and_probs``)."""
+        """The kind of features this score is computed on: a ``LoadedModel.features_and_probs`` kind or acquisition."""
         return FEATURES[self.method]
+
+    def reference(self, features: np.ndarray) -> np.ndarray:
+        """Feature rows in the space the neighbours live in: standardised when fitted so, else unit length."""
+        if "scale" in self.arrays:
+            return (features - self.arrays["centre"]) / self.arrays["scale"]
+        return _normalise(features)
 
     def distances(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw distances of feature rows ``(n, d)`` and the index of each row's nearest source."""
         x = np.asarray(features, np.float64)
         if self.method in NEIGHBOUR_METHODS:
-            ref = self.arrays["train"]
-            sims = _normalise(x) @ ref.T
+            ref, rows = self.arrays["train"], self.reference(x)
+            squared = (rows**2).sum(axis=1)[:, None] + (ref**2).sum(axis=1)[None, :] - 2.0 * rows @ ref.T
             k = min(KNN_K, ref.shape[0])
-            order = np.argsort(-sims, axis=1)[:, :k]
-            kth = np.take_along_axis(sims, order[:, -1:], axis=1)[:, 0]
+            order = np.argsort(squared, axis=1)[:, :k]
+            kth = np.take_along_axis(squared, order[:, -1:], axis=1)[:, 0]
             codes = self.arrays["train_source"][order]
             nearest = np.array([np.bincount(row, minlength=len(self.sources)).argmax() for row in codes])
-            return np.sqrt(np.maximum(0.0, 2.0 - 2.0 * kth)), nearest
+            return np.sqrt(np.maximum(0.0, kth)), nearest
         precision = self.arrays["precision"]
 
         def mahalanobis(means: np.ndarray) -> np.ndarray:
@@ -114,6 +124,11 @@ def fit(
         raise FamiliarityError("familiarity needs at least 2 feature rows with one label and one source each")
     names = tuple(sorted(set(map(str, sources))))
     codes = np.array([names.index(str(s)) for s in sources])
+    if FEATURES[method] == ACQUISITION:
+        centre, spread = x.mean(axis=0), x.std(axis=0)
+        scale = np.where(spread > 0, spread, 1.0)
+        arrays = {"train": (x - centre) / scale, "train_source": codes, "centre": centre, "scale": scale}
+        return Familiarity(method, arrays, names)
     if method in NEIGHBOUR_METHODS:
         return Familiarity(method, {"train": _normalise(x), "train_source": codes}, names)
     from sklearn.covariance import LedoitWolf
@@ -190,7 +205,7 @@ def load(directory: Path, model_version: str) -> Familiarity | None:
 
 
 def embed(model: Any, arrays: np.ndarray, kind: str = "penultimate", batch_size: int = 64) -> np.ndarray:
-    """Features of one ``kind`` of preprocessed uint8 model inputs ``(n, size, size)`` for a :class:`LoadedModel`."""
+    """Features of one model ``kind`` of preprocessed uint8 model inputs ``(n, size, size)`` for a :class:`LoadedModel`."""
     parts = [
         model.features_and_probs(arrays[i : i + batch_size].astype(np.float32)[..., None], kind)[0]
         for i in range(0, len(arrays), batch_size)
@@ -198,25 +213,47 @@ def embed(model: Any, arrays: np.ndarray, kind: str = "penultimate", batch_size:
     return np.concatenate(parts) if parts else np.zeros((0, 0))
 
 
+def image_features(model: Any, kind: str, images: Sequence[np.ndarray], batch: np.ndarray | None = None) -> np.ndarray:
+    """Familiarity features of 2-D uint8 images as read: acquisition features, or the model's features of ``batch``
+    (the model's prepared inputs of the images, made here when not given)."""
+    if kind == ACQUISITION:
+        return acquisition_batch(images)
+    return model.features_and_probs(model.prepare(list(images)) if batch is None else batch, kind)[0]
+
+
+def dataset_features(
+    cfg: Any, model: Any, data_dir: Path, frame: Any, kind: str, *, workers: int = 1, prepared: np.ndarray | None = None
+) -> np.ndarray:
+    """Familiarity features of dataset rows: acquisition features of the pixels as read (repairs included), or the
+    model's features of its preprocessed inputs (``prepared`` when the caller holds them, else from the cache)."""
+    from cxr_core.train.pipeline import load_acquisition, load_arrays
+
+    if kind == ACQUISITION:
+        return load_acquisition(frame, data_dir, workers=workers)
+    if prepared is None:
+        prepared = load_arrays(frame, data_dir, model.preprocess, cfg=cfg, workers=workers)
+    return embed(model, prepared, kind)
+
+
 def fit_model(
     model: Any,
-    x_train: np.ndarray,
+    train_features: np.ndarray,
     train_rows: Any,
-    x_val: np.ndarray,
+    val_features: np.ndarray,
     method: str = DEFAULT_METHOD,
     false_alarm_rate: float = DEFAULT_FALSE_ALARM,
     write: bool = True,
 ) -> Familiarity:
-    """Fit and calibrate the familiarity of a loaded model on its preprocessed train/val inputs; stored unless told not."""
-    kind = FEATURES.get(method, "penultimate")
+    """Fit and calibrate a loaded model's familiarity on its train/val features (of ``FEATURES[method]``); stored
+    with the model unless told not."""
     fam = fit(
-        embed(model, x_train, kind),
+        train_features,
         train_rows["label"].astype(str).tolist(),
         train_rows["source"].astype(str).tolist(),
         method,
     )
-    calibrate(fam, embed(model, x_val, kind), false_alarm_rate)
-    fam.info.update({"n_train": int(len(x_train)), "n_val": int(len(x_val))})
+    calibrate(fam, val_features, false_alarm_rate)
+    fam.info.update({"n_train": int(len(train_features)), "n_val": int(len(val_features))})
     if write:
         save(fam, model.path, model.version)
         model.familiarity = fam
@@ -242,15 +279,22 @@ def fit_on_dataset(
     write: bool = True,
 ) -> Familiarity:
     """Fit a registry model's familiarity on the train split of the dataset it was trained on (val for the threshold)."""
-    from cxr_core.train.pipeline import load_arrays
-
+    if method not in METHODS:
+        raise FamiliarityError(f"unknown familiarity method {method!r}; choose from {list(METHODS)}")
     rows = model_split(model, index)
     train, val = rows[rows["split"] == "train"], rows[rows["split"] == "val"]
     if train.empty or val.empty:
         raise FamiliarityError(f"{index.data_dir} has no train or val images for this model")
-    x_train = load_arrays(train, index.data_dir, model.preprocess, cfg=cfg, workers=cfg.workers)
-    x_val = load_arrays(val, index.data_dir, model.preprocess, cfg=cfg, workers=cfg.workers)
-    fam = fit_model(model, x_train, train, x_val, method, false_alarm_rate, write=False)
+    kind = FEATURES[method]
+    fam = fit_model(
+        model,
+        dataset_features(cfg, model, index.data_dir, train, kind, workers=cfg.workers),
+        train,
+        dataset_features(cfg, model, index.data_dir, val, kind, workers=cfg.workers),
+        method,
+        false_alarm_rate,
+        write=False,
+    )
     fam.info["data_dir"] = str(index.data_dir)
     if write:
         save(fam, model.path, model.version)
@@ -262,7 +306,5 @@ def dataset_scores(cfg: Any, model: Any, index: Any, rows: Any) -> np.ndarray | 
     """Familiarity scores of a model on dataset rows (None when the model has no familiarity fit)."""
     if model.familiarity is None:
         return None
-    from cxr_core.train.pipeline import load_arrays
-
-    arrays = load_arrays(rows, index.data_dir, model.preprocess, cfg=cfg, workers=cfg.workers)
-    return model.familiarity.scores(embed(model, arrays, model.familiarity.features))
+    features = dataset_features(cfg, model, index.data_dir, rows, model.familiarity.features, workers=cfg.workers)
+    return model.familiarity.scores(features)

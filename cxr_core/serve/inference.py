@@ -3,8 +3,8 @@
 Every image first passes the chest X-ray gate (:mod:`cxr_core.gate`); one that fails gets the decision
 "not assessed", no probability and no heatmap. Preprocessing is the model's own ``preprocess.json``; the probability
 is temperature-scaled with the model's stored temperature and the decision is taken at its stored threshold. The
-model's familiarity score (:mod:`cxr_core.gate.familiarity`) comes from the same forward pass; an unfamiliar image keeps
-its probability but its certainty is never "clear". Reports never carry DICOM tags or file names.
+model's familiarity score (:mod:`cxr_core.gate.familiarity`) comes from the same forward pass, or for acquisition
+features from the image as read; an unfamiliar image keeps its probability but its certainty is never "clear". Reports never carry DICOM tags or file names.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from cxr_core.evaluate.calibration import apply_temperature
 from cxr_core.explain.attention import AttentionShares, Box, attention_shares, attention_warning
 from cxr_core.explain.cam import CAM_METHODS, Explainer, to_original_shape
 from cxr_core.gate import Gate, GateNet, assess, load_gate_net
+from cxr_core.gate.acquisition import acquisition_batch
+from cxr_core.gate.familiarity import ACQUISITION
 from cxr_core.serve.registry import LoadedModel
 from cxr_core.util.clock import utc_now
 
@@ -160,13 +162,15 @@ def predict_image(
         box = loaded.preprocess.roi_box(lung_mask)
     batch = loaded.prepare([gray], None if box is None else [lung_mask])
     prepared = time.perf_counter()
-    features, raw = loaded.features_and_probs(
-        batch, loaded.familiarity.features if loaded.familiarity else "penultimate"
-    )
+    kind = loaded.familiarity.features if loaded.familiarity else "penultimate"
+    features, raw = loaded.features_and_probs(batch, "penultimate" if kind == ACQUISITION else kind)
     probs = apply_temperature(raw, loaded.temperature)[0]
     p = float(probs[loaded.positive_index])
     label = loaded.predict_label(p)
-    familiarity = loaded.familiarity.assess(features)[0] if loaded.familiarity is not None else None
+    familiarity = None
+    if loaded.familiarity is not None:
+        features = acquisition_batch([gray]) if kind == ACQUISITION else features
+        familiarity = loaded.familiarity.assess(features)[0]
     predicted = time.perf_counter()
     hint, near = uncertainty_hint(p, loaded.threshold)
     result = Prediction(

@@ -118,7 +118,7 @@ def load_arrays(
         def one(row: Any) -> np.ndarray:
             return preprocess.apply(_read_row(row, data_dir), lung_mask)
 
-    return _per_row(frame, one, preprocess.size, np.uint8, workers, progress)
+    return _per_row(frame, one, (preprocess.size, preprocess.size), np.uint8, workers, progress)
 
 
 def load_allowed(
@@ -134,7 +134,19 @@ def load_allowed(
     def one(row: Any) -> np.ndarray:
         return preprocess.allowed_region(lung_mask(_read_row(row, data_dir)))
 
-    return _per_row(frame, one, preprocess.size, bool, workers, progress)
+    return _per_row(frame, one, (preprocess.size, preprocess.size), bool, workers, progress)
+
+
+def load_acquisition(
+    frame: pd.DataFrame, data_dir: Path, *, workers: int = 1, progress: Progress | None = None
+) -> np.ndarray:
+    """Acquisition features ``(n, d)`` of the frame's rows as read (their repaired version when they have one)."""
+    from cxr_core.gate.acquisition import NAMES, acquisition_features
+
+    def one(row: Any) -> np.ndarray:
+        return acquisition_features(_read_row(row, data_dir))
+
+    return _per_row(frame, one, (len(NAMES),), np.float64, workers, progress)
 
 
 def _read_row(row: Any, data_dir: Path) -> np.ndarray:
@@ -145,15 +157,16 @@ def _read_row(row: Any, data_dir: Path) -> np.ndarray:
 def _per_row(
     frame: pd.DataFrame,
     one: Callable[[Any], np.ndarray],
-    size: int,
+    shape: tuple[int, ...],
     dtype: Any,
     workers: int,
     progress: Progress | None = None,
 ) -> np.ndarray:
-    """``one(row)`` (rows with ``path``, pixel ``digest`` and ``source``) of every row, stacked in order, in threads."""
+    """``one(row)`` (rows with ``path``, pixel ``digest`` and ``source``) of every row, each of ``shape``, stacked in
+    order, in threads."""
     digests, sources = pixel_sources(frame)
     rows = list(frame[["path"]].assign(digest=digests, source=sources).itertuples())
-    out = np.empty((len(rows), size, size), dtype)
+    out = np.empty((len(rows), *shape), dtype)
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for i, array in enumerate(pool.map(one, rows)):
             out[i] = array

@@ -574,7 +574,7 @@ def _fit(
                 shuffle=False,
                 verbose=0,
             )
-    return _export(run, tc, data, log, progress)
+    return _export(cfg, run, tc, data, log, progress)
 
 
 def statistics_images(images: np.ndarray, n: int = 256) -> np.ndarray:
@@ -648,14 +648,14 @@ def recipe_class_weights(data: TrainingData, tc: TrainConfig) -> dict[int, float
 
 
 def _export(
-    run: Path, tc: TrainConfig, data: TrainingData, log: logging.Logger, progress: Progress | None
+    cfg: Config, run: Path, tc: TrainConfig, data: TrainingData, log: logging.Logger, progress: Progress | None
 ) -> TrainResult:
     """Rebuild the model in float32 with the best weights, calibrate on validation and write ``run/model/``."""
     import keras
 
     from cxr_core.evaluate.calibration import calibrate
     from cxr_core.evaluate.card import base_card
-    from cxr_core.gate.familiarity import fit_model
+    from cxr_core.gate.familiarity import DEFAULT_METHOD, FEATURES, dataset_features, fit_model
     from cxr_core.serve.registry import load_model, save_model_dir
 
     _notify(progress, "export", 0, 1)
@@ -689,7 +689,20 @@ def _export(
     recipe = {**tc.to_dict(), "data_dir": None}
     rundir.write_json_safe(model_dir / TRAIN_CONFIG_FILE, recipe)
     log.info("calibration on validation: %s", calibration.to_dict())
-    fam = fit_model(load_model(model_dir), data.x_train, data.frame[data.frame["split"] == "train"], data.x_val)
+    exported, split = load_model(model_dir), data.frame["split"]
+    features = {
+        name: dataset_features(
+            cfg,
+            exported,
+            Path(tc.data_dir or cfg.data_dir),
+            data.frame[split == name],
+            FEATURES[DEFAULT_METHOD],
+            workers=cfg.workers,
+            prepared=x,
+        )
+        for name, x in (("train", data.x_train), ("val", data.x_val))
+    }
+    fam = fit_model(exported, features["train"], data.frame[split == "train"], features["val"])
     log.info("familiarity (%s) fitted on %d training images", fam.method, fam.info["n_train"])
     train_seconds = metrics["train_seconds"].dropna() if "train_seconds" in metrics else pd.Series(dtype=float)
     return TrainResult(

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         "model": model.name,
         "version": model.version,
         "method": fam.method,
+        "features": fam.features,
         "threshold": fam.threshold,
         "false_alarm_rate": fam.false_alarm_rate,
         "sources": list(fam.sources),
