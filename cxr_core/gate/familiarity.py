@@ -205,7 +205,7 @@ def load(directory: Path, model_version: str) -> Familiarity | None:
 
 
 def embed(model: Any, arrays: np.ndarray, kind: str = "penultimate", batch_size: int = 64) -> np.ndarray:
-    """Features of one model ``kind`` of preprocessed uint8 model inputs ``(n, size, size)`` for a :class:`LoadedModel`."""
+    """A :class:`LoadedModel`'s features of one ``kind`` for preprocessed uint8 inputs ``(n, size, size)``."""
     parts = [
         model.features_and_probs(arrays[i : i + batch_size].astype(np.float32)[..., None], kind)[0]
         for i in range(0, len(arrays), batch_size)

@@ -4,7 +4,8 @@ Every image first passes the chest X-ray gate (:mod:`cxr_core.gate`); one that f
 "not assessed", no probability and no heatmap. Preprocessing is the model's own ``preprocess.json``; the probability
 is temperature-scaled with the model's stored temperature and the decision is taken at its stored threshold. The
 model's familiarity score (:mod:`cxr_core.gate.familiarity`) comes from the same forward pass, or for acquisition
-features from the image as read; an unfamiliar image keeps its probability but its certainty is never "clear". Reports never carry DICOM tags or file names.
+features from the image as read; an unfamiliar image keeps its probability but its certainty is never "clear".
+Reports never carry DICOM tags or file names.
 """
 
 from __future__ import annotations
