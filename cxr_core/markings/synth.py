@@ -387,7 +387,7 @@ def draw_overlays(
         DISTRACTORS[int(rng.integers(len(DISTRACTORS)))](out, rng)
     if rng.random() < options.corner_letter_rate:
         corner_letter(out, rng, options)
-    if options.marker_rate and rng.random() < options.marker_rate:
+    if rng.random() < options.marker_rate:
         position_marker(out, rng)
     if positive:
         choices = painters or PAINTERS
