@@ -47,7 +47,7 @@ from cxr_core.util.atomic import write_json_atomic, write_text_atomic
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cxr-sample"
 RESULTS = REPO / "bench" / "results"
-OVERLAYS = OverlayOptions(corner_letter_rate=0.0, distractor_rate=0.0)
+OVERLAYS = OverlayOptions(corner_letter_rate=0.0, distractor_rate=0.0, marker_rate=0.0)
 TARGET_COVERAGE = 0.90
 NEAR = 0.02  # collateral: masked pixels farther than this share of the side from any overlay pixel
 

@@ -12,7 +12,7 @@ from cxr_core.markings.net import STRIDE, load_markings_net
 from cxr_core.markings.synth import OverlayOptions, draw_overlays
 from cxr_core.preprocess.roi import dilate
 
-CLEAN_ONLY = OverlayOptions(corner_letter_rate=0.0, distractor_rate=0.0)
+CLEAN_ONLY = OverlayOptions(corner_letter_rate=0.0, distractor_rate=0.0, marker_rate=0.0)
 
 
 def smooth_film(seed: int, size: int = 160) -> np.ndarray:

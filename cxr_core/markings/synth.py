@@ -2,8 +2,10 @@
 
 Every drawing function paints onto a uint8 image and, with the same geometry, onto a mask, so the trainer knows
 where each overlay lies. Small corner letters (L, R, PA, AP, ...) and technician's words, sometimes with a small
-orientation arrow, large filled shapes, ECG electrodes with their leads and padding bands are drawn too, on clean and
-marked images alike, but not onto the mask: they are part of ordinary films and must not count as markings.
+orientation arrow, lead position markers (a letter in a disc, often with an outlined upright arrow and AP or PORTABLE
+beside it, or a large L or R near a top corner), large filled shapes, ECG electrodes with their leads and padding
+bands are drawn too, on clean and marked images alike, but not onto the mask: they are part of ordinary films and must
+not count as markings.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ CAPTION_HEIGHT = (0.035, 0.09)
 SMALL_TEXT_HEIGHT = (0.02, 0.035)
 CENTRE = (0.15, 0.85)
 BIG_LETTER_HEIGHT = (0.08, 0.16)
+BIG_CHARACTERS = [c for c in string.ascii_uppercase + string.digits if c not in "LR"]
+MARKER_WORDS = ("AP", "PA", "PORTABLE", "AP PORTABLE", "SUPINE", "ERECT")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class OverlayOptions:
     max_objects: int = 3
     many_arrows_rate: float = 0.1
     corner_height: tuple[float, float] = (0.015, 0.035)
+    marker_rate: float = 0.3
 
 
 Painter = Callable[[np.ndarray, np.ndarray, np.random.Generator], None]
@@ -183,13 +188,13 @@ def _text(
 
 
 def caption(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> None:
-    """A burned-in caption, sometimes on a filled box, or a large single letter or number.
+    """A burned-in caption, sometimes on a filled box, or a large single letter (not L or R) or number.
 
     Captions are at least ``CAPTION_HEIGHT[0]`` of the side tall, or smaller but over the central region; small
     text in the outer bands is what :func:`corner_letter` draws as a non-marking.
     """
     if rng.random() < 0.2:
-        letter = str(rng.choice(list(string.ascii_uppercase + string.digits)))
+        letter = str(rng.choice(BIG_CHARACTERS))
         _text(image, mask, rng, letter, rng.uniform(*BIG_LETTER_HEIGHT), None, rng.random() < 0.2)
         return
     n = int(rng.integers(3, 14))
@@ -233,6 +238,74 @@ def orientation_arrow(image: np.ndarray, rng: np.random.Generator, at: tuple[int
     colour = _colour(rng, image, x, foot)
     thick = max(1, int(round(side * height * 0.15)))
     cv2.arrowedLine(image, (x, foot), (x, foot - length), colour, thick, cv2.LINE_AA, tipLength=0.35)
+
+
+def position_marker(image: np.ndarray, rng: np.random.Generator) -> None:
+    """A radiographer's lead marker, not a marking: L or R in a filled disc or square in a lateral or top band, often
+    with an outlined upright arrow and AP or PORTABLE beside it; or a large plain L or R near or against a top corner,
+    sometimes with a small tag beside it."""
+    side = image.shape[0]
+    letter = str(rng.choice(["L", "R"]))
+    if rng.random() < 0.3:
+        height = rng.uniform(0.05, 0.1)
+        x = int(side * (rng.uniform(0.0, 0.15) if rng.random() < 0.5 else rng.uniform(0.8, 0.97)))
+        y = int(side * rng.uniform(height + 0.01, 0.22))
+        _text(image, None, rng, letter, height, (x, y), False)
+        if rng.random() < 0.3:
+            tag = str(rng.choice(["1", "2", "P", "A", "T"]))
+            _text(image, None, rng, tag, height * 0.35, (x + int(side * height * 0.8), y + int(side * 0.01)), False)
+        return
+    radius = max(3, int(side * rng.uniform(0.008, 0.02)))
+    if rng.random() < 0.7:
+        cx = int(side * (rng.uniform(0.04, 0.18) if rng.random() < 0.5 else rng.uniform(0.82, 0.96)))
+        cy = int(side * rng.uniform(0.1, 0.8))
+    else:
+        cx, cy = int(side * rng.uniform(0.1, 0.9)), int(side * rng.uniform(0.05, 0.18))
+    dark = rng.random() < 0.75
+    disc, ink = (int(rng.integers(0, 30)), int(rng.integers(225, 256)))[:: 1 if dark else -1]
+    if rng.random() < 0.7:
+        cv2.circle(image, (cx, cy), radius, disc, -1, cv2.LINE_AA)
+    else:
+        cv2.rectangle(image, (cx - radius, cy - radius), (cx + radius, cy + radius), disc, -1)
+    if rng.random() < 0.4:
+        cv2.circle(image, (cx, cy), radius, ink, 1, cv2.LINE_AA)
+    font = int(rng.choice(FONTS))
+    scale = max(0.2, 1.1 * radius / cv2.getTextSize(letter, font, 1.0, 1)[0][1])
+    (w, h), _ = cv2.getTextSize(letter, font, scale, 1)
+    cv2.putText(image, letter, (cx - w // 2, cy + h // 2), font, scale, ink, max(1, radius // 4), cv2.LINE_AA)
+    below = 1 if cy < side // 2 else -1
+    if rng.random() < 0.6:
+        block_arrow(
+            image,
+            rng,
+            (cx + int(rng.integers(-radius, radius + 1)), cy + below * int(radius * rng.uniform(3, 6))),
+            radius,
+        )
+    if rng.random() < 0.5:
+        word = str(rng.choice(MARKER_WORDS))
+        where = (cx - radius, cy + below * int(radius * rng.uniform(6, 12)))
+        _text(image, None, rng, word, rng.uniform(*SMALL_TEXT_HEIGHT) * 0.7, where, False)
+
+
+def block_arrow(image: np.ndarray, rng: np.random.Generator, centre: tuple[int, int], size: int) -> None:
+    """A technician's small upright block arrow, filled and outlined in the opposite grey, centred at ``centre``."""
+    x, y = centre
+    half, shaft = size, max(1, size // 2)
+    points = np.array(
+        [
+            (x, y - 2 * half),
+            (x + half, y - half // 2),
+            (x + shaft // 2 + 1, y - half // 2),
+            (x + shaft // 2 + 1, y + 2 * half),
+            (x - shaft // 2 - 1, y + 2 * half),
+            (x - shaft // 2 - 1, y - half // 2),
+            (x - half, y - half // 2),
+        ],
+        np.int32,
+    )
+    fill = int(rng.integers(225, 256)) if rng.random() < 0.7 else int(rng.integers(0, 30))
+    cv2.fillPoly(image, [points], fill, cv2.LINE_AA)
+    cv2.polylines(image, [points], True, 255 - fill, max(1, size // 5), cv2.LINE_AA)
 
 
 def filled_shape(image: np.ndarray, rng: np.random.Generator) -> None:
@@ -310,8 +383,8 @@ def draw_overlays(
     options: OverlayOptions = OverlayOptions(),
     painters: tuple[Painter, ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A copy of a square uint8 image with overlays (if ``positive``, drawn by ``painters``), maybe a corner letter
-    and maybe a distractor (filled shape, padding band, electrodes) that is not a marking.
+    """A copy of a square uint8 image with overlays (if ``positive``, drawn by ``painters``), maybe a corner letter,
+    a lead position marker and a distractor (filled shape, padding band, electrodes) that is not a marking.
 
     Returns (image, marking mask), the mask uint8 0/255 of the image's shape.
     """
@@ -320,6 +393,8 @@ def draw_overlays(
         DISTRACTORS[int(rng.integers(len(DISTRACTORS)))](out, rng)
     if rng.random() < options.corner_letter_rate:
         corner_letter(out, rng, options)
+    if options.marker_rate and rng.random() < options.marker_rate:
+        position_marker(out, rng)
     if positive:
         choices = painters or PAINTERS
         if painters is None and rng.random() < options.many_arrows_rate:

@@ -40,6 +40,7 @@ class MarkingsDataError(ValueError):
 class MarkingsTrainConfig(TrainerBudget):
     """Options of a markings-net training run."""
 
+    epochs: int = 30
     size: int = 256
     draw_size: int = 512
     width: int = 32

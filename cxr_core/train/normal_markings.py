@@ -13,7 +13,7 @@ import numpy as np
 
 from cxr_core.markings.synth import OverlayOptions, draw_overlays
 
-MARKINGS_ONLY = OverlayOptions(corner_letter_rate=0.0, distractor_rate=0.0)
+MARKINGS_ONLY = OverlayOptions(corner_letter_rate=0.0, distractor_rate=0.0, marker_rate=0.0)
 """Markings only: no corner letters or padding bands, which both classes already have."""
 
 
